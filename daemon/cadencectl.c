@@ -1,0 +1,2 @@
+/* Replaced by the control client. */
+int main(void) { return 1; }

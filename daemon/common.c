@@ -1,0 +1,35 @@
+/*
+ * common.c — error names and the error-buffer helper used by every module.
+ */
+#include "common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+const char *cad_strerror(int code)
+{
+    switch (code < 0 ? -code : code) {
+    case CAD_OK: return "success";
+    case CAD_EINVAL: return "invalid input";
+    case CAD_ENOMEM: return "out of memory";
+    case CAD_EIO: return "input/output error";
+    case CAD_ESTORE: return "store error";
+    case CAD_ENOTFOUND: return "not found";
+    case CAD_EEXIST: return "already exists";
+    case CAD_EFULL: return "no space left or limit reached";
+    case CAD_EBUSY: return "busy";
+    case CAD_EPERM: return "permission denied";
+    default: return "unknown error";
+    }
+}
+
+int cad_fail(char *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, CAD_ERRBUF, fmt, ap);
+        va_end(ap);
+    }
+    return -code;
+}

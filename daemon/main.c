@@ -1,0 +1,2 @@
+/* Replaced by the daemon entry point. */
+int main(void) { return 1; }

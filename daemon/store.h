@@ -1,0 +1,235 @@
+/*
+ * store.h — the durable state of cadenced, shaped around what the daemon does.
+ *
+ * The default backend is SQLite in WAL mode (store_sqlite.c); nothing else
+ * in the daemon touches SQL. The API speaks of customers, events, decisions
+ * and touches, not of tables, so another backend (PostgreSQL, when a user
+ * outgrows one machine) can implement the same functions.
+ *
+ * Threading: one cad_store_t belongs to one thread (the loop thread).
+ * Writes happen inside a batch (cad_store_batch_begin/commit): the daemon
+ * groups many decisions and outcomes into one transaction so the fsync cost
+ * is shared (group commit). Every write function called outside a batch runs
+ * in its own transaction.
+ *
+ * Strings returned through structs point into memory owned by the store or by
+ * the caller-supplied buffer named in each function; copy what you keep.
+ */
+#ifndef CADENCE_STORE_H
+#define CADENCE_STORE_H
+
+#include "common.h"
+#include "config.h"
+#include "engine.h"
+#include "model.h"
+#include "playbook.h"
+
+typedef struct cad_store cad_store_t;
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* Opens (creating if needed) the database at `path`, sets WAL mode and the
+ * synchronous level, and migrates the schema forward to the current version
+ * using PRAGMA user_version. Returns 0 and *out, or a negative code with err. */
+int cad_store_open(const char *path, enum cad_store_sync sync, cad_store_t **out, char *err);
+
+/* Opens read-only (reports, simulate over a copy). */
+int cad_store_open_readonly(const char *path, cad_store_t **out, char *err);
+
+/* Commits any open batch, finalizes statements, closes. NULL-safe. */
+void cad_store_close(cad_store_t *st);
+
+/* The schema version this build writes. */
+int cad_store_schema_version(void);
+/* The schema version of the open database. */
+int cad_store_user_version(cad_store_t *st);
+/* The database file path; owned by the store. */
+const char *cad_store_path(const cad_store_t *st);
+
+/* ---- batches (group commit) --------------------------------------------- */
+
+int cad_store_batch_begin(cad_store_t *st, char *err);
+int cad_store_batch_commit(cad_store_t *st, char *err);
+void cad_store_batch_rollback(cad_store_t *st);
+bool cad_store_in_batch(const cad_store_t *st);
+
+/* ---- customers, contacts, events (imports, control socket) -------------- */
+
+/* A customer as given by an operator or an import; all strings borrowed. */
+typedef struct cad_customer_input {
+    const char *id;          /* required, <= CAD_ID_MAX bytes */
+    const char *name;        /* NULL keeps the old value on update */
+    const char *timezone;    /* IANA; NULL keeps / defaults to UTC */
+    const char *stage;       /* stage name; NULL keeps / defaults to prospect */
+    const char *segment;     /* NULL keeps / defaults to "default" */
+    const char *interests;   /* comma-separated tags; NULL keeps */
+    const char *attributes;  /* JSON object text for templates; NULL keeps */
+    cad_time_t created_at;   /* 0 = now */
+} cad_customer_input_t;
+
+/* Inserts or updates a customer (by id). Returns 0 (and *key) or an error
+ * naming the bad field. The customer is due for evaluation at once. */
+int cad_store_customer_upsert(cad_store_t *st, const cad_customer_input_t *in, cad_time_t now,
+                              int64_t *key, char *err);
+
+/* Consent of one contact for one kind of channel ("email", "sms"). */
+typedef struct cad_consent_input {
+    const char *kind;     /* "email" or "sms" */
+    bool opted_in;
+    cad_time_t at;        /* 0 = now */
+    const char *source;   /* where the consent came from ("signup form", "import") */
+} cad_consent_input_t;
+
+typedef struct cad_contact_input {
+    const char *id;          /* required */
+    const char *customer_id; /* required, must exist */
+    const char *name;
+    const char *first_name;
+    const char *roles;       /* comma-separated role names */
+    const char *email;
+    const char *phone;       /* E.164 */
+    cad_consent_input_t consent[2]; /* email, sms; kind == NULL when not given */
+} cad_contact_input_t;
+
+int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad_time_t now,
+                             char *err);
+int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_consent_input_t *c,
+                          char *err);
+/* A permanent failure (hard bounce, SMS opt-out) makes a contact's channel unusable. */
+int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const char *channel,
+                                    const char *reason, cad_time_t now, char *err);
+/* Global suppression list: an address (email or phone) never contacted. */
+int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
+                               cad_time_t now, char *err);
+
+typedef struct cad_event_input {
+    const char *id;          /* required: idempotency key */
+    const char *customer_id; /* required, must exist */
+    const char *type;        /* event type name, known to the playbook */
+    cad_time_t at;
+    const char *data;        /* JSON object text, may be NULL */
+} cad_event_input_t;
+
+/* Records an event. Returns 0 when new, -CAD_EEXIST when the id was seen
+ * before (nothing changes: R13), or another error. The customer is due for
+ * evaluation at once. */
+int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t now, char *err);
+
+int cad_store_customer_pause(cad_store_t *st, const char *customer_id, bool paused,
+                             cad_time_t now, char *err);
+
+/* ---- the calendar and the engine ---------------------------------------- */
+
+/* Calls fn(key, next_eval, arg) for every customer, for rebuilding the
+ * in-memory calendar at start. Returns the count or an error. */
+int cad_store_schedule_foreach(cad_store_t *st, void (*fn)(int64_t key, cad_time_t next_eval,
+                               void *arg), void *arg, char *err);
+
+/* Looks a customer's store key up by external id. */
+int cad_store_customer_key(cad_store_t *st, const char *customer_id, int64_t *key, char *err);
+
+/* Reusable memory for loading snapshots; zero-initialise, free with
+ * cad_snapshot_buf_free. Owns every array and string a snapshot points to. */
+typedef struct cad_snapshot_buf {
+    cad_contact_t *contacts; int contacts_cap;
+    cad_event_t *events; int events_cap;
+    cad_history_t *history; int history_cap;
+    char *strings; size_t strings_len, strings_cap;
+} cad_snapshot_buf_t;
+
+void cad_snapshot_buf_free(cad_snapshot_buf_t *buf);
+
+/* Loads customer `key` into `snap` (arrays in `buf`), resolving names with
+ * the playbook: segment -> policy, interests -> topics, roles, event types,
+ * consent and address -> reachable bits per channel, touches -> history.
+ * Events of types the playbook does not know are skipped. */
+int cad_store_load_snapshot(cad_store_t *st, const cad_playbook_t *pb, int64_t key,
+                            cad_snapshot_buf_t *buf, cad_snapshot_t *snap, char *err);
+
+/* Records one evaluation in the current batch: the trace (every verdict that
+ * is not SKIP, with reason), the customer's next evaluation time, a dropped
+ * history row for each final suppression, and — when the decision chose a
+ * touch — the touch with its idempotency key in the outbox (state queued,
+ * due now, expiring at the verdict's expires_at). Alerts are upserted. */
+int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const cad_snapshot_t *snap,
+                              const cad_decision_t *dec, cad_time_t now, char *err);
+
+/* ---- the outbox (dispatcher) -------------------------------------------- */
+
+enum cad_outbox_state {
+    CAD_OUTBOX_QUEUED = 0,
+    CAD_OUTBOX_IN_FLIGHT,
+    CAD_OUTBOX_RETRY_WAIT,
+    CAD_OUTBOX_DELIVERED,
+    CAD_OUTBOX_DEAD,
+    CAD_OUTBOX_CANCELLED,
+};
+
+const char *cad_outbox_state_name(enum cad_outbox_state s);
+
+/* A touch in the outbox, as handed to a channel plugin. Strings point into
+ * the store's row buffer and stay valid until the next claim call. */
+typedef struct cad_outbox_touch {
+    int64_t key;
+    const char *idempotency_key;
+    const char *customer_id;
+    const char *contact_id;
+    const char *rule;
+    const char *purpose;
+    const char *channel;
+    const char *content_id;  /* may be "" */
+    int attempt;             /* attempts made so far */
+    cad_time_t decided_at;
+    cad_time_t due_at;
+    cad_time_t expires_at;
+} cad_outbox_touch_t;
+
+/* Moves up to `max` due touches (queued or retry-wait with due_at <= now) to
+ * in-flight and calls fn for each. Returns the number claimed. */
+int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
+                           void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
+                           char *err);
+
+/* Records the outcome of an attempt: delivered (with provider id), retry at
+ * `retry_at`, or dead (with the last error). */
+int cad_store_outbox_delivered(cad_store_t *st, int64_t key, const char *provider_id,
+                               cad_time_t now, char *err);
+int cad_store_outbox_retry(cad_store_t *st, int64_t key, cad_time_t retry_at, const char *error,
+                           cad_time_t now, char *err);
+int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
+                          char *err);
+/* At start: every in-flight row left by a crash goes back to queued (it is
+ * re-sent with the same idempotency key). Returns the count. */
+int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err);
+/* Earliest due_at of a queued/retry-wait touch, CAD_TIME_NEVER when none. */
+cad_time_t cad_store_outbox_next_due(cad_store_t *st);
+
+/* ---- queries (status, why, reports) ------------------------------------- */
+
+typedef struct cad_store_counts {
+    int64_t customers, contacts, events;
+    int64_t decisions;
+    int64_t outbox[6]; /* by enum cad_outbox_state */
+    int64_t alerts_open;
+} cad_store_counts_t;
+
+int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err);
+
+/* One recorded verdict of a customer's evaluations, newest first. */
+typedef struct cad_trace_row {
+    cad_time_t at;
+    const char *rule;
+    const char *verdict;   /* cad_verdict_name */
+    const char *reason;    /* cad_reason_name */
+    const char *sentence;  /* human sentence, as described at decision time */
+    const char *channel;   /* may be "" */
+    const char *contact;   /* may be "" */
+    const char *content;   /* may be "" */
+    cad_time_t until;      /* 0 when none */
+} cad_trace_row_t;
+
+int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
+                            void (*fn)(const cad_trace_row_t *row, void *arg), void *arg,
+                            char *err);
+
+#endif
