@@ -1,0 +1,286 @@
+/*
+ * scheduler.c — drives the calendar with one libuv timer (see scheduler.h).
+ *
+ * The timer is always armed for the earliest entry of the calendar, at most
+ * CAD_SCHEDULER_MAX_SLEEP_MS ahead: libuv timers run on the monotonic clock,
+ * while due times are UTC instants, so re-reading the wall clock at least
+ * once a minute keeps a wall-clock jump (NTP step, faketime) from either
+ * firing a day of work at once or stalling the calendar.
+ *
+ * When it fires, one batch of at most engine.batch_size due customers is
+ * evaluated inside one store transaction (group commit), and if more are due
+ * the timer is re-armed at 0 ms so the loop serves sockets and signals
+ * between batches. A failed batch is rolled back and its customers are
+ * retried a minute later: decisions are re-derived, never half-recorded.
+ */
+#include "scheduler.h"
+
+#include "calendar.h"
+#include "engine.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CAD_SCHEDULER_MAX_SLEEP_MS 60000
+#define CAD_SCHEDULER_RETRY_DELAY  60
+
+struct cad_scheduler {
+    uv_loop_t *loop;
+    uv_timer_t timer;
+    cad_store_t *store;
+    const cad_config_t *cfg;
+    cad_time_t (*clock_fn)(void);
+    cad_calendar_t cal;
+    cad_snapshot_buf_t buf;
+    cad_verdict_t *verdicts;
+    int verdicts_cap;
+    int64_t *batch_keys; /* keys of the batch in progress, to retry on failure */
+    size_t batch_cap;
+    bool started, stopped;
+    cad_scheduler_stats_t stats;
+    void (*done)(void *arg);
+    void *done_arg;
+};
+
+static cad_time_t wall_clock(void)
+{
+    return (cad_time_t)time(NULL);
+}
+
+static void on_load(int64_t key, cad_time_t next_eval, void *arg)
+{
+    cad_scheduler_t *s = arg;
+    if (cad_calendar_set(&s->cal, key, next_eval) != 0)
+        s->stats.errors++;
+}
+
+static int ensure_verdicts(cad_scheduler_t *s)
+{
+    int need = s->cfg->playbook.n_rules > 0 ? s->cfg->playbook.n_rules : 1;
+    if (need <= s->verdicts_cap)
+        return 0;
+    cad_verdict_t *v = realloc(s->verdicts, (size_t)need * sizeof(*v));
+    if (!v)
+        return -CAD_ENOMEM;
+    s->verdicts = v;
+    s->verdicts_cap = need;
+    return 0;
+}
+
+int cad_scheduler_new(uv_loop_t *loop, cad_store_t *store, const cad_config_t *cfg,
+                      cad_time_t (*clock_fn)(void), cad_scheduler_t **out, char *err)
+{
+    cad_scheduler_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return cad_fail(err, CAD_ENOMEM, "scheduler: out of memory");
+    s->loop = loop;
+    s->store = store;
+    s->cfg = cfg;
+    s->clock_fn = clock_fn ? clock_fn : wall_clock;
+    cad_calendar_init(&s->cal);
+    s->batch_cap = cfg->batch_size ? cfg->batch_size : 1000;
+    s->batch_keys = calloc(s->batch_cap, sizeof(*s->batch_keys));
+    if (!s->batch_keys || ensure_verdicts(s) != 0) {
+        free(s->batch_keys);
+        free(s);
+        return cad_fail(err, CAD_ENOMEM, "scheduler: out of memory");
+    }
+    int n = cad_store_schedule_foreach(store, on_load, s, err);
+    if (n < 0) {
+        cad_calendar_free(&s->cal);
+        free(s->batch_keys);
+        free(s->verdicts);
+        free(s);
+        return n;
+    }
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    *out = s;
+    return 0;
+}
+
+static void on_timer(uv_timer_t *timer);
+
+static void arm(cad_scheduler_t *s)
+{
+    if (!s->started || s->stopped)
+        return;
+    const cad_calendar_entry_t *next = cad_calendar_peek(&s->cal);
+    if (!next) {
+        uv_timer_stop(&s->timer);
+        return;
+    }
+    cad_time_t now = s->clock_fn();
+    uint64_t delay = 0;
+    if (next->when > now) {
+        int64_t seconds = next->when - now;
+        delay = seconds > CAD_SCHEDULER_MAX_SLEEP_MS / 1000 ? CAD_SCHEDULER_MAX_SLEEP_MS
+                                                            : (uint64_t)seconds * 1000;
+    }
+    uv_timer_start(&s->timer, on_timer, delay, 0);
+}
+
+/* Evaluates one customer inside the open batch. Returns 0, or a negative
+ * code when the store failed (the batch must then be rolled back). */
+static int evaluate(cad_scheduler_t *s, int64_t key, cad_time_t now)
+{
+    char err[CAD_ERRBUF];
+    const cad_playbook_t *pb = &s->cfg->playbook;
+    cad_snapshot_t snap;
+    int rc = cad_store_load_snapshot(s->store, pb, key, &s->buf, &snap, err);
+    if (rc == -CAD_ENOTFOUND)
+        return 0; /* deleted since it was scheduled */
+    if (rc < 0) {
+        cad_log_err("cannot load customer for evaluation: %s customer_key=%lld", err,
+                    (long long)key);
+        return rc;
+    }
+    cad_decision_t dec = {.verdicts = s->verdicts};
+    rc = cad_engine_decide(pb, &snap, now, &dec);
+    if (rc < 0) {
+        /* The snapshot does not fit the playbook: a bug, not a store failure.
+         * Retry later rather than stop the calendar. */
+        cad_log_err("engine refused a snapshot customer=%s", snap.customer.id);
+        s->stats.errors++;
+        cad_calendar_set(&s->cal, key, now + CAD_SCHEDULER_RETRY_DELAY);
+        return 0;
+    }
+    rc = cad_store_record_decision(s->store, pb, &snap, &dec, now, err);
+    if (rc < 0) {
+        cad_log_err("cannot record decision: %s customer=%s", err, snap.customer.id);
+        return rc;
+    }
+    s->stats.evaluations++;
+    for (int i = 0; i < dec.n_verdicts; i++) {
+        switch (dec.verdicts[i].kind) {
+        case CAD_VERDICT_SEND: s->stats.touches_decided++; break;
+        case CAD_VERDICT_SUPPRESS: s->stats.suppressed++; break;
+        case CAD_VERDICT_DEFER: s->stats.deferred++; break;
+        default: break;
+        }
+    }
+    if (dec.chosen >= 0) {
+        const cad_verdict_t *v = &dec.verdicts[dec.chosen];
+        cad_log_info("touch decided customer=%s rule=%s channel=%s", snap.customer.id,
+                     pb->rules[v->rule].name,
+                     v->channel >= 0 ? pb->channels[v->channel].name : "-");
+    }
+    cad_time_t next = dec.next_eval;
+    if (next == CAD_TIME_NEVER) {
+        cad_calendar_remove(&s->cal, key);
+        return 0;
+    }
+    if (next <= now)
+        next = now + 1;
+    cad_calendar_set(&s->cal, key, next);
+    return 0;
+}
+
+static void run_batch(cad_scheduler_t *s)
+{
+    char err[CAD_ERRBUF];
+    cad_time_t now = s->clock_fn();
+    if (ensure_verdicts(s) != 0) {
+        cad_log_err("scheduler: out of memory for verdicts; retrying in a minute");
+        return;
+    }
+    if (cad_store_batch_begin(s->store, err) < 0) {
+        cad_log_err("cannot start a decision batch: %s", err);
+        return;
+    }
+    size_t n = 0;
+    int failed = 0;
+    cad_calendar_entry_t e;
+    while (n < s->batch_cap && cad_calendar_pop_due(&s->cal, now, &e)) {
+        s->batch_keys[n++] = e.key;
+        if (evaluate(s, e.key, now) < 0) {
+            failed = 1;
+            break;
+        }
+    }
+    if (!failed && cad_store_batch_commit(s->store, err) < 0) {
+        cad_log_err("cannot commit a decision batch: %s customers=%zu", err, n);
+        failed = 1;
+    }
+    if (failed) {
+        cad_store_batch_rollback(s->store);
+        s->stats.errors++;
+        cad_log_warning("decision batch rolled back; its customers are retried in %d s "
+                        "customers=%zu",
+                        CAD_SCHEDULER_RETRY_DELAY, n);
+        for (size_t i = 0; i < n; i++)
+            cad_calendar_set(&s->cal, s->batch_keys[i], now + CAD_SCHEDULER_RETRY_DELAY);
+    }
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+    cad_scheduler_t *s = timer->data;
+    if (s->stopped)
+        return;
+    run_batch(s);
+    arm(s);
+}
+
+int cad_scheduler_start(cad_scheduler_t *s)
+{
+    s->started = true;
+    arm(s);
+    return 0;
+}
+
+void cad_scheduler_set_config(cad_scheduler_t *s, const cad_config_t *cfg)
+{
+    s->cfg = cfg;
+    /* Every customer is due now: rules or policies may have changed. All
+     * entries get the same time, so the heap order stays valid. */
+    cad_time_t now = s->clock_fn();
+    for (size_t i = 0; i < s->cal.size; i++)
+        if (s->cal.heap[i].when > now)
+            s->cal.heap[i].when = now;
+    arm(s);
+}
+
+void cad_scheduler_customer_changed(cad_scheduler_t *s, int64_t key)
+{
+    cad_calendar_set_earlier(&s->cal, key, s->clock_fn());
+    arm(s);
+}
+
+void cad_scheduler_stop(cad_scheduler_t *s)
+{
+    s->stopped = true;
+    uv_timer_stop(&s->timer);
+}
+
+static void on_close(uv_handle_t *handle)
+{
+    cad_scheduler_t *s = handle->data;
+    void (*done)(void *) = s->done;
+    void *arg = s->done_arg;
+    cad_calendar_free(&s->cal);
+    cad_snapshot_buf_free(&s->buf);
+    free(s->verdicts);
+    free(s->batch_keys);
+    free(s);
+    if (done)
+        done(arg);
+}
+
+void cad_scheduler_close(cad_scheduler_t *s, void (*done)(void *arg), void *arg)
+{
+    cad_scheduler_stop(s);
+    s->done = done;
+    s->done_arg = arg;
+    uv_close((uv_handle_t *)&s->timer, on_close);
+}
+
+void cad_scheduler_get_stats(const cad_scheduler_t *s, cad_scheduler_stats_t *out)
+{
+    *out = s->stats;
+    out->customers = (int64_t)s->cal.size;
+    const cad_calendar_entry_t *next = cad_calendar_peek(&s->cal);
+    out->next_due = next ? next->when : CAD_TIME_NEVER;
+}
