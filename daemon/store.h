@@ -36,6 +36,10 @@ int cad_store_open(const char *path, enum cad_store_sync sync, cad_store_t **out
 /* Opens read-only (reports, simulate over a copy). */
 int cad_store_open_readonly(const char *path, cad_store_t **out, char *err);
 
+/* Opens an in-memory copy of the database at `path` (SQLite backup API), for
+ * the simulator: every write goes to the copy, the file is only read. */
+int cad_store_open_copy(const char *path, cad_store_t **out, char *err);
+
 /* Commits any open batch, finalizes statements, closes. NULL-safe. */
 void cad_store_close(cad_store_t *st);
 
