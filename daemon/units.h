@@ -11,8 +11,9 @@
 
 #include "common.h"
 
-/* "<n><unit>..." with units w, d, h, m, s; at least one part; result > 0 unless
- * the text is "0"; at most 10 years. */
+/* "<n><unit>..." with units w, d, h, m, s, each at most once, largest first;
+ * at least one part; at most 10 years. Zero ("0", "0s") is accepted: callers
+ * refuse it where a zero makes no sense (a cap window, a recurrence). */
 int cad_duration_parse(const char *text, int64_t *seconds, char *err);
 
 /* Formats seconds as the shortest duration text ("14d", "1d12h", "0s"). */
