@@ -1,0 +1,238 @@
+/*
+ * test_tz.c — time zones: offsets across DST, skipped and repeated local
+ * times, and the next allowed moment across midnight and weekdays, in
+ * America/Los_Angeles and Europe/London. Expected instants are written as
+ * epoch seconds checked against the tz database by hand (date -u -d ...).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tz.h"
+
+/* 2026 transitions (UTC). */
+#define LA_SPRING  1772964000 /* 2026-03-08T10:00:00Z: 02:00 PST -> 03:00 PDT */
+#define LA_FALL    1793523600 /* 2026-11-01T09:00:00Z: 02:00 PDT -> 01:00 PST */
+#define LON_SPRING 1774746000 /* 2026-03-29T01:00:00Z: 01:00 GMT -> 02:00 BST */
+#define LON_FALL   1792890000 /* 2026-10-25T01:00:00Z: 02:00 BST -> 01:00 GMT */
+#define ALL_DAYS   0x7f
+#define WEEKDAYS   0x1f /* Monday..Friday */
+
+static const cad_tz_t *zone(const char *name)
+{
+    char err[CAD_ERRBUF] = "";
+    const cad_tz_t *tz = cad_tz_get(name, err);
+    assert_non_null(tz);
+    assert_string_equal(cad_tz_name(tz), name);
+    return tz;
+}
+
+static void test_tz_unknown_zone_is_refused_with_its_name(void **state)
+{
+    char err[CAD_ERRBUF] = "";
+    assert_null(cad_tz_get("Europe/Atlantis", err));
+    assert_non_null(strstr(err, "Europe/Atlantis"));
+    assert_null(cad_tz_get("", err));
+    assert_null(cad_tz_get("Europe/London\n", err));
+    assert_false(cad_tz_valid("Mars/Olympus_Mons"));
+    assert_false(cad_tz_valid(NULL));
+    assert_true(cad_tz_valid("America/Los_Angeles"));
+    assert_true(cad_tz_valid("UTC"));
+}
+
+static void test_tz_registry_interns_zones(void **state)
+{
+    const cad_tz_t *a = zone("Europe/London");
+    const cad_tz_t *b = zone("Europe/London");
+    assert_ptr_equal(a, b);
+    assert_ptr_equal(cad_tz_utc(), cad_tz_utc());
+    assert_string_equal(cad_tz_name(cad_tz_utc()), "UTC");
+}
+
+static void test_tz_offsets_across_dst_los_angeles(void **state)
+{
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    cad_local_time_t lt;
+    cad_tz_local(la, LA_SPRING - 1, &lt);
+    assert_int_equal(lt.utc_offset, -8 * 3600);
+    assert_int_equal(lt.hour, 1);
+    assert_int_equal(lt.minute, 59);
+    assert_int_equal(lt.second, 59);
+    cad_tz_local(la, LA_SPRING, &lt);
+    assert_int_equal(lt.utc_offset, -7 * 3600);
+    assert_int_equal(lt.hour, 3);
+    assert_int_equal(lt.minute, 0);
+    assert_int_equal(lt.day, 8);
+    assert_int_equal(lt.month, 3);
+    assert_int_equal(lt.year, 2026);
+    assert_int_equal(lt.weekday, 6); /* Sunday */
+    cad_tz_local(la, LA_FALL - 1, &lt);
+    assert_int_equal(lt.utc_offset, -7 * 3600);
+    assert_int_equal(lt.hour, 1);
+    assert_int_equal(lt.minute, 59);
+    cad_tz_local(la, LA_FALL, &lt);
+    assert_int_equal(lt.utc_offset, -8 * 3600);
+    assert_int_equal(lt.hour, 1);
+    assert_int_equal(lt.minute, 0);
+    /* far from the cached periods, and back again */
+    cad_tz_local(la, 0, &lt);
+    assert_int_equal(lt.year, 1969);
+    assert_int_equal(lt.month, 12);
+    assert_int_equal(lt.day, 31);
+    assert_int_equal(lt.hour, 16);
+    assert_int_equal(lt.day_number, -1);
+    cad_tz_local(la, LA_SPRING + 3600, &lt);
+    assert_int_equal(lt.hour, 4);
+}
+
+static void test_tz_offsets_across_dst_london(void **state)
+{
+    const cad_tz_t *lon = zone("Europe/London");
+    cad_local_time_t lt;
+    cad_tz_local(lon, LON_SPRING - 1, &lt);
+    assert_int_equal(lt.utc_offset, 0);
+    assert_int_equal(lt.hour, 0);
+    cad_tz_local(lon, LON_SPRING, &lt);
+    assert_int_equal(lt.utc_offset, 3600);
+    assert_int_equal(lt.hour, 2);
+    cad_tz_local(lon, LON_FALL - 1, &lt);
+    assert_int_equal(lt.utc_offset, 3600);
+    assert_int_equal(lt.hour, 1);
+    assert_int_equal(lt.minute, 59);
+    cad_tz_local(lon, LON_FALL, &lt);
+    assert_int_equal(lt.utc_offset, 0);
+    assert_int_equal(lt.hour, 1);
+    assert_int_equal(lt.minute, 0);
+    /* day numbers and weekdays agree with UTC in winter */
+    cad_tz_local(lon, 1773014400, &lt); /* 2026-03-09T00:00Z, a Monday */
+    assert_int_equal(lt.weekday, 0);
+    assert_int_equal(lt.day_number, 1773014400 / 86400);
+}
+
+static void test_tz_from_local_plain_and_utc(void **state)
+{
+    const cad_tz_t *lon = zone("Europe/London");
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    assert_int_equal(cad_tz_from_local(lon, 2026, 3, 9, 0, 0), 1773014400);
+    assert_int_equal(cad_tz_from_local(la, 2026, 3, 9, 0, 0), 1773014400 + 7 * 3600);
+    assert_int_equal(cad_tz_from_local(cad_tz_utc(), 2026, 3, 9, 0, 0), 1773014400);
+    assert_int_equal(cad_tz_from_local(NULL, 2026, 3, 9, 0, 0), 1773014400);
+    /* summer in London is BST */
+    assert_int_equal(cad_tz_from_local(lon, 2026, 7, 1, 12, 0), 1782907200 - 3600);
+}
+
+static void test_tz_nonexistent_local_time_resolves_after_the_gap(void **state)
+{
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    const cad_tz_t *lon = zone("Europe/London");
+    /* 02:30 on 2026-03-08 does not exist in Los Angeles: 03:00 PDT */
+    assert_int_equal(cad_tz_from_local(la, 2026, 3, 8, 2, 30), LA_SPRING);
+    assert_int_equal(cad_tz_from_local(la, 2026, 3, 8, 2, 0), LA_SPRING);
+    assert_int_equal(cad_tz_from_local(la, 2026, 3, 8, 3, 0), LA_SPRING);
+    assert_int_equal(cad_tz_from_local(la, 2026, 3, 8, 1, 59), LA_SPRING - 60);
+    /* 01:30 on 2026-03-29 does not exist in London */
+    assert_int_equal(cad_tz_from_local(lon, 2026, 3, 29, 1, 30), LON_SPRING);
+}
+
+static void test_tz_repeated_local_time_takes_first_occurrence(void **state)
+{
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    const cad_tz_t *lon = zone("Europe/London");
+    /* 01:30 happens twice on 2026-11-01 in Los Angeles; first is PDT */
+    assert_int_equal(cad_tz_from_local(la, 2026, 11, 1, 1, 30), LA_FALL - 1800);
+    assert_int_equal(cad_tz_from_local(la, 2026, 11, 1, 2, 0), LA_FALL + 3600);
+    /* 01:30 happens twice on 2026-10-25 in London; first is BST */
+    assert_int_equal(cad_tz_from_local(lon, 2026, 10, 25, 1, 30), LON_FALL - 1800);
+}
+
+static void test_tz_next_allowed_inside_window_is_now(void **state)
+{
+    const cad_tz_t *lon = zone("Europe/London");
+    cad_time_t t = cad_tz_from_local(lon, 2026, 3, 10, 12, 0); /* Tuesday noon */
+    assert_int_equal(cad_tz_next_allowed(lon, t, 8 * 60, 20 * 60, ALL_DAYS), t);
+    assert_int_equal(cad_tz_next_allowed(lon, t, 0, 0, ALL_DAYS), t);
+    assert_int_equal(cad_tz_next_allowed(lon, t, 8 * 60, 20 * 60, 0), CAD_TIME_NEVER);
+}
+
+static void test_tz_next_allowed_wraps_midnight(void **state)
+{
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    /* window 08:00-20:00: at 21:00 the answer is 08:00 the next day */
+    cad_time_t t = cad_tz_from_local(la, 2026, 3, 10, 21, 0);
+    assert_int_equal(cad_tz_next_allowed(la, t, 8 * 60, 20 * 60, ALL_DAYS),
+                     cad_tz_from_local(la, 2026, 3, 11, 8, 0));
+    /* at 05:00 it is 08:00 the same day */
+    t = cad_tz_from_local(la, 2026, 3, 11, 5, 0);
+    assert_int_equal(cad_tz_next_allowed(la, t, 8 * 60, 20 * 60, ALL_DAYS),
+                     cad_tz_from_local(la, 2026, 3, 11, 8, 0));
+    /* a window that wraps midnight, 22:00-06:00: 23:30 is allowed, 07:00 is not */
+    t = cad_tz_from_local(la, 2026, 3, 11, 23, 30);
+    assert_int_equal(cad_tz_next_allowed(la, t, 22 * 60, 6 * 60, ALL_DAYS), t);
+    t = cad_tz_from_local(la, 2026, 3, 12, 7, 0);
+    assert_int_equal(cad_tz_next_allowed(la, t, 22 * 60, 6 * 60, ALL_DAYS),
+                     cad_tz_from_local(la, 2026, 3, 12, 22, 0));
+}
+
+static void test_tz_next_allowed_skips_weekdays(void **state)
+{
+    const cad_tz_t *lon = zone("Europe/London");
+    /* Friday 2026-03-13 21:00, weekdays only: Monday 08:00 */
+    cad_time_t t = cad_tz_from_local(lon, 2026, 3, 13, 21, 0);
+    assert_int_equal(cad_tz_next_allowed(lon, t, 8 * 60, 20 * 60, WEEKDAYS),
+                     cad_tz_from_local(lon, 2026, 3, 16, 8, 0));
+    /* Saturday noon, any hour but weekdays only: Monday 00:00 */
+    t = cad_tz_from_local(lon, 2026, 3, 14, 12, 0);
+    assert_int_equal(cad_tz_next_allowed(lon, t, 0, 0, WEEKDAYS),
+                     cad_tz_from_local(lon, 2026, 3, 16, 0, 0));
+    /* Sundays only (bit 6) */
+    assert_int_equal(cad_tz_next_allowed(lon, t, 9 * 60, 17 * 60, 1u << 6),
+                     cad_tz_from_local(lon, 2026, 3, 15, 9, 0));
+}
+
+static void test_tz_next_allowed_across_dst_changes(void **state)
+{
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    const cad_tz_t *lon = zone("Europe/London");
+    /* Saturday evening before spring-forward: 08:00 Sunday is PDT (15:00Z) */
+    cad_time_t t = cad_tz_from_local(la, 2026, 3, 7, 22, 0);
+    assert_int_equal(cad_tz_next_allowed(la, t, 8 * 60, 21 * 60, ALL_DAYS), LA_SPRING + 5 * 3600);
+    /* a window opening inside the gap (02:30) opens at 03:00 PDT */
+    t = cad_tz_from_local(la, 2026, 3, 8, 0, 30);
+    assert_int_equal(cad_tz_next_allowed(la, t, 2 * 60 + 30, 5 * 60, ALL_DAYS), LA_SPRING);
+    /* fall-back: 08:00 PST on 2026-11-01 is 16:00Z */
+    t = cad_tz_from_local(la, 2026, 10, 31, 23, 0);
+    assert_int_equal(cad_tz_next_allowed(la, t, 8 * 60, 21 * 60, ALL_DAYS), LA_FALL + 7 * 3600);
+    /* London: 08:00 BST on 2026-03-29 is 07:00Z; 08:00 GMT on 2026-10-25 is 08:00Z */
+    t = cad_tz_from_local(lon, 2026, 3, 28, 21, 30);
+    assert_int_equal(cad_tz_next_allowed(lon, t, 8 * 60, 20 * 60, ALL_DAYS), LON_SPRING + 6 * 3600);
+    t = cad_tz_from_local(lon, 2026, 10, 24, 21, 30);
+    assert_int_equal(cad_tz_next_allowed(lon, t, 8 * 60, 20 * 60, ALL_DAYS), LON_FALL + 7 * 3600);
+}
+
+static int teardown_registry(void **state)
+{
+    cad_tz_registry_free();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tz_unknown_zone_is_refused_with_its_name),
+        cmocka_unit_test(test_tz_registry_interns_zones),
+        cmocka_unit_test(test_tz_offsets_across_dst_los_angeles),
+        cmocka_unit_test(test_tz_offsets_across_dst_london),
+        cmocka_unit_test(test_tz_from_local_plain_and_utc),
+        cmocka_unit_test(test_tz_nonexistent_local_time_resolves_after_the_gap),
+        cmocka_unit_test(test_tz_repeated_local_time_takes_first_occurrence),
+        cmocka_unit_test(test_tz_next_allowed_inside_window_is_now),
+        cmocka_unit_test(test_tz_next_allowed_wraps_midnight),
+        cmocka_unit_test(test_tz_next_allowed_skips_weekdays),
+        cmocka_unit_test(test_tz_next_allowed_across_dst_changes),
+    };
+    return cmocka_run_group_tests_name("tz", tests, NULL, teardown_registry);
+}
