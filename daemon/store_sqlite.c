@@ -1,0 +1,1776 @@
+/*
+ * store_sqlite.c — the store (store.h) on SQLite.
+ *
+ * One connection, owned by the loop thread, in WAL mode with foreign keys on
+ * and a busy timeout for the odd second reader (cadencectl over a read-only
+ * connection). The schema is created and moved forward by an ordered list of
+ * migration steps keyed by PRAGMA user_version; each step runs in its own
+ * transaction, so a database is always at exactly one version.
+ *
+ * Every SQL statement is prepared once at open into an array indexed by
+ * enum stmt_id and reset after each use; no call prepares SQL again.
+ *
+ * Writes: inside a batch (BEGIN IMMEDIATE ... COMMIT, the daemon's group
+ * commit) every write function wraps its own statements in a SAVEPOINT, so a
+ * failing write is undone alone and the batch goes on. Outside a batch every
+ * write function is its own transaction. Either way a failure (disk full, I/O
+ * error, constraint) leaves nothing half-written.
+ *
+ * Names stay names in the database (stage, segment, roles, rule, channel,
+ * event type) so a playbook change never invalidates stored rows; the
+ * snapshot loader resolves them against the current playbook.
+ */
+#include "store.h"
+
+#include "tz.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define TRACE_KEEP      50 /* trace rows kept per customer */
+#define BUSY_TIMEOUT_MS 5000
+
+/* ---- schema ------------------------------------------------------------- */
+
+/* Version 1: customers, contacts, consents, events, the outbox/history and
+ * the decision traces. */
+static const char schema_v1[] =
+    "CREATE TABLE customers ("
+    " key INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " timezone TEXT NOT NULL DEFAULT 'UTC',"
+    " stage TEXT NOT NULL DEFAULT 'prospect',"
+    " segment TEXT NOT NULL DEFAULT 'default',"
+    " interests TEXT NOT NULL DEFAULT '',"
+    " attributes TEXT NOT NULL DEFAULT '{}',"
+    " paused INTEGER NOT NULL DEFAULT 0,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " next_eval INTEGER NOT NULL);"
+    "CREATE INDEX customers_next_eval ON customers(next_eval);"
+    "CREATE TABLE contacts ("
+    " key INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
+    " customer_key INTEGER NOT NULL REFERENCES customers(key) ON DELETE CASCADE,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " first_name TEXT NOT NULL DEFAULT '',"
+    " roles TEXT NOT NULL DEFAULT '',"
+    " email TEXT NOT NULL DEFAULT '',"
+    " phone TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX contacts_customer ON contacts(customer_key);"
+    "CREATE TABLE consents ("
+    " contact_key INTEGER NOT NULL REFERENCES contacts(key) ON DELETE CASCADE,"
+    " kind TEXT NOT NULL,"
+    " opted_in INTEGER NOT NULL,"
+    " at INTEGER NOT NULL,"
+    " source TEXT NOT NULL DEFAULT '',"
+    " PRIMARY KEY (contact_key, kind));"
+    "CREATE TABLE contact_channels ("
+    " contact_key INTEGER NOT NULL REFERENCES contacts(key) ON DELETE CASCADE,"
+    " channel TEXT NOT NULL,"
+    " reason TEXT NOT NULL DEFAULT '',"
+    " at INTEGER NOT NULL,"
+    " PRIMARY KEY (contact_key, channel));"
+    "CREATE TABLE suppressions ("
+    " address TEXT PRIMARY KEY,"
+    " reason TEXT NOT NULL DEFAULT '',"
+    " at INTEGER NOT NULL);"
+    "CREATE TABLE events ("
+    " key INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
+    " customer_key INTEGER NOT NULL REFERENCES customers(key) ON DELETE CASCADE,"
+    " type TEXT NOT NULL,"
+    " at INTEGER NOT NULL,"
+    " data TEXT NOT NULL DEFAULT '{}',"
+    " received_at INTEGER NOT NULL);"
+    "CREATE INDEX events_customer_at ON events(customer_key, at);"
+    "CREATE TABLE touches ("
+    " key INTEGER PRIMARY KEY,"
+    " idempotency_key TEXT NOT NULL UNIQUE,"
+    " customer_key INTEGER NOT NULL REFERENCES customers(key) ON DELETE CASCADE,"
+    " rule TEXT NOT NULL,"
+    " purpose TEXT NOT NULL,"
+    " channel TEXT NOT NULL DEFAULT '',"
+    " contact_key INTEGER REFERENCES contacts(key) ON DELETE SET NULL,"
+    " content_id TEXT NOT NULL DEFAULT '',"
+    " trigger_key INTEGER NOT NULL,"
+    " state TEXT NOT NULL,"
+    " attempt INTEGER NOT NULL DEFAULT 0,"
+    " decided_at INTEGER NOT NULL,"
+    " due_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " last_error TEXT NOT NULL DEFAULT '',"
+    " provider_id TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX touches_customer_decided ON touches(customer_key, decided_at);"
+    "CREATE TABLE traces ("
+    " key INTEGER PRIMARY KEY,"
+    " customer_key INTEGER NOT NULL REFERENCES customers(key) ON DELETE CASCADE,"
+    " at INTEGER NOT NULL,"
+    " rule TEXT NOT NULL,"
+    " verdict TEXT NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " sentence TEXT NOT NULL DEFAULT '',"
+    " channel TEXT NOT NULL DEFAULT '',"
+    " contact TEXT NOT NULL DEFAULT '',"
+    " content TEXT NOT NULL DEFAULT '',"
+    " until INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX traces_customer ON traces(customer_key, key);"
+    "CREATE TABLE counters ("
+    " name TEXT PRIMARY KEY,"
+    " value INTEGER NOT NULL);";
+
+/* Version 2: operator alerts (content gaps, overdue feedback loops, silent
+ * customers) and the dispatcher's index over due touches. */
+static const char schema_v2[] =
+    "CREATE TABLE alerts ("
+    " key INTEGER PRIMARY KEY,"
+    " kind TEXT NOT NULL,"
+    " customer_key INTEGER NOT NULL REFERENCES customers(key) ON DELETE CASCADE,"
+    " rule TEXT NOT NULL DEFAULT '',"
+    " detail TEXT NOT NULL DEFAULT '',"
+    " first_at INTEGER NOT NULL,"
+    " last_at INTEGER NOT NULL,"
+    " closed_at INTEGER NOT NULL DEFAULT 0,"
+    " open INTEGER NOT NULL DEFAULT 1);"
+    "CREATE UNIQUE INDEX alerts_open ON alerts(kind, customer_key, rule) WHERE open = 1;"
+    "CREATE INDEX touches_state_due ON touches(state, due_at);";
+
+static const char *const migrations[] = {schema_v1, schema_v2};
+
+int cad_store_schema_version(void)
+{
+    return (int)CAD_ARRAY_LEN(migrations);
+}
+
+/* ---- statements --------------------------------------------------------- */
+
+enum stmt_id {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_SAVEPOINT,
+    S_RELEASE,
+    S_ROLLBACK_TO,
+    S_CUSTOMER_UPSERT,
+    S_CUSTOMER_KEY,
+    S_CUSTOMER_GET,
+    S_CUSTOMER_PAUSE,
+    S_CUSTOMER_NEXT_EVAL,
+    S_CUSTOMER_TOUCH_EVAL,
+    S_SCHEDULE_ALL,
+    S_CONTACT_UPSERT,
+    S_CONTACT_KEY,
+    S_CONTACT_EXISTS,
+    S_CONSENT_UPSERT,
+    S_CONTACT_UNUSABLE,
+    S_SUPPRESS,
+    S_EVENT_INSERT,
+    S_SNAP_CONTACTS,
+    S_SNAP_UNUSABLE,
+    S_SNAP_EVENTS,
+    S_SNAP_HISTORY,
+    S_TOUCH_INSERT,
+    S_TRACE_INSERT,
+    S_TRACE_TRIM,
+    S_TRACE_LIST,
+    S_COUNTER_ADD,
+    S_ALERT_OPEN,
+    S_ALERT_CLOSE,
+    S_OUTBOX_EXPIRE,
+    S_OUTBOX_DUE,
+    S_OUTBOX_CLAIM_ONE,
+    S_OUTBOX_DELIVERED,
+    S_OUTBOX_RETRY,
+    S_OUTBOX_DEAD,
+    S_OUTBOX_STATE,
+    S_OUTBOX_REQUEUE,
+    S_OUTBOX_NEXT_DUE,
+    S_COUNT_CUSTOMERS,
+    S_COUNT_CONTACTS,
+    S_COUNT_EVENTS,
+    S_COUNT_DECISIONS,
+    S_COUNT_OUTBOX,
+    S_COUNT_ALERTS,
+    S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_SAVEPOINT] = "SAVEPOINT cad_write",
+    [S_RELEASE] = "RELEASE cad_write",
+    [S_ROLLBACK_TO] = "ROLLBACK TO cad_write",
+    [S_CUSTOMER_UPSERT] =
+        "INSERT INTO customers (id, name, timezone, stage, segment, interests, attributes,"
+        " paused, created_at, updated_at, next_eval)"
+        " VALUES (?1, COALESCE(?2, ''), COALESCE(?3, 'UTC'), COALESCE(?4, 'prospect'),"
+        " COALESCE(?5, 'default'), COALESCE(?6, ''), COALESCE(?7, '{}'), 0,"
+        " CASE WHEN ?8 = 0 THEN ?9 ELSE ?8 END, ?9, ?9)"
+        " ON CONFLICT (id) DO UPDATE SET name = COALESCE(?2, name),"
+        " timezone = COALESCE(?3, timezone), stage = COALESCE(?4, stage),"
+        " segment = COALESCE(?5, segment), interests = COALESCE(?6, interests),"
+        " attributes = COALESCE(?7, attributes),"
+        " created_at = CASE WHEN ?8 = 0 THEN created_at ELSE ?8 END,"
+        " updated_at = ?9, next_eval = ?9"
+        " RETURNING key",
+    [S_CUSTOMER_KEY] = "SELECT key FROM customers WHERE id = ?1",
+    [S_CUSTOMER_GET] = "SELECT id, stage, segment, interests, timezone, paused, created_at"
+                       " FROM customers WHERE key = ?1",
+    [S_CUSTOMER_PAUSE] =
+        "UPDATE customers SET paused = ?2, updated_at = ?3, next_eval = ?3 WHERE id = ?1",
+    [S_CUSTOMER_NEXT_EVAL] = "UPDATE customers SET next_eval = ?2 WHERE key = ?1",
+    [S_CUSTOMER_TOUCH_EVAL] =
+        "UPDATE customers SET next_eval = ?2 WHERE key = ?1 AND next_eval > ?2",
+    [S_SCHEDULE_ALL] = "SELECT key, next_eval FROM customers ORDER BY next_eval",
+    [S_CONTACT_UPSERT] =
+        "INSERT INTO contacts (id, customer_key, name, first_name, roles, email, phone)"
+        " VALUES (?1, ?2, COALESCE(?3, ''), COALESCE(?4, ''), COALESCE(?5, ''),"
+        " COALESCE(?6, ''), COALESCE(?7, ''))"
+        " ON CONFLICT (id) DO UPDATE SET customer_key = ?2, name = COALESCE(?3, name),"
+        " first_name = COALESCE(?4, first_name), roles = COALESCE(?5, roles),"
+        " email = COALESCE(?6, email), phone = COALESCE(?7, phone)"
+        " RETURNING key",
+    [S_CONTACT_KEY] = "SELECT key, customer_key FROM contacts WHERE id = ?1",
+    [S_CONTACT_EXISTS] = "SELECT customer_key FROM contacts WHERE key = ?1",
+    [S_CONSENT_UPSERT] = "INSERT INTO consents (contact_key, kind, opted_in, at, source)"
+                         " VALUES (?1, ?2, ?3, ?4, COALESCE(?5, ''))"
+                         " ON CONFLICT (contact_key, kind) DO UPDATE SET opted_in = ?3,"
+                         " at = ?4, source = COALESCE(?5, '')",
+    [S_CONTACT_UNUSABLE] = "INSERT INTO contact_channels (contact_key, channel, reason, at)"
+                           " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (contact_key, channel)"
+                           " DO UPDATE SET reason = ?3, at = ?4",
+    [S_SUPPRESS] = "INSERT INTO suppressions (address, reason, at) VALUES (?1, ?2, ?3)"
+                   " ON CONFLICT (address) DO UPDATE SET reason = ?2, at = ?3",
+    [S_EVENT_INSERT] = "INSERT INTO events (id, customer_key, type, at, data, received_at)"
+                       " VALUES (?1, ?2, ?3, ?4, COALESCE(?5, '{}'), ?6)"
+                       " ON CONFLICT (id) DO NOTHING",
+    [S_SNAP_CONTACTS] =
+        "SELECT c.key, c.id, c.roles, c.email, c.phone,"
+        " (SELECT opted_in FROM consents WHERE contact_key = c.key AND kind = 'email'),"
+        " (SELECT opted_in FROM consents WHERE contact_key = c.key AND kind = 'sms'),"
+        " c.email <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = lower(c.email)),"
+        " c.phone <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = c.phone)"
+        " FROM contacts c WHERE c.customer_key = ?1 ORDER BY c.key",
+    [S_SNAP_UNUSABLE] = "SELECT cc.contact_key, cc.channel FROM contact_channels cc"
+                        " JOIN contacts c ON c.key = cc.contact_key WHERE c.customer_key = ?1",
+    [S_SNAP_EVENTS] = "SELECT key, id, type, at FROM events WHERE customer_key = ?1"
+                      " ORDER BY at, key",
+    [S_SNAP_HISTORY] = "SELECT rule, purpose, channel, state, decided_at, updated_at,"
+                       " trigger_key, content_id FROM touches WHERE customer_key = ?1"
+                       " ORDER BY decided_at, key",
+    [S_TOUCH_INSERT] = "INSERT INTO touches (idempotency_key, customer_key, rule, purpose, channel,"
+                       " contact_key, content_id, trigger_key, state, attempt, decided_at, due_at,"
+                       " expires_at, updated_at, last_error)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, ?11, ?10, ?12)"
+                       " ON CONFLICT (idempotency_key) DO NOTHING",
+    [S_TRACE_INSERT] = "INSERT INTO traces (customer_key, at, rule, verdict, reason, sentence,"
+                       " channel, contact, content, until)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [S_TRACE_TRIM] = "DELETE FROM traces WHERE customer_key = ?1 AND key <= (SELECT key FROM"
+                     " traces WHERE customer_key = ?1 ORDER BY key DESC LIMIT 1 OFFSET ?2)",
+    [S_TRACE_LIST] = "SELECT t.at, t.rule, t.verdict, t.reason, t.sentence, t.channel,"
+                     " t.contact, t.content, t.until FROM traces t JOIN customers c"
+                     " ON c.key = t.customer_key WHERE c.id = ?1 ORDER BY t.key DESC LIMIT ?2",
+    [S_COUNTER_ADD] = "INSERT INTO counters (name, value) VALUES (?1, ?2)"
+                      " ON CONFLICT (name) DO UPDATE SET value = value + ?2",
+    [S_ALERT_OPEN] =
+        "INSERT INTO alerts (kind, customer_key, rule, detail, first_at, last_at, open)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)"
+        " ON CONFLICT (kind, customer_key, rule) WHERE open = 1"
+        " DO UPDATE SET detail = ?4, last_at = ?5",
+    [S_ALERT_CLOSE] = "UPDATE alerts SET open = 0, closed_at = ?3"
+                      " WHERE customer_key = ?1 AND kind = ?2 AND open = 1",
+    [S_OUTBOX_EXPIRE] =
+        "UPDATE touches SET state = 'dead', updated_at = ?1,"
+        " last_error = 'expired before it could be sent'"
+        " WHERE state IN ('queued', 'retry_wait') AND due_at <= ?1 AND expires_at < ?1",
+    [S_OUTBOX_DUE] =
+        "SELECT t.key, t.idempotency_key, cu.id, COALESCE(co.id, ''), t.rule, t.purpose,"
+        " t.channel, t.content_id, t.attempt, t.decided_at, t.due_at, t.expires_at"
+        " FROM touches t JOIN customers cu ON cu.key = t.customer_key"
+        " LEFT JOIN contacts co ON co.key = t.contact_key"
+        " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1"
+        " ORDER BY t.due_at, t.key LIMIT ?2",
+    [S_OUTBOX_CLAIM_ONE] = "UPDATE touches SET state = 'in_flight', attempt = attempt + 1,"
+                           " updated_at = ?2 WHERE key = ?1",
+    [S_OUTBOX_DELIVERED] =
+        "UPDATE touches SET state = 'delivered', provider_id = COALESCE(?2, ''),"
+        " updated_at = ?3, last_error = '' WHERE key = ?1 AND state = 'in_flight'",
+    [S_OUTBOX_RETRY] =
+        "UPDATE touches SET state = 'retry_wait', due_at = ?2, last_error = COALESCE(?3, ''),"
+        " updated_at = ?4 WHERE key = ?1 AND state = 'in_flight'",
+    [S_OUTBOX_DEAD] = "UPDATE touches SET state = 'dead', last_error = COALESCE(?2, ''),"
+                      " updated_at = ?3 WHERE key = ?1 AND state IN ('in_flight', 'queued',"
+                      " 'retry_wait')",
+    [S_OUTBOX_STATE] = "SELECT state FROM touches WHERE key = ?1",
+    [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1"
+                         " WHERE state = 'in_flight'",
+    [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
+                          " 'retry_wait')",
+    [S_COUNT_CUSTOMERS] = "SELECT COUNT(*) FROM customers",
+    [S_COUNT_CONTACTS] = "SELECT COUNT(*) FROM contacts",
+    [S_COUNT_EVENTS] = "SELECT COUNT(*) FROM events",
+    [S_COUNT_DECISIONS] = "SELECT COALESCE((SELECT value FROM counters WHERE name ="
+                          " 'decisions'), 0)",
+    [S_COUNT_OUTBOX] = "SELECT state, COUNT(*) FROM touches GROUP BY state",
+    [S_COUNT_ALERTS] = "SELECT COUNT(*) FROM alerts WHERE open = 1",
+};
+
+/* Outbox states as stored; "dropped" marks a final suppression (history only). */
+static const char *const outbox_state_names[] = {
+    "queued", "in_flight", "retry_wait", "delivered", "dead", "cancelled",
+};
+#define STATE_DROPPED "dropped"
+
+const char *cad_outbox_state_name(enum cad_outbox_state s)
+{
+    return (unsigned)s < CAD_ARRAY_LEN(outbox_state_names) ? outbox_state_names[s] : "unknown";
+}
+
+static int outbox_state_parse(const char *name)
+{
+    for (unsigned i = 0; i < CAD_ARRAY_LEN(outbox_state_names); i++)
+        if (strcmp(outbox_state_names[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* A claimed touch with its strings copied out of SQLite. */
+typedef struct claim_row {
+    cad_outbox_touch_t touch;
+    size_t off[7]; /* offsets of the strings in claim_strings */
+} claim_row_t;
+
+struct cad_store {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[S_COUNT];
+    char *path;
+    bool readonly;
+    bool in_batch;
+    int depth; /* nesting of write scopes within one call */
+    claim_row_t *claim_rows;
+    int claim_cap;
+    char *claim_strings;
+    size_t claim_len, claim_cap_strings;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* Maps a SQLite result to a CAD_E* code: disk full and I/O errors are told
+ * apart from the rest so the operator knows what to fix. */
+static int sqlite_code(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL: return CAD_EFULL;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN: return CAD_EIO;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return CAD_EBUSY;
+    case SQLITE_NOMEM: return CAD_ENOMEM;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH: return CAD_EPERM;
+    case SQLITE_CONSTRAINT: return CAD_EINVAL;
+    default: return CAD_ESTORE;
+    }
+}
+
+static int db_fail(cad_store_t *st, char *err, int rc, const char *what)
+{
+    return cad_fail(err, sqlite_code(rc), "store %s: %s: %s", st->path, what,
+                    st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+}
+
+static sqlite3_stmt *stmt(cad_store_t *st, enum stmt_id id)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return s;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static const char *col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? (const char *)t : "";
+}
+
+/* Runs a statement that returns no rows; resets it. */
+static int exec_stmt(cad_store_t *st, sqlite3_stmt *s, char *err, const char *what)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return db_fail(st, err, rc, what);
+    return 0;
+}
+
+/* Write scopes: outside a batch, a transaction; inside, a savepoint. */
+static int write_begin(cad_store_t *st, char *err)
+{
+    if (st->readonly)
+        return cad_fail(err, CAD_EPERM, "store %s: opened read-only, cannot write", st->path);
+    if (st->depth++ > 0)
+        return 0;
+    int r = exec_stmt(st, stmt(st, st->in_batch ? S_SAVEPOINT : S_BEGIN), err, "begin write");
+    if (r < 0)
+        st->depth = 0;
+    return r;
+}
+
+static int write_end(cad_store_t *st, int result, char *err)
+{
+    if (--st->depth > 0)
+        return result;
+    if (result >= 0) {
+        int r = exec_stmt(st, stmt(st, st->in_batch ? S_RELEASE : S_COMMIT), err, "commit");
+        if (r == 0)
+            return result;
+        result = r;
+    }
+    /* Undo everything this call wrote. SQLite may already have rolled back
+     * (disk full during commit); then only a batch's own state is left. */
+    if (st->in_batch) {
+        if (!sqlite3_get_autocommit(st->db)) {
+            sqlite3_step(stmt(st, S_ROLLBACK_TO));
+            sqlite3_reset(st->stmt[S_ROLLBACK_TO]);
+            sqlite3_step(stmt(st, S_RELEASE));
+            sqlite3_reset(st->stmt[S_RELEASE]);
+        } else {
+            st->in_batch = false; /* the whole batch was rolled back by SQLite */
+        }
+    } else if (!sqlite3_get_autocommit(st->db)) {
+        sqlite3_step(stmt(st, S_ROLLBACK));
+        sqlite3_reset(st->stmt[S_ROLLBACK]);
+    }
+    return result;
+}
+
+static bool valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n;
+        if (*p < 0x80)
+            n = 0;
+        else if ((*p & 0xe0) == 0xc0 && *p >= 0xc2)
+            n = 1;
+        else if ((*p & 0xf0) == 0xe0)
+            n = 2;
+        else if ((*p & 0xf8) == 0xf0 && *p <= 0xf4)
+            n = 3;
+        else
+            return false;
+        p++;
+        for (int i = 0; i < n; i++, p++)
+            if ((*p & 0xc0) != 0x80)
+                return false;
+    }
+    return true;
+}
+
+static int check_id(const char *id, const char *what, char *err)
+{
+    if (!id || !*id)
+        return cad_fail(err, CAD_EINVAL, "%s: id is required", what);
+    if (strlen(id) > CAD_ID_MAX)
+        return cad_fail(err, CAD_EINVAL, "%s '%.40s...': id longer than %d bytes", what, id,
+                        CAD_ID_MAX);
+    if (!valid_utf8(id))
+        return cad_fail(err, CAD_EINVAL, "%s: id is not valid UTF-8", what);
+    for (const char *p = id; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return cad_fail(err, CAD_EINVAL, "%s: id contains a control character", what);
+    return 0;
+}
+
+static bool has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+static int check_email(const char *email, const char *contact, char *err)
+{
+    if (!email || !*email)
+        return 0;
+    const char *at = strchr(email, '@');
+    if (!at || at == email || !at[1] || strchr(at + 1, '@') || strpbrk(email, " \t<>,;") ||
+        has_ctl(email) || strlen(email) > 254)
+        return cad_fail(err, CAD_EINVAL, "contact %s: field email: '%s' is not an email address",
+                        contact, email);
+    return 0;
+}
+
+static int check_phone(const char *phone, const char *contact, char *err)
+{
+    if (!phone || !*phone)
+        return 0;
+    size_t n = strlen(phone);
+    bool ok = phone[0] == '+' && n >= 8 && n <= 16 && phone[1] != '0';
+    for (size_t i = 1; ok && i < n; i++)
+        ok = isdigit((unsigned char)phone[i]);
+    if (!ok)
+        return cad_fail(err, CAD_EINVAL,
+                        "contact %s: field phone: '%s' is not an E.164 number (+ and 8-15 digits)",
+                        contact, phone);
+    return 0;
+}
+
+static cad_time_t wall_now(void)
+{
+    return (cad_time_t)time(NULL);
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+static int read_user_version(cad_store_t *st, int *version, char *err)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(st, err, rc, "reading the schema version");
+    rc = sqlite3_step(s);
+    *version = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW)
+        return db_fail(st, err, rc, "reading the schema version");
+    return 0;
+}
+
+static int exec_sql(cad_store_t *st, const char *sql, char *err, const char *what)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        int r = cad_fail(err, sqlite_code(rc), "store %s: %s: %s", st->path, what,
+                         msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return r;
+    }
+    return 0;
+}
+
+/* Applies every migration step above the database's version, one
+ * transaction per step. */
+static int migrate(cad_store_t *st, char *err)
+{
+    int version;
+    int r = read_user_version(st, &version, err);
+    if (r < 0)
+        return r;
+    int target = cad_store_schema_version();
+    if (version > target)
+        return cad_fail(err, CAD_ESTORE,
+                        "store %s: schema version %d is newer than this build's %d;"
+                        " upgrade cadenced",
+                        st->path, version, target);
+    for (int v = version + 1; v <= target; v++) {
+        char what[64], pragma[48];
+        snprintf(what, sizeof(what), "migrating the schema to version %d", v);
+        snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v);
+        if ((r = exec_sql(st, "BEGIN IMMEDIATE", err, what)) < 0)
+            return r;
+        if ((r = exec_sql(st, migrations[v - 1], err, what)) < 0 ||
+            (r = exec_sql(st, pragma, err, what)) < 0 ||
+            (r = exec_sql(st, "COMMIT", err, what)) < 0) {
+            sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+            return r;
+        }
+    }
+    return 0;
+}
+
+static int open_common(const char *path, int flags, bool readonly, enum cad_store_sync sync,
+                       cad_store_t **out, char *err)
+{
+    *out = NULL;
+    if (!path || !*path)
+        return cad_fail(err, CAD_EINVAL, "store: no database path given");
+    cad_store_t *st = calloc(1, sizeof(*st));
+    if (!st || !(st->path = strdup(path))) {
+        free(st);
+        return cad_fail(err, CAD_ENOMEM, "store %s: out of memory", path);
+    }
+    st->readonly = readonly;
+    int rc = sqlite3_open_v2(path, &st->db, flags, NULL);
+    int r;
+    if (rc != SQLITE_OK) {
+        r = db_fail(st, err, rc, "cannot open the database");
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    if ((r = exec_sql(st, "PRAGMA foreign_keys = ON", err, "enabling foreign keys")) < 0)
+        goto fail;
+    if (!readonly) {
+        /* journal_mode returns a row; sqlite3_exec ignores it. */
+        if ((r = exec_sql(st, "PRAGMA journal_mode = WAL", err, "enabling WAL")) < 0)
+            goto fail;
+        if ((r = exec_sql(st,
+                          sync == CAD_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
+                                                  : "PRAGMA synchronous = FULL",
+                          err, "setting the synchronous level")) < 0)
+            goto fail;
+        if ((r = migrate(st, err)) < 0)
+            goto fail;
+    } else {
+        int version;
+        if ((r = read_user_version(st, &version, err)) < 0)
+            goto fail;
+        if (version != cad_store_schema_version()) {
+            r = cad_fail(err, CAD_ESTORE,
+                         "store %s: schema version %d, this build reads %d; open it once"
+                         " read-write (start cadenced) to migrate",
+                         path, version, cad_store_schema_version());
+            goto fail;
+        }
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+                                NULL);
+        if (rc != SQLITE_OK) {
+            r = db_fail(st, err, rc, "preparing statements");
+            goto fail;
+        }
+    }
+    *out = st;
+    return 0;
+fail:
+    cad_store_close(st);
+    return r;
+}
+
+int cad_store_open(const char *path, enum cad_store_sync sync, cad_store_t **out, char *err)
+{
+    return open_common(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, false, sync, out, err);
+}
+
+int cad_store_open_readonly(const char *path, cad_store_t **out, char *err)
+{
+    return open_common(path, SQLITE_OPEN_READONLY, true, CAD_SYNC_FULL, out, err);
+}
+
+void cad_store_close(cad_store_t *st)
+{
+    if (!st)
+        return;
+    if (st->in_batch) {
+        char err[CAD_ERRBUF];
+        cad_store_batch_commit(st, err);
+    }
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    sqlite3_close(st->db);
+    free(st->claim_rows);
+    free(st->claim_strings);
+    free(st->path);
+    free(st);
+}
+
+int cad_store_user_version(cad_store_t *st)
+{
+    int version = -1;
+    char err[CAD_ERRBUF];
+    if (read_user_version(st, &version, err) < 0)
+        return -1;
+    return version;
+}
+
+const char *cad_store_path(const cad_store_t *st)
+{
+    return st->path;
+}
+
+/* ---- batches ------------------------------------------------------------ */
+
+int cad_store_batch_begin(cad_store_t *st, char *err)
+{
+    if (st->in_batch)
+        return cad_fail(err, CAD_EBUSY, "store %s: a batch is already open", st->path);
+    if (st->readonly)
+        return cad_fail(err, CAD_EPERM, "store %s: opened read-only, cannot write", st->path);
+    int r = exec_stmt(st, stmt(st, S_BEGIN), err, "beginning a batch");
+    if (r == 0)
+        st->in_batch = true;
+    return r;
+}
+
+int cad_store_batch_commit(cad_store_t *st, char *err)
+{
+    if (!st->in_batch)
+        return cad_fail(err, CAD_EINVAL, "store %s: no batch is open", st->path);
+    st->in_batch = false;
+    int r = exec_stmt(st, stmt(st, S_COMMIT), err, "committing a batch");
+    if (r < 0 && !sqlite3_get_autocommit(st->db)) {
+        sqlite3_step(stmt(st, S_ROLLBACK));
+        sqlite3_reset(st->stmt[S_ROLLBACK]);
+    }
+    return r;
+}
+
+void cad_store_batch_rollback(cad_store_t *st)
+{
+    if (!st->in_batch)
+        return;
+    st->in_batch = false;
+    if (!sqlite3_get_autocommit(st->db)) {
+        sqlite3_step(stmt(st, S_ROLLBACK));
+        sqlite3_reset(st->stmt[S_ROLLBACK]);
+    }
+}
+
+bool cad_store_in_batch(const cad_store_t *st)
+{
+    return st->in_batch;
+}
+
+/* ---- customers, contacts, events ---------------------------------------- */
+
+static int lookup_customer(cad_store_t *st, const char *id, int64_t *key, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_CUSTOMER_KEY);
+    bind_text(s, 1, id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *key = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+        return 0;
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "customer '%s' does not exist", id);
+    return db_fail(st, err, rc, "looking up a customer");
+}
+
+int cad_store_customer_key(cad_store_t *st, const char *customer_id, int64_t *key, char *err)
+{
+    int r = check_id(customer_id, "customer", err);
+    return r < 0 ? r : lookup_customer(st, customer_id, key, err);
+}
+
+/* Normalises "a, b;c" into "a,b,c" (tags and roles); false if too long. */
+static bool normalise_list(const char *in, char *out, size_t size)
+{
+    size_t n = 0;
+    const char *p = in;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == ';' || *p == '\t')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ';')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == start)
+            continue;
+        size_t len = (size_t)(end - start);
+        if (n + len + 2 > size)
+            return false;
+        if (n)
+            out[n++] = ',';
+        memcpy(out + n, start, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+int cad_store_customer_upsert(cad_store_t *st, const cad_customer_input_t *in, cad_time_t now,
+                              int64_t *key, char *err)
+{
+    int r = check_id(in->id, "customer", err);
+    if (r < 0)
+        return r;
+    if (in->stage && cad_stage_parse(in->stage) < 0)
+        return cad_fail(err, CAD_EINVAL,
+                        "customer %s: field stage: unknown stage '%s' (prospect, onboarding,"
+                        " active, at_risk, former)",
+                        in->id, in->stage);
+    if (in->timezone && !cad_tz_valid(in->timezone))
+        return cad_fail(err, CAD_EINVAL, "customer %s: field timezone: unknown time zone '%s'",
+                        in->id, in->timezone);
+    if (in->segment && (!*in->segment || strlen(in->segment) >= CAD_NAME_MAX))
+        return cad_fail(err, CAD_EINVAL, "customer %s: field segment: must be 1-%d bytes", in->id,
+                        CAD_NAME_MAX - 1);
+    if (in->name && (strlen(in->name) > 1024 || has_ctl(in->name) || !valid_utf8(in->name)))
+        return cad_fail(err, CAD_EINVAL,
+                        "customer %s: field name: must be UTF-8 text without control characters,"
+                        " at most 1024 bytes",
+                        in->id);
+    char interests[4096];
+    if (in->interests && !normalise_list(in->interests, interests, sizeof(interests)))
+        return cad_fail(err, CAD_EINVAL, "customer %s: field interests: longer than %zu bytes",
+                        in->id, sizeof(interests) - 1);
+    if (in->attributes) {
+        json_error_t jerr;
+        json_t *j = json_loads(in->attributes, JSON_REJECT_DUPLICATES, &jerr);
+        bool ok = j && json_is_object(j);
+        json_decref(j);
+        if (!ok)
+            return cad_fail(err, CAD_EINVAL, "customer %s: field attributes: not a JSON object%s%s",
+                            in->id, j ? "" : ": ", j ? "" : jerr.text);
+    }
+    if (in->created_at < 0)
+        return cad_fail(err, CAD_EINVAL, "customer %s: field created_at: before 1970", in->id);
+    if ((r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CUSTOMER_UPSERT);
+    bind_text(s, 1, in->id);
+    bind_text(s, 2, in->name);
+    bind_text(s, 3, in->timezone);
+    bind_text(s, 4, in->stage);
+    bind_text(s, 5, in->segment);
+    bind_text(s, 6, in->interests ? interests : NULL);
+    bind_text(s, 7, in->attributes);
+    sqlite3_bind_int64(s, 8, in->created_at);
+    sqlite3_bind_int64(s, 9, now);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        if (key)
+            *key = sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);
+    }
+    sqlite3_reset(s);
+    r = rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "saving a customer");
+    return write_end(st, r, err);
+}
+
+static int consent_write(cad_store_t *st, int64_t contact_key, const char *contact_id,
+                         const cad_consent_input_t *c, cad_time_t now, char *err)
+{
+    if (!c->kind || (strcmp(c->kind, "email") != 0 && strcmp(c->kind, "sms") != 0))
+        return cad_fail(err, CAD_EINVAL, "contact %s: consent kind '%s' is not email or sms",
+                        contact_id, c->kind ? c->kind : "(none)");
+    if (c->at < 0)
+        return cad_fail(err, CAD_EINVAL, "contact %s: consent %s: time before 1970", contact_id,
+                        c->kind);
+    sqlite3_stmt *s = stmt(st, S_CONSENT_UPSERT);
+    sqlite3_bind_int64(s, 1, contact_key);
+    bind_text(s, 2, c->kind);
+    sqlite3_bind_int(s, 3, c->opted_in ? 1 : 0);
+    sqlite3_bind_int64(s, 4, c->at ? c->at : now);
+    bind_text(s, 5, c->source);
+    return exec_stmt(st, s, err, "saving a consent");
+}
+
+int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad_time_t now,
+                             char *err)
+{
+    int r = check_id(in->id, "contact", err);
+    if (r < 0)
+        return r;
+    if (!in->customer_id || !*in->customer_id)
+        return cad_fail(err, CAD_EINVAL, "contact %s: field customer is required", in->id);
+    if ((r = check_email(in->email, in->id, err)) < 0 ||
+        (r = check_phone(in->phone, in->id, err)) < 0)
+        return r;
+    char roles[1024];
+    if (in->roles && !normalise_list(in->roles, roles, sizeof(roles)))
+        return cad_fail(err, CAD_EINVAL, "contact %s: field roles: longer than %zu bytes", in->id,
+                        sizeof(roles) - 1);
+    for (int i = 0; i < 2; i++)
+        if (in->consent[i].kind && strcmp(in->consent[i].kind, "email") != 0 &&
+            strcmp(in->consent[i].kind, "sms") != 0)
+            return cad_fail(err, CAD_EINVAL, "contact %s: consent kind '%s' is not email or sms",
+                            in->id, in->consent[i].kind);
+    /* Addresses are kept lower-case (email) so suppressions match. */
+    char email[256];
+    if (in->email) {
+        size_t n = strlen(in->email);
+        for (size_t i = 0; i <= n; i++)
+            email[i] = (char)tolower((unsigned char)in->email[i]);
+    }
+    int64_t customer_key;
+    if ((r = lookup_customer(st, in->customer_id, &customer_key, err)) < 0)
+        return r == -CAD_ENOTFOUND
+                   ? cad_fail(err, CAD_ENOTFOUND,
+                              "contact %s: field customer: customer '%s' does not exist", in->id,
+                              in->customer_id)
+                   : r;
+    if ((r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CONTACT_UPSERT);
+    bind_text(s, 1, in->id);
+    sqlite3_bind_int64(s, 2, customer_key);
+    bind_text(s, 3, in->name);
+    bind_text(s, 4, in->first_name);
+    bind_text(s, 5, in->roles ? roles : NULL);
+    bind_text(s, 6, in->email ? email : NULL);
+    bind_text(s, 7, in->phone);
+    int64_t contact_key = 0;
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        contact_key = sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);
+    }
+    sqlite3_reset(s);
+    r = rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "saving a contact");
+    for (int i = 0; r == 0 && i < 2; i++)
+        if (in->consent[i].kind)
+            r = consent_write(st, contact_key, in->id, &in->consent[i], now, err);
+    if (r == 0) {
+        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
+        sqlite3_bind_int64(u, 1, customer_key);
+        sqlite3_bind_int64(u, 2, now);
+        r = exec_stmt(st, u, err, "scheduling a customer");
+    }
+    return write_end(st, r, err);
+}
+
+int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_consent_input_t *c,
+                          char *err)
+{
+    int r = check_id(contact_id, "contact", err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CONTACT_KEY);
+    bind_text(s, 1, contact_id);
+    int rc = sqlite3_step(s);
+    int64_t contact_key = 0, customer_key = 0;
+    if (rc == SQLITE_ROW) {
+        contact_key = sqlite3_column_int64(s, 0);
+        customer_key = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "contact '%s' does not exist", contact_id);
+    if (rc != SQLITE_ROW)
+        return db_fail(st, err, rc, "looking up a contact");
+    cad_time_t now = wall_now();
+    if ((r = write_begin(st, err)) < 0)
+        return r;
+    r = consent_write(st, contact_key, contact_id, c, now, err);
+    if (r == 0) {
+        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
+        sqlite3_bind_int64(u, 1, customer_key);
+        sqlite3_bind_int64(u, 2, c->at ? c->at : now);
+        r = exec_stmt(st, u, err, "scheduling a customer");
+    }
+    return write_end(st, r, err);
+}
+
+int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const char *channel,
+                                    const char *reason, cad_time_t now, char *err)
+{
+    if (!channel || !*channel)
+        return cad_fail(err, CAD_EINVAL, "contact %lld: no channel named to mark unusable",
+                        (long long)contact_key);
+    sqlite3_stmt *s = stmt(st, S_CONTACT_EXISTS);
+    sqlite3_bind_int64(s, 1, contact_key);
+    int rc = sqlite3_step(s);
+    int64_t customer_key = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "contact key %lld does not exist",
+                        (long long)contact_key);
+    if (rc != SQLITE_ROW)
+        return db_fail(st, err, rc, "looking up a contact");
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    s = stmt(st, S_CONTACT_UNUSABLE);
+    sqlite3_bind_int64(s, 1, contact_key);
+    bind_text(s, 2, channel);
+    bind_text(s, 3, reason ? reason : "");
+    sqlite3_bind_int64(s, 4, now);
+    r = exec_stmt(st, s, err, "marking a channel unusable");
+    if (r == 0) {
+        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
+        sqlite3_bind_int64(u, 1, customer_key);
+        sqlite3_bind_int64(u, 2, now);
+        r = exec_stmt(st, u, err, "scheduling a customer");
+    }
+    return write_end(st, r, err);
+}
+
+int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
+                               cad_time_t now, char *err)
+{
+    if (!address || !*address || strlen(address) > 254 || has_ctl(address))
+        return cad_fail(err, CAD_EINVAL,
+                        "suppression: address must be an email or phone number of 1-254 bytes");
+    char norm[256];
+    size_t n = strlen(address);
+    bool email = strchr(address, '@') != NULL;
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = email ? (char)tolower((unsigned char)address[i]) : address[i];
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_SUPPRESS);
+    bind_text(s, 1, norm);
+    bind_text(s, 2, reason ? reason : "");
+    sqlite3_bind_int64(s, 3, now);
+    r = exec_stmt(st, s, err, "adding a suppression");
+    return write_end(st, r, err);
+}
+
+int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t now, char *err)
+{
+    int r = check_id(in->id, "event", err);
+    if (r < 0)
+        return r;
+    if (!in->customer_id || !*in->customer_id)
+        return cad_fail(err, CAD_EINVAL, "event %s: field customer is required", in->id);
+    if (!in->type || !*in->type || strlen(in->type) >= CAD_NAME_MAX)
+        return cad_fail(err, CAD_EINVAL, "event %s: field type is required (1-%d bytes)", in->id,
+                        CAD_NAME_MAX - 1);
+    if (in->at <= 0)
+        return cad_fail(err, CAD_EINVAL, "event %s: field at is required", in->id);
+    int64_t customer_key;
+    if ((r = lookup_customer(st, in->customer_id, &customer_key, err)) < 0)
+        return r == -CAD_ENOTFOUND
+                   ? cad_fail(err, CAD_ENOTFOUND,
+                              "event %s: field customer: customer '%s' does not exist", in->id,
+                              in->customer_id)
+                   : r;
+    if ((r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_EVENT_INSERT);
+    bind_text(s, 1, in->id);
+    sqlite3_bind_int64(s, 2, customer_key);
+    bind_text(s, 3, in->type);
+    sqlite3_bind_int64(s, 4, in->at);
+    bind_text(s, 5, in->data);
+    sqlite3_bind_int64(s, 6, now);
+    r = exec_stmt(st, s, err, "saving an event");
+    if (r == 0 && sqlite3_changes(st->db) == 0)
+        r = cad_fail(err, CAD_EEXIST, "event %s: already recorded", in->id);
+    if (r == 0) {
+        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
+        sqlite3_bind_int64(u, 1, customer_key);
+        sqlite3_bind_int64(u, 2, now);
+        r = exec_stmt(st, u, err, "scheduling a customer");
+    }
+    return write_end(st, r, err);
+}
+
+int cad_store_customer_pause(cad_store_t *st, const char *customer_id, bool paused, cad_time_t now,
+                             char *err)
+{
+    int r = check_id(customer_id, "customer", err);
+    if (r < 0 || (r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CUSTOMER_PAUSE);
+    bind_text(s, 1, customer_id);
+    sqlite3_bind_int(s, 2, paused ? 1 : 0);
+    sqlite3_bind_int64(s, 3, now);
+    r = exec_stmt(st, s, err, "pausing a customer");
+    if (r == 0 && sqlite3_changes(st->db) == 0)
+        r = cad_fail(err, CAD_ENOTFOUND, "customer '%s' does not exist", customer_id);
+    return write_end(st, r, err);
+}
+
+/* ---- the calendar and the engine ---------------------------------------- */
+
+int cad_store_schedule_foreach(cad_store_t *st,
+                               void (*fn)(int64_t key, cad_time_t next_eval, void *arg), void *arg,
+                               char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_SCHEDULE_ALL);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        fn(sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "reading the schedule");
+    return n;
+}
+
+void cad_snapshot_buf_free(cad_snapshot_buf_t *buf)
+{
+    if (!buf)
+        return;
+    free(buf->contacts);
+    free(buf->events);
+    free(buf->history);
+    free(buf->strings);
+    memset(buf, 0, sizeof(*buf));
+}
+
+/* Appends a string to the buffer's arena; returns its offset or -1. The
+ * arena may move while loading, so pointers are fixed up at the end. */
+static ptrdiff_t arena_add(cad_snapshot_buf_t *buf, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (buf->strings_len + n > buf->strings_cap) {
+        size_t cap = buf->strings_cap ? buf->strings_cap : 1024;
+        while (cap < buf->strings_len + n)
+            cap *= 2;
+        char *p = realloc(buf->strings, cap);
+        if (!p)
+            return -1;
+        buf->strings = p;
+        buf->strings_cap = cap;
+    }
+    memcpy(buf->strings + buf->strings_len, s, n);
+    ptrdiff_t off = (ptrdiff_t)buf->strings_len;
+    buf->strings_len += n;
+    return off;
+}
+
+static bool grow(void **arr, int *cap, int need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    int c = *cap ? *cap : 16;
+    while (c < need)
+        c *= 2;
+    void *p = realloc(*arr, (size_t)c * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = c;
+    return true;
+}
+
+/* Calls fn(name, len, arg) for each item of a comma-separated list. */
+static void list_each(const char *list, void (*fn)(const char *name, void *arg), void *arg)
+{
+    char item[CAD_NAME_MAX];
+    const char *p = list;
+    while (*p) {
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        size_t n = (size_t)(p - start);
+        if (n > 0 && n < sizeof(item)) {
+            memcpy(item, start, n);
+            item[n] = '\0';
+            fn(item, arg);
+        }
+        if (*p == ',')
+            p++;
+    }
+}
+
+struct mask_ctx {
+    const cad_playbook_t *pb;
+    uint64_t mask;
+};
+
+static void add_topic(const char *name, void *arg)
+{
+    struct mask_ctx *m = arg;
+    int t = cad_playbook_topic(m->pb, name);
+    if (t >= 0)
+        m->mask |= UINT64_C(1) << t;
+}
+
+static void add_role(const char *name, void *arg)
+{
+    struct mask_ctx *m = arg;
+    int r = cad_playbook_role(m->pb, name);
+    if (r >= 0)
+        m->mask |= UINT64_C(1) << r;
+}
+
+int cad_store_load_snapshot(cad_store_t *st, const cad_playbook_t *pb, int64_t key,
+                            cad_snapshot_buf_t *buf, cad_snapshot_t *snap, char *err)
+{
+    memset(snap, 0, sizeof(*snap));
+    buf->strings_len = 0;
+    int r = 0, rc;
+    ptrdiff_t off;
+
+    /* customer */
+    sqlite3_stmt *s = stmt(st, S_CUSTOMER_GET);
+    sqlite3_bind_int64(s, 1, key);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            return cad_fail(err, CAD_ENOTFOUND, "customer key %lld does not exist", (long long)key);
+        return db_fail(st, err, rc, "loading a customer");
+    }
+    cad_customer_t *cu = &snap->customer;
+    cu->key = key;
+    ptrdiff_t id_off = arena_add(buf, col_text(s, 0));
+    int stage = cad_stage_parse(col_text(s, 1));
+    cu->stage = stage < 0 ? CAD_STAGE_PROSPECT : (enum cad_stage)stage;
+    cu->policy = cad_playbook_policy(pb, col_text(s, 2));
+    struct mask_ctx m = {pb, 0};
+    list_each(col_text(s, 3), add_topic, &m);
+    cu->interests = m.mask;
+    char tzerr[CAD_ERRBUF];
+    cu->tz = cad_tz_get(col_text(s, 4), tzerr);
+    if (!cu->tz)
+        cu->tz = cad_tz_utc();
+    cu->paused = sqlite3_column_int(s, 5) != 0;
+    cu->created_at = sqlite3_column_int64(s, 6);
+    sqlite3_reset(s);
+    if (id_off < 0)
+        return cad_fail(err, CAD_ENOMEM, "loading customer key %lld: out of memory",
+                        (long long)key);
+
+    /* contacts, with reachability per channel (R10) */
+    int nc = 0;
+    s = stmt(st, S_SNAP_CONTACTS);
+    sqlite3_bind_int64(s, 1, key);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (!grow((void **)&buf->contacts, &buf->contacts_cap, nc + 1, sizeof(cad_contact_t)) ||
+            (off = arena_add(buf, col_text(s, 1))) < 0) {
+            r = cad_fail(err, CAD_ENOMEM, "loading customer key %lld: out of memory",
+                         (long long)key);
+            break;
+        }
+        cad_contact_t *c = &buf->contacts[nc++];
+        memset(c, 0, sizeof(*c));
+        c->key = sqlite3_column_int64(s, 0);
+        c->id = (const char *)(uintptr_t)off;
+        m.mask = 0;
+        list_each(col_text(s, 2), add_role, &m);
+        c->roles = (uint32_t)m.mask;
+        bool has_email = *col_text(s, 3) != '\0';
+        bool has_phone = *col_text(s, 4) != '\0';
+        bool email_ok = sqlite3_column_type(s, 5) != SQLITE_NULL && sqlite3_column_int(s, 5);
+        bool sms_ok = sqlite3_column_type(s, 6) != SQLITE_NULL && sqlite3_column_int(s, 6);
+        bool email_suppressed = sqlite3_column_int(s, 7) != 0;
+        bool phone_suppressed = sqlite3_column_int(s, 8) != 0;
+        for (int ch = 0; ch < pb->n_channels && ch < CAD_MAX_CHANNELS; ch++) {
+            uint16_t bit = (uint16_t)(1u << ch);
+            switch (pb->channels[ch].address) {
+            case CAD_ADDRESS_EMAIL:
+                if (has_email && !email_ok)
+                    c->no_consent |= bit;
+                if (has_email && email_ok && !email_suppressed)
+                    c->reachable |= bit;
+                break;
+            case CAD_ADDRESS_PHONE:
+                if (has_phone && !sms_ok)
+                    c->no_consent |= bit;
+                if (has_phone && sms_ok && !phone_suppressed)
+                    c->reachable |= bit;
+                break;
+            case CAD_ADDRESS_NONE: c->reachable |= bit; break;
+            }
+        }
+    }
+    sqlite3_reset(s);
+    if (r < 0)
+        return r;
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "loading contacts");
+
+    s = stmt(st, S_SNAP_UNUSABLE);
+    sqlite3_bind_int64(s, 1, key);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t ck = sqlite3_column_int64(s, 0);
+        int ch = cad_playbook_channel(pb, col_text(s, 1));
+        if (ch < 0 || ch >= CAD_MAX_CHANNELS)
+            continue;
+        for (int i = 0; i < nc; i++)
+            if (buf->contacts[i].key == ck) {
+                buf->contacts[i].unusable |= (uint16_t)(1u << ch);
+                buf->contacts[i].reachable &= (uint16_t) ~(1u << ch);
+            }
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "loading unusable channels");
+
+    /* events of known types, oldest first */
+    int ne = 0;
+    s = stmt(st, S_SNAP_EVENTS);
+    sqlite3_bind_int64(s, 1, key);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int type = cad_playbook_event_type(pb, col_text(s, 2));
+        if (type < 0)
+            continue;
+        if (!grow((void **)&buf->events, &buf->events_cap, ne + 1, sizeof(cad_event_t)) ||
+            (off = arena_add(buf, col_text(s, 1))) < 0) {
+            r = cad_fail(err, CAD_ENOMEM, "loading customer key %lld: out of memory",
+                         (long long)key);
+            break;
+        }
+        cad_event_t *e = &buf->events[ne++];
+        e->key = sqlite3_column_int64(s, 0);
+        e->id = (const char *)(uintptr_t)off;
+        e->type = type;
+        e->at = sqlite3_column_int64(s, 3);
+    }
+    sqlite3_reset(s);
+    if (r < 0)
+        return r;
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "loading events");
+
+    /* history: touches and final suppressions */
+    int nh = 0;
+    s = stmt(st, S_SNAP_HISTORY);
+    sqlite3_bind_int64(s, 1, key);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (!grow((void **)&buf->history, &buf->history_cap, nh + 1, sizeof(cad_history_t))) {
+            r = cad_fail(err, CAD_ENOMEM, "loading customer key %lld: out of memory",
+                         (long long)key);
+            break;
+        }
+        cad_history_t *h = &buf->history[nh++];
+        const char *rule = col_text(s, 0);
+        h->rule = -1;
+        for (int i = 0; i < pb->n_rules; i++)
+            if (strcmp(pb->rules[i].name, rule) == 0) {
+                h->rule = i;
+                break;
+            }
+        int purpose = cad_purpose_parse(col_text(s, 1));
+        h->purpose = purpose < 0 ? CAD_PURPOSE_VALUE : (enum cad_purpose)purpose;
+        const char *channel = col_text(s, 2);
+        h->channel = *channel ? cad_playbook_channel(pb, channel) : -1;
+        const char *state = col_text(s, 3);
+        int os = outbox_state_parse(state);
+        h->at = sqlite3_column_int64(s, 4);
+        switch (os) {
+        case CAD_OUTBOX_DELIVERED:
+            h->state = CAD_TOUCH_DELIVERED;
+            h->at = sqlite3_column_int64(s, 5);
+            break;
+        case CAD_OUTBOX_DEAD:
+        case CAD_OUTBOX_CANCELLED: h->state = CAD_TOUCH_FAILED; break;
+        case CAD_OUTBOX_QUEUED:
+        case CAD_OUTBOX_IN_FLIGHT:
+        case CAD_OUTBOX_RETRY_WAIT: h->state = CAD_TOUCH_PENDING; break;
+        default: h->state = CAD_TOUCH_DROPPED; break;
+        }
+        h->trigger_key = sqlite3_column_int64(s, 6);
+        const char *content = col_text(s, 7);
+        h->content = *content ? cad_playbook_content(pb, content) : -1;
+    }
+    sqlite3_reset(s);
+    if (r < 0)
+        return r;
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "loading touch history");
+    /* delivered rows take their delivery time: keep the order by `at` */
+    for (int i = 1; i < nh; i++) {
+        cad_history_t h = buf->history[i];
+        int j = i - 1;
+        while (j >= 0 && buf->history[j].at > h.at) {
+            buf->history[j + 1] = buf->history[j];
+            j--;
+        }
+        buf->history[j + 1] = h;
+    }
+
+    /* the arena is complete: turn offsets into pointers */
+    cu->id = buf->strings + id_off;
+    for (int i = 0; i < nc; i++)
+        buf->contacts[i].id = buf->strings + (uintptr_t)buf->contacts[i].id;
+    for (int i = 0; i < ne; i++)
+        buf->events[i].id = buf->strings + (uintptr_t)buf->events[i].id;
+    snap->contacts = buf->contacts;
+    snap->n_contacts = nc;
+    snap->events = buf->events;
+    snap->n_events = ne;
+    snap->history = buf->history;
+    snap->n_history = nh;
+    return 0;
+}
+
+static const char *alert_kind_name(uint32_t bit)
+{
+    switch (bit) {
+    case CAD_ALERT_CONTENT_GAP: return "content_gap";
+    case CAD_ALERT_LOOP_OVERDUE: return "loop_overdue";
+    case CAD_ALERT_SILENT: return "silent";
+    default: return "unknown";
+    }
+}
+
+/* The rule an alert is about: the first verdict that explains it. */
+static int alert_rule(const cad_playbook_t *pb, const cad_decision_t *dec, uint32_t bit)
+{
+    for (int i = 0; i < dec->n_verdicts; i++) {
+        const cad_verdict_t *v = &dec->verdicts[i];
+        if (v->rule < 0 || v->rule >= pb->n_rules)
+            continue;
+        const cad_rule_t *rule = &pb->rules[v->rule];
+        if (bit == CAD_ALERT_CONTENT_GAP &&
+            (v->reason == CAD_REASON_CONTENT_GAP || v->reason == CAD_REASON_LOW_RELEVANCE ||
+             v->reason == CAD_REASON_VALUE_FIRST))
+            return v->rule;
+        if (bit == CAD_ALERT_LOOP_OVERDUE && rule->sla > 0)
+            return v->rule;
+        if (bit == CAD_ALERT_SILENT && rule->trigger == CAD_TRIGGER_SILENCE)
+            return v->rule;
+    }
+    return -1;
+}
+
+static int write_touch(cad_store_t *st, const cad_playbook_t *pb, const cad_snapshot_t *snap,
+                       const cad_verdict_t *v, bool dropped, cad_time_t now, const char *reason,
+                       char *err)
+{
+    char key[CAD_ID_MAX + CAD_NAME_MAX + 64];
+    cad_touch_key(pb, snap, v, key, sizeof(key));
+    const cad_rule_t *rule = &pb->rules[v->rule];
+    sqlite3_stmt *s = stmt(st, S_TOUCH_INSERT);
+    bind_text(s, 1, key);
+    sqlite3_bind_int64(s, 2, snap->customer.key);
+    bind_text(s, 3, rule->name);
+    bind_text(s, 4, cad_purpose_name(rule->purpose));
+    bind_text(s, 5,
+              !dropped && v->channel >= 0 && v->channel < pb->n_channels
+                  ? pb->channels[v->channel].name
+                  : "");
+    if (!dropped && v->contact >= 0 && v->contact < snap->n_contacts)
+        sqlite3_bind_int64(s, 6, snap->contacts[v->contact].key);
+    else
+        sqlite3_bind_null(s, 6);
+    bind_text(s, 7,
+              v->content >= 0 && v->content < pb->n_content ? pb->content[v->content].id : "");
+    sqlite3_bind_int64(s, 8, v->trigger_key);
+    bind_text(s, 9, dropped ? STATE_DROPPED : "queued");
+    sqlite3_bind_int64(s, 10, now);
+    sqlite3_bind_int64(s, 11, dropped ? now : v->expires_at);
+    bind_text(s, 12, dropped ? reason : "");
+    return exec_stmt(st, s, err, dropped ? "recording a final suppression" : "queueing a touch");
+}
+
+int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const cad_snapshot_t *snap,
+                              const cad_decision_t *dec, cad_time_t now, char *err)
+{
+    int64_t ckey = snap->customer.key;
+    for (int i = 0; i < dec->n_verdicts; i++)
+        if (dec->verdicts[i].rule < 0 || dec->verdicts[i].rule >= pb->n_rules)
+            return cad_fail(err, CAD_EINVAL, "customer %s: verdict %d names rule %d of %d",
+                            snap->customer.id, i, dec->verdicts[i].rule, pb->n_rules);
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    char sentence[1024];
+    for (int i = 0; r == 0 && i < dec->n_verdicts; i++) {
+        const cad_verdict_t *v = &dec->verdicts[i];
+        if (v->kind == CAD_VERDICT_SKIP)
+            continue;
+        cad_verdict_describe(pb, snap, v, sentence, sizeof(sentence));
+        sqlite3_stmt *s = stmt(st, S_TRACE_INSERT);
+        sqlite3_bind_int64(s, 1, ckey);
+        sqlite3_bind_int64(s, 2, now);
+        bind_text(s, 3, pb->rules[v->rule].name);
+        bind_text(s, 4, cad_verdict_name(v->kind));
+        bind_text(s, 5, cad_reason_name(v->reason));
+        bind_text(s, 6, sentence);
+        bind_text(s, 7,
+                  v->channel >= 0 && v->channel < pb->n_channels ? pb->channels[v->channel].name
+                                                                 : "");
+        bind_text(s, 8,
+                  v->contact >= 0 && v->contact < snap->n_contacts ? snap->contacts[v->contact].id
+                                                                   : "");
+        bind_text(s, 9,
+                  v->content >= 0 && v->content < pb->n_content ? pb->content[v->content].id : "");
+        sqlite3_bind_int64(
+            s, 10, v->kind == CAD_VERDICT_WAIT || v->kind == CAD_VERDICT_DEFER ? v->until : 0);
+        r = exec_stmt(st, s, err, "recording a trace");
+        if (r == 0 && v->kind == CAD_VERDICT_SUPPRESS && v->final)
+            r = write_touch(st, pb, snap, v, true, now, cad_reason_name(v->reason), err);
+    }
+    if (r == 0) {
+        sqlite3_stmt *s = stmt(st, S_TRACE_TRIM);
+        sqlite3_bind_int64(s, 1, ckey);
+        sqlite3_bind_int(s, 2, TRACE_KEEP);
+        r = exec_stmt(st, s, err, "trimming traces");
+    }
+    if (r == 0 && dec->chosen >= 0 && dec->chosen < dec->n_verdicts)
+        r = write_touch(st, pb, snap, &dec->verdicts[dec->chosen], false, now, "", err);
+    if (r == 0) {
+        sqlite3_stmt *s = stmt(st, S_CUSTOMER_NEXT_EVAL);
+        sqlite3_bind_int64(s, 1, ckey);
+        sqlite3_bind_int64(s, 2, dec->next_eval);
+        r = exec_stmt(st, s, err, "scheduling a customer");
+    }
+    if (r == 0) {
+        sqlite3_stmt *s = stmt(st, S_COUNTER_ADD);
+        bind_text(s, 1, "decisions");
+        sqlite3_bind_int64(s, 2, 1);
+        r = exec_stmt(st, s, err, "counting decisions");
+    }
+    static const uint32_t alert_bits[] = {CAD_ALERT_CONTENT_GAP, CAD_ALERT_LOOP_OVERDUE,
+                                          CAD_ALERT_SILENT};
+    for (unsigned i = 0; r == 0 && i < CAD_ARRAY_LEN(alert_bits); i++) {
+        uint32_t bit = alert_bits[i];
+        sqlite3_stmt *s;
+        if (dec->alerts & bit) {
+            int rule = alert_rule(pb, dec, bit);
+            s = stmt(st, S_ALERT_OPEN);
+            bind_text(s, 1, alert_kind_name(bit));
+            sqlite3_bind_int64(s, 2, ckey);
+            bind_text(s, 3, rule >= 0 ? pb->rules[rule].name : "");
+            if (rule >= 0) {
+                const cad_verdict_t *v = &dec->verdicts[0];
+                for (int k = 0; k < dec->n_verdicts; k++)
+                    if (dec->verdicts[k].rule == rule)
+                        v = &dec->verdicts[k];
+                cad_verdict_describe(pb, snap, v, sentence, sizeof(sentence));
+            } else {
+                snprintf(sentence, sizeof(sentence), "%s", alert_kind_name(bit));
+            }
+            bind_text(s, 4, sentence);
+            sqlite3_bind_int64(s, 5, now);
+        } else {
+            s = stmt(st, S_ALERT_CLOSE);
+            sqlite3_bind_int64(s, 1, ckey);
+            bind_text(s, 2, alert_kind_name(bit));
+            sqlite3_bind_int64(s, 3, now);
+        }
+        r = exec_stmt(st, s, err, "recording an alert");
+    }
+    return write_end(st, r, err);
+}
+
+/* ---- the outbox --------------------------------------------------------- */
+
+static bool claim_add_string(cad_store_t *st, const char *s, size_t *off)
+{
+    size_t n = strlen(s) + 1;
+    if (st->claim_len + n > st->claim_cap_strings) {
+        size_t cap = st->claim_cap_strings ? st->claim_cap_strings : 4096;
+        while (cap < st->claim_len + n)
+            cap *= 2;
+        char *p = realloc(st->claim_strings, cap);
+        if (!p)
+            return false;
+        st->claim_strings = p;
+        st->claim_cap_strings = cap;
+    }
+    memcpy(st->claim_strings + st->claim_len, s, n);
+    *off = st->claim_len;
+    st->claim_len += n;
+    return true;
+}
+
+int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
+                           void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err)
+{
+    if (max <= 0)
+        return 0;
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_EXPIRE);
+    sqlite3_bind_int64(s, 1, now);
+    r = exec_stmt(st, s, err, "expiring stale touches");
+    int n = 0, rc = SQLITE_DONE;
+    st->claim_len = 0;
+    if (r == 0) {
+        s = stmt(st, S_OUTBOX_DUE);
+        sqlite3_bind_int64(s, 1, now);
+        sqlite3_bind_int(s, 2, max);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            if (!grow((void **)&st->claim_rows, &st->claim_cap, n + 1, sizeof(claim_row_t))) {
+                r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
+                break;
+            }
+            claim_row_t *row = &st->claim_rows[n];
+            memset(row, 0, sizeof(*row));
+            row->touch.key = sqlite3_column_int64(s, 0);
+            bool ok = true;
+            for (int i = 0; i < 7 && ok; i++)
+                ok = claim_add_string(st, col_text(s, 1 + i), &row->off[i]);
+            if (!ok) {
+                r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
+                break;
+            }
+            row->touch.attempt = sqlite3_column_int(s, 8);
+            row->touch.decided_at = sqlite3_column_int64(s, 9);
+            row->touch.due_at = sqlite3_column_int64(s, 10);
+            row->touch.expires_at = sqlite3_column_int64(s, 11);
+            n++;
+        }
+        sqlite3_reset(s);
+        if (r == 0 && rc != SQLITE_DONE)
+            r = db_fail(st, err, rc, "reading due touches");
+    }
+    for (int i = 0; r == 0 && i < n; i++) {
+        s = stmt(st, S_OUTBOX_CLAIM_ONE);
+        sqlite3_bind_int64(s, 1, st->claim_rows[i].touch.key);
+        sqlite3_bind_int64(s, 2, now);
+        r = exec_stmt(st, s, err, "claiming a touch");
+    }
+    r = write_end(st, r, err);
+    if (r < 0)
+        return r;
+    for (int i = 0; i < n; i++) {
+        claim_row_t *row = &st->claim_rows[i];
+        const char *base = st->claim_strings;
+        row->touch.idempotency_key = base + row->off[0];
+        row->touch.customer_id = base + row->off[1];
+        row->touch.contact_id = base + row->off[2];
+        row->touch.rule = base + row->off[3];
+        row->touch.purpose = base + row->off[4];
+        row->touch.channel = base + row->off[5];
+        row->touch.content_id = base + row->off[6];
+    }
+    for (int i = 0; i < n; i++)
+        fn(&st->claim_rows[i].touch, arg);
+    return n;
+}
+
+/* After an UPDATE matched nothing: says whether the touch is missing or in
+ * the wrong state. */
+static int outbox_explain(cad_store_t *st, int64_t key, const char *action, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_STATE);
+    sqlite3_bind_int64(s, 1, key);
+    int rc = sqlite3_step(s);
+    char state[32] = "";
+    if (rc == SQLITE_ROW)
+        snprintf(state, sizeof(state), "%s", col_text(s, 0));
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW)
+        return cad_fail(err, CAD_EINVAL, "touch %lld is %s, cannot %s it", (long long)key, state,
+                        action);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "touch %lld does not exist", (long long)key);
+    return db_fail(st, err, rc, "reading a touch");
+}
+
+static int outbox_update(cad_store_t *st, enum stmt_id id, int64_t key, const char *text,
+                         cad_time_t t, cad_time_t now, const char *action, char *err)
+{
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, id);
+    sqlite3_bind_int64(s, 1, key);
+    if (id == S_OUTBOX_RETRY) {
+        sqlite3_bind_int64(s, 2, t);
+        bind_text(s, 3, text);
+        sqlite3_bind_int64(s, 4, now);
+    } else {
+        bind_text(s, 2, text);
+        sqlite3_bind_int64(s, 3, now);
+    }
+    r = exec_stmt(st, s, err, action);
+    if (r == 0 && sqlite3_changes(st->db) == 0)
+        r = outbox_explain(st, key, action, err);
+    return write_end(st, r, err);
+}
+
+int cad_store_outbox_delivered(cad_store_t *st, int64_t key, const char *provider_id,
+                               cad_time_t now, char *err)
+{
+    return outbox_update(st, S_OUTBOX_DELIVERED, key, provider_id, 0, now, "mark delivered", err);
+}
+
+int cad_store_outbox_retry(cad_store_t *st, int64_t key, cad_time_t retry_at, const char *error,
+                           cad_time_t now, char *err)
+{
+    return outbox_update(st, S_OUTBOX_RETRY, key, error, retry_at, now, "schedule a retry of", err);
+}
+
+int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
+                          char *err)
+{
+    return outbox_update(st, S_OUTBOX_DEAD, key, error, 0, now, "dead-letter", err);
+}
+
+int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err)
+{
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_REQUEUE);
+    sqlite3_bind_int64(s, 1, now);
+    r = exec_stmt(st, s, err, "requeueing in-flight touches");
+    if (r == 0)
+        r = sqlite3_changes(st->db);
+    return write_end(st, r, err);
+}
+
+cad_time_t cad_store_outbox_next_due(cad_store_t *st)
+{
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_NEXT_DUE);
+    cad_time_t t = CAD_TIME_NEVER;
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+        t = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return t;
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+static int count_one(cad_store_t *st, enum stmt_id id, int64_t *out, char *err)
+{
+    sqlite3_stmt *s = stmt(st, id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : db_fail(st, err, rc, "counting");
+}
+
+int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err)
+{
+    memset(out, 0, sizeof(*out));
+    int r;
+    if ((r = count_one(st, S_COUNT_CUSTOMERS, &out->customers, err)) < 0 ||
+        (r = count_one(st, S_COUNT_CONTACTS, &out->contacts, err)) < 0 ||
+        (r = count_one(st, S_COUNT_EVENTS, &out->events, err)) < 0 ||
+        (r = count_one(st, S_COUNT_DECISIONS, &out->decisions, err)) < 0 ||
+        (r = count_one(st, S_COUNT_ALERTS, &out->alerts_open, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_COUNT_OUTBOX);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int state = outbox_state_parse(col_text(s, 0));
+        if (state >= 0)
+            out->outbox[state] = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "counting touches");
+}
+
+int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
+                            void (*fn)(const cad_trace_row_t *row, void *arg), void *arg, char *err)
+{
+    int64_t key;
+    int r = cad_store_customer_key(st, customer_id, &key, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_TRACE_LIST);
+    bind_text(s, 1, customer_id);
+    sqlite3_bind_int(s, 2, limit > 0 ? limit : -1);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_trace_row_t row = {
+            .at = sqlite3_column_int64(s, 0),
+            .rule = col_text(s, 1),
+            .verdict = col_text(s, 2),
+            .reason = col_text(s, 3),
+            .sentence = col_text(s, 4),
+            .channel = col_text(s, 5),
+            .contact = col_text(s, 6),
+            .content = col_text(s, 7),
+            .until = sqlite3_column_int64(s, 8),
+        };
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "reading traces");
+    return n;
+}
