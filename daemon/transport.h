@@ -1,0 +1,79 @@
+/*
+ * transport.h — every libcurl transfer of the daemon, on the libuv loop.
+ *
+ * One CURLM multi handle serves all channel plugins so connections are
+ * reused; libuv polls its sockets and runs its timer (curl's multi-uv
+ * pattern), so transfers never block the loop. Transfers run in lanes (one
+ * per channel) with a concurrency limit each: a transfer started on a full
+ * lane waits in that lane's FIFO queue. Each transfer has a total timeout,
+ * a connect timeout, no signals and no redirects; its response (status code,
+ * the last response's headers, a body bounded by CAD_PLUGIN_BODY_MAX) is
+ * collected for the completion callback.
+ *
+ * Threading: loop thread only. Completion callbacks run from the loop, never
+ * from inside a libcurl callback, and may start new transfers.
+ */
+#ifndef CADENCE_TRANSPORT_H
+#define CADENCE_TRANSPORT_H
+
+#include "common.h"
+
+#include <cadence/channel.h>
+#include <curl/curl.h>
+#include <uv.h>
+
+typedef struct cad_transport cad_transport_t;
+typedef struct cad_transfer cad_transfer_t;
+
+/* Called once per started transfer when it finished, failed, timed out or was
+ * cancelled by cad_transport_close (then result is CURLE_ABORTED_BY_CALLBACK
+ * and error says so). `resp` (struct_size, result, error, code, headers,
+ * body; data is NULL) is valid during the call only. The transfer is freed
+ * when the callback returns. */
+typedef void (*cad_transfer_done_cb)(cad_transfer_t *xfer, const cad_plugin_response_t *resp,
+                                     void *arg);
+
+typedef struct cad_transport_stats {
+    int64_t started, completed, failed; /* failed: curl result not CURLE_OK */
+    int in_flight, queued;
+} cad_transport_stats_t;
+
+/* Creates a transport on `loop` (borrowed; must outlive the transport).
+ * Returns 0 and *out, or a negative code with err. */
+int cad_transport_new(uv_loop_t *loop, cad_transport_t **out, char *err);
+
+/* Adds a lane named `name` (for messages) running at most `concurrency`
+ * transfers at once (0 means 1). Returns the lane index (>= 0) or an error. */
+int cad_transport_lane_add(cad_transport_t *t, const char *name, uint32_t concurrency, char *err);
+
+/* Creates a transfer on `lane` with its easy handle preset: timeout_ms total
+ * (connect timeout the smaller of it and 10 s), NOSIGNAL, no redirects,
+ * protocols http/https/smtp/smtps only, and response collection. Returns NULL
+ * with err on failure. The caller sets the request with curl_easy_setopt on
+ * cad_transfer_easy() and then starts it, or frees it with cad_transfer_free. */
+cad_transfer_t *cad_transfer_new(cad_transport_t *t, int lane, int64_t timeout_ms, char *err);
+
+/* The transfer's easy handle, owned by the transfer. */
+CURL *cad_transfer_easy(cad_transfer_t *xfer);
+
+/* Frees a transfer that was never started. NULL-safe. */
+void cad_transfer_free(cad_transfer_t *xfer);
+
+/* Starts a transfer (or queues it when its lane is full). From now on the
+ * transport owns it; `cb` is called exactly once, later, from the loop.
+ * Returns 0, or -CAD_EBUSY when the transport is closing (the transfer is
+ * then freed and cb never called), or another error. */
+int cad_transport_start(cad_transport_t *t, cad_transfer_t *xfer, cad_transfer_done_cb cb,
+                        void *arg, char *err);
+
+/* Current counters. */
+void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out);
+
+/* Closes the transport: new starts are refused; queued transfers are
+ * cancelled at once; in-flight ones get up to `grace_ms` to finish, then are
+ * cancelled. Every pending callback runs, then all libuv handles close, the
+ * transport is freed and `closed` (may be NULL) is called from the loop. */
+void cad_transport_close(cad_transport_t *t, int64_t grace_ms, void (*closed)(void *arg),
+                         void *arg);
+
+#endif
