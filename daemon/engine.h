@@ -96,6 +96,12 @@ typedef struct cad_decision {
 int cad_engine_decide(const cad_playbook_t *pb, const cad_snapshot_t *snap, cad_time_t now,
                       cad_decision_t *out);
 
+/* Checks that a snapshot fits the playbook (policy, stage, event types,
+ * history rules, channels and content within range; events and history in
+ * time order). Returns 0, or -CAD_EINVAL with err naming the customer and the
+ * offending entry. cad_engine_decide() runs it first. */
+int cad_engine_check(const cad_playbook_t *pb, const cad_snapshot_t *snap, char *err);
+
 /* The stable snake_case name of a reason ("stale", "min_gap"...); static. */
 const char *cad_reason_name(enum cad_reason r);
 /* Parses a reason name back; -1 when unknown. */
