@@ -1,0 +1,1002 @@
+/*
+ * plugin_host.c — loading channel plugins and running their deliveries.
+ *
+ * Each configured channel gets one cad_plugin_env (the opaque handle the
+ * plugin sees): its dlopen handle, the checked descriptor, the settings
+ * resolved against the option table, the plugin's instance, a transport lane
+ * and counters. Loading checks everything before calling into the plugin —
+ * the ABI major, the descriptor size, the name, the callbacks, each setting
+ * — so a bad plugin or a typo costs one log line and that channel, never the
+ * daemon.
+ *
+ * A send is a job: the touch copied into one allocation, the template
+ * rendered, then either a transfer prepared by the plugin and run by the
+ * transport, or a uv_queue_work() job calling the plugin's blocking send()
+ * (with the host's own per-channel queue, since the thread pool has none).
+ * Outcomes decided before anything ran (render or prepare failures) are
+ * reported from a 0 ms timer so a completion never runs inside the caller's
+ * send call.
+ */
+#include "plugin_host.h"
+
+#include "log.h"
+#include "template.h"
+#include "transport.h"
+#include "units.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SECRET_MAX         (64 * 1024)
+#define DEFAULT_TIMEOUT_MS 30000
+
+typedef struct job job_t;
+
+struct cad_plugin_env {
+    cad_plugin_host_t *host;
+    int index;
+    const char *channel; /* points into the config */
+    const char *plugin;
+    enum cad_plugin_address address;
+    char *path;
+    char *error; /* why not loaded; NULL when loaded */
+    void *dl;
+    const cad_plugin_descriptor_t *desc;
+    void *instance;
+    char **values; /* per option of desc->options: validated text or NULL */
+    int n_options;
+    int lane;
+    uint32_t concurrency;
+    int64_t timeout_ms;
+    int blocking_in_flight;
+    int active; /* jobs of this channel not yet completed, queued ones included */
+    job_t *queue_head, *queue_tail; /* blocking jobs waiting for a slot */
+    int queued;
+    int64_t delivered, retried, failed;
+};
+
+struct cad_plugin_host {
+    uv_loop_t *loop;
+    const cad_config_t *cfg;
+    cad_transport_t *transport;
+    struct cad_plugin_env envs[CAD_MAX_CHANNELS];
+    int n_envs;
+    uv_timer_t soon; /* reports outcomes decided without running anything */
+    job_t *soon_head, *soon_tail;
+    int jobs; /* jobs not yet completed */
+    bool closing, transport_closed, finished;
+    void (*closed)(void *arg);
+    void *closed_arg;
+};
+
+struct job {
+    cad_plugin_host_t *host;
+    struct cad_plugin_env *env;
+    cad_plugin_touch_t touch; /* strings in `strings` */
+    char *strings;
+    char *rendered[3]; /* subject, text, html */
+    cad_plugin_outcome_t outcome;
+    cad_plugin_transfer_t xfer;
+    uv_work_t work;
+    cad_plugin_done_cb cb;
+    void *arg;
+    job_t *next;
+};
+
+static const cad_plugin_api_t host_api;
+
+const char *cad_outcome_kind_name(enum cad_outcome_kind kind)
+{
+    switch (kind) {
+    case CAD_OUTCOME_DELIVERED: return "delivered";
+    case CAD_OUTCOME_RETRY: return "retry";
+    case CAD_OUTCOME_PERMANENT: return "permanent";
+    }
+    return "unknown";
+}
+
+const char *cad_outcome_effect_name(enum cad_outcome_effect effect)
+{
+    switch (effect) {
+    case CAD_EFFECT_NONE: return "none";
+    case CAD_EFFECT_CONTACT_UNUSABLE: return "contact_unusable";
+    case CAD_EFFECT_CONSENT_REVOKED: return "consent_revoked";
+    case CAD_EFFECT_CHANNEL_DISABLED: return "channel_disabled";
+    }
+    return "unknown";
+}
+
+static void set_outcome(cad_plugin_outcome_t *o, enum cad_outcome_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_outcome(cad_plugin_outcome_t *o, enum cad_outcome_kind kind, const char *fmt, ...)
+{
+    o->kind = kind;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->reason, sizeof o->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- the host API given to plugins ------------------------------------------ */
+
+static void api_log(cad_plugin_env_t *env, int level, const char *fmt, ...)
+{
+    if (level > (int)cad_log_get_level())
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (level < CAD_LOG_ERR)
+        level = CAD_LOG_ERR;
+    if (level > CAD_LOG_DEBUG)
+        level = CAD_LOG_DEBUG;
+    cad_log((enum cad_log_level)level, "%s[%s]: %s", env->plugin, env->channel, msg);
+}
+
+static const char *api_channel_name(cad_plugin_env_t *env)
+{
+    return env->channel;
+}
+
+static enum cad_plugin_address api_address_kind(cad_plugin_env_t *env)
+{
+    return env->address;
+}
+
+static const char *api_state_dir(cad_plugin_env_t *env)
+{
+    const char *d = env->host->cfg->state_dir;
+    return d ? d : ".";
+}
+
+static int option_index(const struct cad_plugin_env *env, const char *name)
+{
+    for (int i = 0; i < env->n_options; i++)
+        if (strcmp(env->desc->options[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static const char *api_option(cad_plugin_env_t *env, const char *name)
+{
+    int i = option_index(env, name);
+    return i < 0 ? NULL : env->values[i];
+}
+
+static int parse_int(const char *text, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *text, bool *out)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < CAD_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(text, yes[i]) == 0)
+            return *out = true, 0;
+        if (strcasecmp(text, no[i]) == 0)
+            return *out = false, 0;
+    }
+    return -1;
+}
+
+static int64_t api_option_int(cad_plugin_env_t *env, const char *name, int64_t fallback)
+{
+    int i = option_index(env, name);
+    if (i < 0 || !env->values[i])
+        return fallback;
+    int64_t v;
+    char err[CAD_ERRBUF];
+    if (env->desc->options[i].type == CAD_OPTION_DURATION)
+        return cad_duration_parse(env->values[i], &v, err) == 0 ? v : fallback;
+    return parse_int(env->values[i], &v) == 0 ? v : fallback;
+}
+
+static bool api_option_bool(cad_plugin_env_t *env, const char *name, bool fallback)
+{
+    const char *v = api_option(env, name);
+    bool b;
+    return v && parse_bool(v, &b) == 0 ? b : fallback;
+}
+
+static int api_read_secret(cad_plugin_env_t *env, const char *name, char **out, size_t *len,
+                           char *err, size_t err_size)
+{
+    *out = NULL;
+    *len = 0;
+    int i = option_index(env, name);
+    if (i < 0 || env->desc->options[i].type != CAD_OPTION_SECRET_FILE) {
+        snprintf(err, err_size, "option %s is not a secret-file option of plugin %s", name,
+                 env->plugin);
+        return -CAD_EINVAL;
+    }
+    const char *file = env->values[i];
+    if (!file || !*file) {
+        snprintf(err, err_size, "option %s of channel %s is not set", name, env->channel);
+        return -CAD_ENOTFOUND;
+    }
+    char path[4096];
+    if (file[0] == '/') {
+        snprintf(path, sizeof path, "%s", file);
+    } else {
+        const char *dir = env->host->cfg->credentials_dir;
+        if (!dir)
+            dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir) {
+            snprintf(err, err_size,
+                     "option %s of channel %s names \"%s\", a relative path, but no credentials "
+                     "directory is configured",
+                     name, env->channel, file);
+            return -CAD_ENOTFOUND;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, err_size, "cannot open secret file %s (option %s of channel %s): %s", path,
+                 name, env->channel, strerror(errno));
+        return -CAD_EIO;
+    }
+    char *buf = malloc(SECRET_MAX + 1);
+    size_t n = 0;
+    ssize_t r = 0;
+    while (buf && n < SECRET_MAX && (r = read(fd, buf + n, SECRET_MAX - n)) > 0)
+        n += (size_t)r;
+    char extra;
+    bool too_long = buf && n == SECRET_MAX && read(fd, &extra, 1) > 0;
+    close(fd);
+    if (!buf || r < 0 || too_long) {
+        if (buf) {
+            explicit_bzero(buf, SECRET_MAX + 1);
+            free(buf);
+        }
+        snprintf(err, err_size, "cannot read secret file %s (option %s of channel %s): %s", path,
+                 name, env->channel,
+                 !buf       ? "out of memory"
+                 : too_long ? "longer than 64 KiB"
+                            : strerror(errno));
+        return -CAD_EIO;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0) {
+        free(buf);
+        snprintf(err, err_size, "secret file %s (option %s of channel %s) is empty", path, name,
+                 env->channel);
+        return -CAD_EINVAL;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static void api_free_secret(char *secret, size_t len)
+{
+    if (!secret)
+        return;
+    explicit_bzero(secret, len);
+    free(secret);
+}
+
+static int api_render(cad_plugin_env_t *env, const cad_plugin_touch_t *touch, const char *tmpl,
+                      bool html, char **out, char *err, size_t err_size)
+{
+    char e[CAD_ERRBUF] = "";
+    int rc = cad_template_render(tmpl, html, touch, out, e);
+    if (rc < 0)
+        snprintf(err, err_size, "%s", e);
+    return rc;
+}
+
+static const char *api_header(const cad_plugin_response_t *resp, const char *name, char *buf,
+                              size_t size)
+{
+    const char *found = NULL;
+    size_t found_len = 0;
+    size_t name_len = strlen(name);
+    const char *p = resp->headers, *end = resp->headers + resp->headers_len;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && (size_t)(colon - p) == name_len && strncasecmp(p, name, name_len) == 0) {
+            const char *v = colon + 1, *ve = line_end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            found = v;
+            found_len = (size_t)(ve - v);
+        }
+        p = eol ? eol + 1 : end;
+    }
+    if (!found || size == 0)
+        return NULL;
+    if (found_len >= size)
+        found_len = size - 1;
+    memcpy(buf, found, found_len);
+    buf[found_len] = '\0';
+    return buf;
+}
+
+static int64_t api_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static int64_t api_retry_after(const cad_plugin_response_t *resp)
+{
+    char v[128];
+    if (!api_header(resp, "Retry-After", v, sizeof v) || !*v)
+        return -1;
+    int64_t secs;
+    if (parse_int(v, &secs) == 0)
+        return secs < 0 ? -1 : (secs > 366 * CAD_DAY ? 366 * CAD_DAY : secs);
+    struct tm tm = {0};
+    const char *end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!end || *end)
+        return -1;
+    int64_t delta = (int64_t)timegm(&tm) - api_now();
+    return delta < 0 ? 0 : delta;
+}
+
+static const cad_plugin_api_t host_api = {
+    .struct_size = sizeof(cad_plugin_api_t),
+    .abi_major = CAD_PLUGIN_ABI_MAJOR,
+    .abi_minor = CAD_PLUGIN_ABI_MINOR,
+    .log = api_log,
+    .channel_name = api_channel_name,
+    .address_kind = api_address_kind,
+    .state_dir = api_state_dir,
+    .option = api_option,
+    .option_int = api_option_int,
+    .option_bool = api_option_bool,
+    .read_secret = api_read_secret,
+    .free_secret = api_free_secret,
+    .render = api_render,
+    .header = api_header,
+    .retry_after = api_retry_after,
+    .now = api_now,
+};
+
+/* ---- loading ------------------------------------------------------------------ */
+
+static const char *option_type_name(enum cad_option_type t)
+{
+    switch (t) {
+    case CAD_OPTION_STRING: return "string";
+    case CAD_OPTION_INT: return "integer";
+    case CAD_OPTION_BOOL: return "boolean";
+    case CAD_OPTION_DURATION: return "duration";
+    case CAD_OPTION_SECRET_FILE: return "secret file name";
+    }
+    return "unknown";
+}
+
+static void env_fail(struct cad_plugin_env *env, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Records why a channel is not loaded (the first reason) and logs it. */
+static void env_fail(struct cad_plugin_env *env, const char *fmt, ...)
+{
+    char msg[CAD_ERRBUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cad_log_err("channel %s not loaded: %s", env->channel, msg);
+    if (!env->error)
+        env->error = strdup(msg);
+}
+
+/* Checks one setting's text against its option's type. */
+static int check_value(const cad_plugin_option_t *o, const char *value, char *why, size_t size)
+{
+    int64_t i;
+    bool b;
+    char err[CAD_ERRBUF] = "";
+    switch (o->type) {
+    case CAD_OPTION_STRING: return 0;
+    case CAD_OPTION_SECRET_FILE:
+        if (!*value) {
+            snprintf(why, size, "an empty file name");
+            return -1;
+        }
+        return 0;
+    case CAD_OPTION_INT:
+        if (parse_int(value, &i) == 0)
+            return 0;
+        snprintf(why, size, "\"%s\" is not an integer", value);
+        return -1;
+    case CAD_OPTION_BOOL:
+        if (parse_bool(value, &b) == 0)
+            return 0;
+        snprintf(why, size, "\"%s\" is not a boolean (true or false)", value);
+        return -1;
+    case CAD_OPTION_DURATION:
+        if (cad_duration_parse(value, &i, err) == 0)
+            return 0;
+        snprintf(why, size, "\"%s\" is not a duration: %s", value, err);
+        return -1;
+    }
+    snprintf(why, size, "option type %d is unknown", (int)o->type);
+    return -1;
+}
+
+/* Resolves the channel's settings against the option table; every problem
+ * is logged with the config file:line, the first is kept. */
+static int resolve_settings(struct cad_plugin_env *env, const cad_channel_config_t *cc,
+                            const cad_channel_t *ch)
+{
+    const cad_config_t *cfg = env->host->cfg;
+    const char *file = cfg->path ? cfg->path : "config";
+    const cad_plugin_option_t *opts = env->desc->options;
+    int n = 0;
+    while (opts && opts[n].name)
+        n++;
+    env->n_options = n;
+    env->values = calloc((size_t)n + 1, sizeof *env->values);
+    if (!env->values) {
+        env_fail(env, "out of memory");
+        return -1;
+    }
+    int bad = 0;
+    for (int s = 0; s < cc->n_settings; s++) {
+        const cad_channel_setting_t *set = &cc->settings[s];
+        int i = option_index(env, set->name);
+        if (i < 0) {
+            char known[256] = "";
+            size_t k = 0;
+            for (int j = 0; j < n && k < sizeof known - 1; j++)
+                k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", j ? ", " : "",
+                                      opts[j].name);
+            env_fail(env, "%s:%d: channel \"%s\": plugin %s has no option \"%s\" (options: %s)",
+                     file, set->line, env->channel, env->plugin, set->name, n ? known : "none");
+            bad++;
+            continue;
+        }
+        char why[CAD_ERRBUF];
+        const char *value = set->value ? set->value : "";
+        if (check_value(&opts[i], value, why, sizeof why) < 0) {
+            env_fail(env, "%s:%d: channel \"%s\": option %s must be a %s: %s", file, set->line,
+                     env->channel, set->name, option_type_name(opts[i].type), why);
+            bad++;
+            continue;
+        }
+        free(env->values[i]);
+        env->values[i] = strdup(value);
+    }
+    for (int i = 0; i < n; i++) {
+        if (env->values[i])
+            continue;
+        if (opts[i].default_value) {
+            env->values[i] = strdup(opts[i].default_value);
+        } else if (opts[i].required) {
+            env_fail(env, "%s:%d: channel \"%s\": option %s (%s) is required by plugin %s", file,
+                     ch->line, env->channel, opts[i].name, option_type_name(opts[i].type),
+                     env->plugin);
+            bad++;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+static bool valid_plugin_name(const char *name)
+{
+    if (!*name)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+static void load_channel(cad_plugin_host_t *h, int c)
+{
+    const cad_config_t *cfg = h->cfg;
+    const cad_channel_t *ch = &cfg->playbook.channels[c];
+    const cad_channel_config_t *cc = &cfg->channel_config[c];
+    struct cad_plugin_env *env = &h->envs[c];
+    env->host = h;
+    env->index = c;
+    env->channel = ch->name;
+    env->plugin = ch->plugin;
+    env->address = ch->address == CAD_ADDRESS_EMAIL   ? CAD_PLUGIN_ADDRESS_EMAIL
+                   : ch->address == CAD_ADDRESS_PHONE ? CAD_PLUGIN_ADDRESS_PHONE
+                                                      : CAD_PLUGIN_ADDRESS_NONE;
+    env->concurrency = cc->concurrency ? cc->concurrency : 1;
+    env->timeout_ms = cc->timeout > 0 ? cc->timeout * 1000 : DEFAULT_TIMEOUT_MS;
+    env->lane = -1;
+
+    const char *dir = cfg->plugin_dir ? cfg->plugin_dir : CADENCE_PLUGIN_DIR;
+    size_t len = strlen(dir) + strlen(ch->plugin) + 8;
+    env->path = malloc(len);
+    if (!env->path) {
+        env_fail(env, "out of memory");
+        return;
+    }
+    snprintf(env->path, len, "%s/%s.so", dir, ch->plugin);
+    if (!valid_plugin_name(ch->plugin)) {
+        env_fail(env, "plugin name \"%s\" may hold only a-z, 0-9, _ and - (config line %d)",
+                 ch->plugin, ch->line);
+        return;
+    }
+    env->dl = dlopen(env->path, RTLD_NOW | RTLD_LOCAL);
+    if (!env->dl) {
+        const char *e = dlerror();
+        env_fail(env, "cannot load plugin %s: %s", env->path, e ? e : "unknown error");
+        return;
+    }
+    dlerror();
+    const cad_plugin_descriptor_t *d = dlsym(env->dl, CAD_PLUGIN_SYMBOL);
+    if (!d) {
+        env_fail(env, "%s does not export the symbol %s: not a cadenced channel plugin", env->path,
+                 CAD_PLUGIN_SYMBOL);
+        return;
+    }
+    if (d->abi_major != CAD_PLUGIN_ABI_MAJOR) {
+        env_fail(env, "%s was built for plugin ABI %u.%u; this daemon speaks %d.%d", env->path,
+                 d->abi_major, d->abi_minor, CAD_PLUGIN_ABI_MAJOR, CAD_PLUGIN_ABI_MINOR);
+        return;
+    }
+    if (d->struct_size < CAD_PLUGIN_DESCRIPTOR_MIN_SIZE) {
+        env_fail(env, "%s has a descriptor of %u bytes, smaller than the %zu bytes of ABI %d.0",
+                 env->path, d->struct_size, (size_t)CAD_PLUGIN_DESCRIPTOR_MIN_SIZE,
+                 CAD_PLUGIN_ABI_MAJOR);
+        return;
+    }
+    if (!d->name || strcmp(d->name, ch->plugin) != 0) {
+        env_fail(env, "%s calls itself \"%s\", not \"%s\"", env->path, d->name ? d->name : "",
+                 ch->plugin);
+        return;
+    }
+    bool transfer = d->prepare && d->interpret;
+    if (!d->init || !d->shutdown || (!transfer && !d->send)) {
+        env_fail(env,
+                 "%s lacks a callback: init, shutdown, and prepare+interpret or send are "
+                 "required",
+                 env->path);
+        return;
+    }
+    env->desc = d;
+    if (resolve_settings(env, cc, ch) < 0) {
+        env->desc = NULL;
+        return;
+    }
+    char err[CAD_ERRBUF] = "";
+    if (transfer) {
+        env->lane = cad_transport_lane_add(h->transport, ch->name, env->concurrency, err);
+        if (env->lane < 0) {
+            env->desc = NULL;
+            env_fail(env, "%s", err);
+            return;
+        }
+    }
+    void *instance = NULL;
+    int rc = d->init(&host_api, env, &instance, err, sizeof err);
+    if (rc != 0) {
+        env->desc = NULL;
+        env_fail(env, "plugin %s failed to start: %s", ch->plugin,
+                 err[0] ? err : "no reason given");
+        return;
+    }
+    env->instance = instance;
+    cad_log_info("channel loaded channel=%s plugin=%s version=%s abi=%u.%u path=%s", ch->name,
+                 d->name, d->version ? d->version : "", d->abi_major, d->abi_minor, env->path);
+}
+
+static void on_soon(uv_timer_t *t);
+
+int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_host_t **out,
+                        char *err)
+{
+    *out = NULL;
+    cad_plugin_host_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return cad_fail(err, CAD_ENOMEM, "plugin host: out of memory");
+    h->loop = loop;
+    h->cfg = cfg;
+    int rc = cad_transport_new(loop, &h->transport, err);
+    if (rc < 0) {
+        free(h);
+        return rc;
+    }
+    uv_timer_init(loop, &h->soon);
+    h->soon.data = h;
+    h->n_envs = cfg->playbook.n_channels;
+    for (int c = 0; c < h->n_envs; c++)
+        load_channel(h, c);
+    *out = h;
+    return 0;
+}
+
+bool cad_plugin_host_ready(const cad_plugin_host_t *h, int channel)
+{
+    return channel >= 0 && channel < h->n_envs && h->envs[channel].instance && !h->closing;
+}
+
+/* ---- jobs ------------------------------------------------------------------------ */
+
+static void try_finish(cad_plugin_host_t *h);
+
+static void job_free(job_t *j)
+{
+    for (int i = 0; i < 3; i++)
+        free(j->rendered[i]);
+    free(j->strings);
+    free(j);
+}
+
+static void job_complete(job_t *j)
+{
+    cad_plugin_host_t *h = j->host;
+    struct cad_plugin_env *env = j->env;
+    cad_plugin_outcome_t *o = &j->outcome;
+    switch (o->kind) {
+    case CAD_OUTCOME_DELIVERED: env->delivered++; break;
+    case CAD_OUTCOME_RETRY: env->retried++; break;
+    case CAD_OUTCOME_PERMANENT: env->failed++; break;
+    }
+    cad_log_debug("touch attempt finished channel=%s touch=%lld attempt=%d outcome=%s "
+                  "retry_after=%lld effect=%s reason=\"%s\"",
+                  env->channel, (long long)j->touch.touch_id, j->touch.attempt,
+                  cad_outcome_kind_name(o->kind), (long long)o->retry_after,
+                  cad_outcome_effect_name(o->effect), o->reason);
+    if (j->cb)
+        j->cb(o, j->arg);
+    job_free(j);
+    env->active--;
+    h->jobs--;
+    try_finish(h);
+}
+
+static void report_soon(job_t *j)
+{
+    cad_plugin_host_t *h = j->host;
+    j->next = NULL;
+    if (h->soon_tail)
+        h->soon_tail->next = j;
+    else
+        h->soon_head = j;
+    h->soon_tail = j;
+    uv_timer_start(&h->soon, on_soon, 0, 0);
+}
+
+static void on_soon(uv_timer_t *t)
+{
+    cad_plugin_host_t *h = t->data;
+    job_t *list = h->soon_head;
+    h->soon_head = h->soon_tail = NULL;
+    while (list) {
+        job_t *j = list;
+        list = j->next;
+        job_complete(j);
+    }
+}
+
+/* Copies every string of a touch into one allocation. */
+static int copy_touch(job_t *j, const cad_plugin_touch_t *src)
+{
+    j->touch = *src;
+    j->touch.struct_size = sizeof j->touch;
+    const char **fields[] = {
+        &j->touch.idempotency_key,
+        &j->touch.customer.id,
+        &j->touch.customer.name,
+        &j->touch.customer.attributes,
+        &j->touch.contact.id,
+        &j->touch.contact.name,
+        &j->touch.contact.first_name,
+        &j->touch.contact.email,
+        &j->touch.contact.phone,
+        &j->touch.rule,
+        &j->touch.purpose,
+        &j->touch.channel,
+        &j->touch.content.id,
+        &j->touch.content.title,
+        &j->touch.content.url,
+        &j->touch.subject,
+        &j->touch.text,
+        &j->touch.html,
+        &j->touch.unsubscribe_url,
+        &j->touch.unsubscribe_mailto,
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < CAD_ARRAY_LEN(fields); i++)
+        total += (*fields[i] ? strlen(*fields[i]) : 0) + 1;
+    j->strings = malloc(total + 3);
+    if (!j->strings)
+        return -CAD_ENOMEM;
+    char *p = j->strings;
+    for (size_t i = 0; i < CAD_ARRAY_LEN(fields); i++) {
+        const char *s = *fields[i] ? *fields[i] : "";
+        if (fields[i] == &j->touch.customer.attributes && !*s)
+            s = "{}";
+        size_t n = strlen(s);
+        memcpy(p, s, n + 1);
+        *fields[i] = p;
+        p += n + 1;
+    }
+    if (j->touch.attempt < 1)
+        j->touch.attempt = 1;
+    return 0;
+}
+
+static int render(job_t *j, const cad_template_t *tmpl)
+{
+    const char *parts[3] = {tmpl->subject, tmpl->text, tmpl->html};
+    const char *names[3] = {"subject", "text", "html"};
+    for (int i = 0; i < 3; i++) {
+        char err[CAD_ERRBUF] = "";
+        if (cad_template_render(parts[i], i == 2, &j->touch, &j->rendered[i], err) < 0) {
+            set_outcome(&j->outcome, CAD_OUTCOME_PERMANENT, "template %s, %s part: %s", tmpl->name,
+                        names[i], err);
+            return -1;
+        }
+    }
+    j->touch.subject = j->rendered[0];
+    j->touch.text = j->rendered[1];
+    j->touch.html = j->rendered[2];
+    return 0;
+}
+
+/* Frees what prepare() put in the transfer, after unhooking it from the easy
+ * handle (which the transport cleans up later). */
+static void release_transfer(job_t *j, CURL *easy)
+{
+    cad_plugin_transfer_t *x = &j->xfer;
+    if (easy) {
+        if (x->headers)
+            curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+        if (x->recipients)
+            curl_easy_setopt(easy, CURLOPT_MAIL_RCPT, NULL);
+        if (x->mime)
+            curl_easy_setopt(easy, CURLOPT_MIMEPOST, NULL);
+    }
+    curl_slist_free_all(x->headers);
+    curl_slist_free_all(x->recipients);
+    curl_mime_free(x->mime);
+    free(x->body);
+    if (x->data && j->env->desc->release)
+        j->env->desc->release(j->env->instance, x->data);
+    memset(x, 0, sizeof *x);
+}
+
+static void on_transfer_done(cad_transfer_t *xfer, const cad_plugin_response_t *resp, void *arg)
+{
+    job_t *j = arg;
+    struct cad_plugin_env *env = j->env;
+    if (resp->result == CURLE_ABORTED_BY_CALLBACK && j->host->closing) {
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", resp->error);
+    } else {
+        cad_plugin_response_t r = *resp;
+        r.data = j->xfer.data;
+        env->desc->interpret(env->instance, &j->touch, &r, &j->outcome);
+        j->outcome.provider_id[sizeof j->outcome.provider_id - 1] = '\0';
+        j->outcome.reason[sizeof j->outcome.reason - 1] = '\0';
+    }
+    release_transfer(j, cad_transfer_easy(xfer));
+    job_complete(j);
+}
+
+static void start_transfer(job_t *j)
+{
+    struct cad_plugin_env *env = j->env;
+    char err[CAD_ERRBUF] = "";
+    cad_transfer_t *xfer = cad_transfer_new(j->host->transport, env->lane, env->timeout_ms, err);
+    if (!xfer) {
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", err);
+        report_soon(j);
+        return;
+    }
+    j->xfer.easy = cad_transfer_easy(xfer);
+    if (env->desc->prepare(env->instance, &j->touch, &j->xfer, &j->outcome) != 0) {
+        if (j->outcome.kind == CAD_OUTCOME_DELIVERED)
+            set_outcome(&j->outcome, CAD_OUTCOME_PERMANENT,
+                        "plugin %s refused the touch without a reason", env->plugin);
+        cad_transfer_free(xfer);
+        release_transfer(j, NULL);
+        report_soon(j);
+        return;
+    }
+    if (cad_transport_start(j->host->transport, xfer, on_transfer_done, j, err) < 0) {
+        /* the transport freed the transfer */
+        release_transfer(j, NULL);
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", err);
+        report_soon(j);
+    }
+}
+
+static void work_send(uv_work_t *w)
+{
+    job_t *j = w->data;
+    j->env->desc->send(j->env->instance, &j->touch, &j->outcome);
+    j->outcome.provider_id[sizeof j->outcome.provider_id - 1] = '\0';
+    j->outcome.reason[sizeof j->outcome.reason - 1] = '\0';
+}
+
+static void pump_blocking(struct cad_plugin_env *env);
+
+static void work_done(uv_work_t *w, int status)
+{
+    job_t *j = w->data;
+    struct cad_plugin_env *env = j->env;
+    env->blocking_in_flight--;
+    if (status == UV_ECANCELED)
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cancelled: the daemon is shutting down");
+    job_complete(j);
+    pump_blocking(env);
+}
+
+static void pump_blocking(struct cad_plugin_env *env)
+{
+    cad_plugin_host_t *h = env->host;
+    while (!h->closing && env->queue_head && (uint32_t)env->blocking_in_flight < env->concurrency) {
+        job_t *j = env->queue_head;
+        env->queue_head = j->next;
+        if (!env->queue_head)
+            env->queue_tail = NULL;
+        env->queued--;
+        j->next = NULL;
+        j->work.data = j;
+        env->blocking_in_flight++;
+        int rc = uv_queue_work(h->loop, &j->work, work_send, work_done);
+        if (rc < 0) {
+            env->blocking_in_flight--;
+            set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cannot queue work: %s", uv_strerror(rc));
+            report_soon(j);
+        }
+    }
+}
+
+int cad_plugin_host_send(cad_plugin_host_t *h, int channel, const cad_plugin_touch_t *touch,
+                         const cad_template_t *tmpl, cad_plugin_done_cb cb, void *arg, char *err)
+{
+    if (channel < 0 || channel >= h->n_envs)
+        return cad_fail(err, CAD_EINVAL, "plugin host: no channel %d (%d configured)", channel,
+                        h->n_envs);
+    struct cad_plugin_env *env = &h->envs[channel];
+    if (h->closing)
+        return cad_fail(err, CAD_EBUSY, "plugin host: shutting down, touch for channel %s kept",
+                        env->channel);
+    if (!env->instance)
+        return cad_fail(err, CAD_ENOTFOUND, "channel %s has no loaded plugin: %s", env->channel,
+                        env->error ? env->error : "not loaded");
+    job_t *j = calloc(1, sizeof *j);
+    if (!j || copy_touch(j, touch) < 0) {
+        free(j);
+        return cad_fail(err, CAD_ENOMEM, "plugin host: out of memory for a touch");
+    }
+    j->host = h;
+    j->env = env;
+    j->cb = cb;
+    j->arg = arg;
+    h->jobs++;
+    env->active++;
+    if (tmpl && render(j, tmpl) < 0) {
+        report_soon(j);
+        return 0;
+    }
+    if (env->desc->prepare && env->desc->interpret) {
+        start_transfer(j);
+        return 0;
+    }
+    j->next = NULL;
+    if (env->queue_tail)
+        env->queue_tail->next = j;
+    else
+        env->queue_head = j;
+    env->queue_tail = j;
+    env->queued++;
+    pump_blocking(env);
+    return 0;
+}
+
+int cad_plugin_host_list(const cad_plugin_host_t *h, cad_plugin_info_t *out, int max)
+{
+    for (int c = 0; c < h->n_envs && c < max; c++) {
+        const struct cad_plugin_env *env = &h->envs[c];
+        const cad_plugin_descriptor_t *d = env->instance ? env->desc : NULL;
+        cad_plugin_info_t *i = &out[c];
+        memset(i, 0, sizeof *i);
+        i->channel = env->channel;
+        i->plugin = env->plugin;
+        i->path = env->path ? env->path : "";
+        i->loaded = d != NULL;
+        i->error = env->error ? env->error : (d ? "" : "not loaded");
+        i->description = d && d->description ? d->description : "";
+        i->version = d && d->version ? d->version : "";
+        i->abi_major = d ? d->abi_major : 0;
+        i->abi_minor = d ? d->abi_minor : 0;
+        i->blocking = d && !(d->prepare && d->interpret);
+        i->options = d ? d->options : NULL;
+        i->concurrency = env->concurrency;
+        i->in_flight = env->active - env->queued;
+        i->queued = env->queued;
+        i->delivered = env->delivered;
+        i->retried = env->retried;
+        i->failed = env->failed;
+    }
+    return h->n_envs;
+}
+
+/* ---- closing ------------------------------------------------------------------------ */
+
+static void on_soon_closed(uv_handle_t *handle)
+{
+    cad_plugin_host_t *h = handle->data;
+    void (*closed)(void *) = h->closed;
+    void *arg = h->closed_arg;
+    free(h);
+    if (closed)
+        closed(arg);
+}
+
+static void try_finish(cad_plugin_host_t *h)
+{
+    if (!h->closing || h->finished || h->jobs > 0 || !h->transport_closed)
+        return;
+    h->finished = true;
+    for (int c = 0; c < h->n_envs; c++) {
+        struct cad_plugin_env *env = &h->envs[c];
+        if (env->instance)
+            env->desc->shutdown(env->instance);
+        if (env->dl)
+            dlclose(env->dl);
+        for (int i = 0; env->values && i < env->n_options; i++)
+            free(env->values[i]);
+        free(env->values);
+        free(env->path);
+        free(env->error);
+    }
+    uv_close((uv_handle_t *)&h->soon, on_soon_closed);
+}
+
+static void on_transport_closed(void *arg)
+{
+    cad_plugin_host_t *h = arg;
+    h->transport = NULL;
+    h->transport_closed = true;
+    try_finish(h);
+}
+
+void cad_plugin_host_close(cad_plugin_host_t *h, int64_t grace_ms, void (*closed)(void *arg),
+                           void *arg)
+{
+    if (h->closing)
+        return;
+    h->closing = true;
+    h->closed = closed;
+    h->closed_arg = arg;
+    for (int c = 0; c < h->n_envs; c++) {
+        struct cad_plugin_env *env = &h->envs[c];
+        while (env->queue_head) {
+            job_t *j = env->queue_head;
+            env->queue_head = j->next;
+            env->queued--;
+            set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cancelled: the daemon is shutting down");
+            report_soon(j);
+        }
+        env->queue_tail = NULL;
+    }
+    cad_transport_close(h->transport, grace_ms, on_transport_closed, h);
+}

@@ -1,0 +1,342 @@
+/*
+ * webhook.c — the webhook channel: one signed JSON POST per touch.
+ *
+ * The body is {"type": "touch.decided", "timestamp": ..., "data": {touch id,
+ * idempotency key, attempt, customer, contact, rule, purpose, channel,
+ * content, rendered message, unsubscribe links, decided_at}} (docs/plugins.md
+ * documents it). It is signed per Standard Webhooks 1.0: headers webhook-id
+ * (the touch's idempotency key, identical on every retry so receivers can
+ * deduplicate), webhook-timestamp (Unix seconds of this attempt) and
+ * webhook-signature "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>", where
+ * key is the base64-decoded part after "whsec_" of the secret file.
+ *
+ * Outcomes: 2xx delivered; 410 permanent and the endpoint is disabled; 408,
+ * 429 and 5xx retry, honouring Retry-After; a redirect is not followed and
+ * is permanent (the URL is wrong); other 4xx permanent. Network errors and
+ * timeouts retry. The plugin only builds requests and reads replies; the
+ * host runs them on its shared libcurl multi handle.
+ */
+#include <cadence/channel.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define KEY_MAX 256
+
+typedef struct webhook {
+    const cad_plugin_api_t *api;
+    cad_plugin_env_t *env;
+    char *url;
+    unsigned char key[KEY_MAX];
+    size_t key_len;
+    int64_t timeout;
+    char *event_type;
+} webhook_t;
+
+static void iso_time(int64_t t, char *buf, size_t size)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static char *build_body(const webhook_t *w, const cad_plugin_touch_t *t, int64_t now)
+{
+    json_error_t jerr;
+    json_t *attrs = json_loads(t->customer.attributes, 0, &jerr);
+    if (!attrs)
+        attrs = json_object();
+    char decided[32], ts[32];
+    iso_time(t->decided_at, decided, sizeof decided);
+    iso_time(now, ts, sizeof ts);
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:{s:I, s:s, s:i, s:{s:s, s:s, s:o}, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s, "
+        "s:s, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:{s:s, s:s}, s:s}}",
+        "type", w->event_type, "timestamp", ts, "data", "touch_id", (json_int_t)t->touch_id,
+        "idempotency_key", t->idempotency_key, "attempt", t->attempt, "customer", "id",
+        t->customer.id, "name", t->customer.name, "attributes", attrs, "contact", "id",
+        t->contact.id, "name", t->contact.name, "first_name", t->contact.first_name, "email",
+        t->contact.email, "phone", t->contact.phone, "rule", t->rule, "purpose", t->purpose,
+        "channel", t->channel, "content", "id", t->content.id, "title", t->content.title, "url",
+        t->content.url, "message", "subject", t->subject, "text", t->text, "html", t->html,
+        "unsubscribe", "url", t->unsubscribe_url, "mailto", t->unsubscribe_mailto, "decided_at",
+        decided);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    return text;
+}
+
+static bool header_safe(const char *s)
+{
+    return strpbrk(s, "\r\n") == NULL;
+}
+
+static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plugin_transfer_t *xfer,
+                           cad_plugin_outcome_t *out)
+{
+    webhook_t *w = instance;
+    const char *id = *t->idempotency_key ? t->idempotency_key : NULL;
+    char idbuf[32];
+    if (!id) {
+        snprintf(idbuf, sizeof idbuf, "touch-%lld", (long long)t->touch_id);
+        id = idbuf;
+    }
+    if (!header_safe(id)) {
+        out->kind = CAD_OUTCOME_PERMANENT;
+        snprintf(out->reason, sizeof out->reason,
+                 "idempotency key of touch %lld holds CR or LF; refused as a header value",
+                 (long long)t->touch_id);
+        return -1;
+    }
+    int64_t now = w->api->now();
+    char *body = build_body(w, t, now);
+    if (!body) {
+        out->kind = CAD_OUTCOME_PERMANENT;
+        snprintf(out->reason, sizeof out->reason,
+                 "cannot encode touch %lld as JSON (a field is not valid UTF-8)",
+                 (long long)t->touch_id);
+        return -1;
+    }
+    xfer->body = body;
+    size_t body_len = strlen(body);
+
+    /* signature over "{id}.{timestamp}.{body}" */
+    char ts[32];
+    snprintf(ts, sizeof ts, "%lld", (long long)now);
+    size_t id_len = strlen(id), ts_len = strlen(ts);
+    size_t msg_len = id_len + 1 + ts_len + 1 + body_len;
+    unsigned char *msg = malloc(msg_len);
+    if (!msg) {
+        out->kind = CAD_OUTCOME_RETRY;
+        snprintf(out->reason, sizeof out->reason, "out of memory signing touch %lld",
+                 (long long)t->touch_id);
+        return -1;
+    }
+    memcpy(msg, id, id_len);
+    msg[id_len] = '.';
+    memcpy(msg + id_len + 1, ts, ts_len);
+    msg[id_len + 1 + ts_len] = '.';
+    memcpy(msg + id_len + ts_len + 2, body, body_len);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    unsigned char *ok = HMAC(EVP_sha256(), w->key, (int)w->key_len, msg, msg_len, mac, &mac_len);
+    free(msg);
+    if (!ok) {
+        out->kind = CAD_OUTCOME_RETRY;
+        snprintf(out->reason, sizeof out->reason, "HMAC-SHA256 failed signing touch %lld",
+                 (long long)t->touch_id);
+        return -1;
+    }
+    char sig[4 * EVP_MAX_MD_SIZE / 3 + 8];
+    EVP_EncodeBlock((unsigned char *)sig, mac, (int)mac_len);
+
+    char h[512];
+    struct curl_slist *headers = NULL, *next;
+    const char *lines[5];
+    char l_id[300], l_ts[64], l_sig[sizeof sig + 32];
+    snprintf(l_id, sizeof l_id, "webhook-id: %.*s", 256, id);
+    snprintf(l_ts, sizeof l_ts, "webhook-timestamp: %s", ts);
+    snprintf(l_sig, sizeof l_sig, "webhook-signature: v1,%s", sig);
+    lines[0] = "Content-Type: application/json";
+    lines[1] = l_id;
+    lines[2] = l_ts;
+    lines[3] = l_sig;
+    lines[4] = "Expect:";
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(h, sizeof h, "%s", lines[i]);
+        next = curl_slist_append(headers, h);
+        if (!next) {
+            curl_slist_free_all(headers);
+            out->kind = CAD_OUTCOME_RETRY;
+            snprintf(out->reason, sizeof out->reason, "out of memory building headers");
+            return -1;
+        }
+        headers = next;
+    }
+    xfer->headers = headers;
+    CURL *e = xfer->easy;
+    curl_easy_setopt(e, CURLOPT_URL, w->url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (w->timeout > 0) {
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(w->timeout * 1000));
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                         (long)(w->timeout < 10 ? w->timeout * 1000 : 10000));
+    }
+    return 0;
+}
+
+static void webhook_interpret(void *instance, const cad_plugin_touch_t *t,
+                              const cad_plugin_response_t *r, cad_plugin_outcome_t *out)
+{
+    webhook_t *w = instance;
+    if (r->result != CURLE_OK) {
+        bool permanent =
+            r->result == CURLE_URL_MALFORMAT || r->result == CURLE_UNSUPPORTED_PROTOCOL;
+        out->kind = permanent ? CAD_OUTCOME_PERMANENT : CAD_OUTCOME_RETRY;
+        snprintf(out->reason, sizeof out->reason, "%s: %s",
+                 r->result == CURLE_OPERATION_TIMEDOUT ? "timed out" : "request failed", r->error);
+        return;
+    }
+    long code = r->code;
+    if (code >= 200 && code < 300) {
+        out->kind = CAD_OUTCOME_DELIVERED;
+        char id[CAD_PLUGIN_PROVIDER_ID_MAX];
+        if (!w->api->header(r, "webhook-id", id, sizeof id) &&
+            !w->api->header(r, "x-request-id", id, sizeof id))
+            snprintf(id, sizeof id, "%s", t->idempotency_key);
+        snprintf(out->provider_id, sizeof out->provider_id, "%s", id);
+        return;
+    }
+    if (code == 410) {
+        out->kind = CAD_OUTCOME_PERMANENT;
+        out->effect = CAD_EFFECT_CHANNEL_DISABLED;
+        snprintf(out->reason, sizeof out->reason,
+                 "endpoint answered 410 Gone: it no longer accepts webhooks");
+        return;
+    }
+    if (code == 408 || code == 429 || code >= 500) {
+        out->kind = CAD_OUTCOME_RETRY;
+        int64_t after = w->api->retry_after(r);
+        out->retry_after = after > 0 ? after : 0;
+        snprintf(out->reason, sizeof out->reason, "endpoint answered %ld%s", code,
+                 after >= 0 ? " with Retry-After" : "");
+        return;
+    }
+    out->kind = CAD_OUTCOME_PERMANENT;
+    if (code >= 300 && code < 400) {
+        char loc[256];
+        snprintf(out->reason, sizeof out->reason,
+                 "endpoint answered %ld redirect to %s; redirects are not followed, fix the url",
+                 code, w->api->header(r, "Location", loc, sizeof loc) ? loc : "(no Location)");
+        return;
+    }
+    snprintf(out->reason, sizeof out->reason, "endpoint answered %ld", code);
+}
+
+static int decode_secret(const char *secret, size_t len, unsigned char *key, size_t *key_len,
+                         char *err, size_t err_size)
+{
+    const char *b64 = secret;
+    if (len > 6 && strncmp(secret, "whsec_", 6) == 0) {
+        b64 += 6;
+        len -= 6;
+    }
+    if (len == 0 || len % 4 != 0 || len / 4 * 3 > KEY_MAX) {
+        snprintf(err, err_size,
+                 "the webhook secret must be \"whsec_\" followed by base64 of 24 to %d bytes",
+                 KEY_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = b64[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '+' || c == '/' || (c == '=' && i >= len - 2);
+        if (!ok) {
+            snprintf(err, err_size, "the webhook secret is not valid base64 after \"whsec_\"");
+            return -1;
+        }
+    }
+    unsigned char tmp[KEY_MAX + 3];
+    int n = EVP_DecodeBlock(tmp, (const unsigned char *)b64, (int)len);
+    if (n < 0) {
+        snprintf(err, err_size, "the webhook secret is not valid base64 after \"whsec_\"");
+        return -1;
+    }
+    size_t pad = (b64[len - 1] == '=') + (b64[len - 2] == '=');
+    *key_len = (size_t)n - pad;
+    memcpy(key, tmp, *key_len);
+    OPENSSL_cleanse(tmp, sizeof tmp);
+    if (*key_len < 24) {
+        OPENSSL_cleanse(key, KEY_MAX);
+        snprintf(err, err_size, "the webhook secret is %zu bytes; at least 24 are required",
+                 *key_len);
+        return -1;
+    }
+    return 0;
+}
+
+static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **instance,
+                        char *err, size_t err_size)
+{
+    const char *url = api->option(env, "url");
+    if (!url || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+        !header_safe(url)) {
+        snprintf(err, err_size, "option url must be an http:// or https:// URL, not \"%s\"",
+                 url ? url : "");
+        return -1;
+    }
+    webhook_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    w->api = api;
+    w->env = env;
+    w->timeout = api->option_int(env, "timeout", 0);
+    w->url = strdup(url);
+    w->event_type =
+        strdup(api->option(env, "event_type") ? api->option(env, "event_type") : "touch.decided");
+    char *secret = NULL;
+    size_t len = 0;
+    if (!w->url || !w->event_type) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    if (api->read_secret(env, "secret_file", &secret, &len, err, err_size) < 0)
+        goto fail;
+    int rc = decode_secret(secret, len, w->key, &w->key_len, err, err_size);
+    api->free_secret(secret, len);
+    if (rc < 0)
+        goto fail;
+    api->log(env, CAD_PLUGIN_LOG_INFO, "posting signed touches url=%s", w->url);
+    *instance = w;
+    return 0;
+fail:
+    free(w->url);
+    free(w->event_type);
+    free(w);
+    return -1;
+}
+
+static void webhook_shutdown(void *instance)
+{
+    webhook_t *w = instance;
+    OPENSSL_cleanse(w->key, sizeof w->key);
+    free(w->url);
+    free(w->event_type);
+    free(w);
+}
+
+static const cad_plugin_option_t webhook_options[] = {
+    {"url", CAD_OPTION_STRING, NULL, true, "endpoint receiving the POST (http:// or https://)"},
+    {"secret_file", CAD_OPTION_SECRET_FILE, NULL, true,
+     "file holding the signing secret \"whsec_<base64>\" (Standard Webhooks)"},
+    {"timeout", CAD_OPTION_DURATION, NULL, false,
+     "total time allowed per request; default: the channel's timeout"},
+    {"event_type", CAD_OPTION_STRING, "touch.decided", false, "the \"type\" field of the body"},
+    {NULL, 0, NULL, false, NULL},
+};
+
+CAD_PLUGIN_EXPORT const cad_plugin_descriptor_t cadence_channel_plugin = {
+    .abi_major = CAD_PLUGIN_ABI_MAJOR,
+    .abi_minor = CAD_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(cad_plugin_descriptor_t),
+    .name = "webhook",
+    .description = "POSTs each touch as JSON signed per Standard Webhooks",
+    .version = "1.0",
+    .options = webhook_options,
+    .init = webhook_init,
+    .prepare = webhook_prepare,
+    .interpret = webhook_interpret,
+    .shutdown = webhook_shutdown,
+};
