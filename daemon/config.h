@@ -75,6 +75,7 @@ typedef struct cad_config {
     /* engine */
     uint32_t batch_size;   /* customers evaluated per loop turn */
     int64_t shutdown_timeout_ms;
+    char *default_timezone; /* owned: IANA zone of customers that name none ("UTC") */
     /* channel settings, indexed like playbook.channels */
     cad_channel_config_t channel_config[CAD_MAX_CHANNELS];
     cad_playbook_t playbook;
