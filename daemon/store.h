@@ -43,6 +43,11 @@ int cad_store_open_copy(const char *path, cad_store_t **out, char *err);
 /* Commits any open batch, finalizes statements, closes. NULL-safe. */
 void cad_store_close(cad_store_t *st);
 
+/* Caps the database at about `max_bytes` (PRAGMA max_page_count); a write
+ * that would grow it further fails with -CAD_EFULL and is rolled back, as on
+ * a full disk. 0 lifts the cap. Returns 0 or an error. */
+int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err);
+
 /* The schema version this build writes. */
 int cad_store_schema_version(void);
 /* The schema version of the open database. */

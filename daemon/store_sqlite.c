@@ -686,6 +686,18 @@ void cad_store_close(cad_store_t *st)
     free(st);
 }
 
+int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err)
+{
+    if (max_bytes < 0)
+        return cad_fail(err, CAD_EINVAL, "store %s: size limit must not be negative", st->path);
+    char sql[96];
+    /* 4294967294 pages is SQLite's own ceiling: "no cap". */
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
+             max_bytes ? (long long)(max_bytes / 4096 > 0 ? max_bytes / 4096 : 1)
+                       : 4294967294LL);
+    return exec_sql(st, sql, err, "setting the size limit");
+}
+
 int cad_store_user_version(cad_store_t *st)
 {
     int version = -1;
