@@ -16,6 +16,12 @@ void cad_log_init(enum cad_log_level level);
 void cad_log_set_level(enum cad_log_level level);
 enum cad_log_level cad_log_get_level(void);
 
+/* Redirects logging to `fd` (not owned) in journald or human format; for tests
+ * and tools that log elsewhere than stderr. */
+void cad_log_set_output(int fd, bool journal);
+/* Lower-case name of a level ("error", "warning", ...); static storage. */
+const char *cad_log_level_name(enum cad_log_level level);
+
 void cad_log(enum cad_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define cad_log_err(...) cad_log(CAD_LOG_ERR, __VA_ARGS__)

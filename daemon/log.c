@@ -1,0 +1,136 @@
+/*
+ * log.c — one line per event on stderr (see log.h).
+ *
+ * Every message is formatted into one buffer and written with a single
+ * write(2), so lines from the daemon never interleave. Line breaks inside a
+ * message (a customer name, a config value) become spaces: one event, one
+ * line, always. Overlong messages are cut and marked with "...".
+ *
+ * Journald mode is chosen the way systemd documents it: $JOURNAL_STREAM holds
+ * "DEVICE:INODE" of the stream journald connected, and it only counts when
+ * stderr is still that stream (a child whose stderr was redirected must not
+ * print "<N>" prefixes into a file).
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CAD_LOG_LINE_MAX 4096
+
+static enum cad_log_level log_level = CAD_LOG_INFO;
+static bool log_journal;
+static int log_fd = 2;
+
+static const char *level_name(enum cad_log_level level)
+{
+    switch (level) {
+    case CAD_LOG_ERR: return "error";
+    case CAD_LOG_WARNING: return "warning";
+    case CAD_LOG_NOTICE: return "notice";
+    case CAD_LOG_INFO: return "info";
+    case CAD_LOG_DEBUG: return "debug";
+    }
+    return "log";
+}
+
+/* True when $JOURNAL_STREAM names the device and inode of fd. */
+static bool fd_is_journal_stream(int fd)
+{
+    const char *env = getenv("JOURNAL_STREAM");
+    if (!env || !*env)
+        return false;
+    uintmax_t dev, ino;
+    if (sscanf(env, "%ju:%ju", &dev, &ino) != 2)
+        return false;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return false;
+    return (uintmax_t)st.st_dev == dev && (uintmax_t)st.st_ino == ino;
+}
+
+void cad_log_init(enum cad_log_level level)
+{
+    log_fd = 2;
+    log_journal = fd_is_journal_stream(log_fd);
+    cad_log_set_level(level);
+}
+
+void cad_log_set_level(enum cad_log_level level)
+{
+    if (level < CAD_LOG_ERR)
+        level = CAD_LOG_ERR;
+    if (level > CAD_LOG_DEBUG)
+        level = CAD_LOG_DEBUG;
+    log_level = level;
+}
+
+enum cad_log_level cad_log_get_level(void)
+{
+    return log_level;
+}
+
+void cad_log_set_output(int fd, bool journal)
+{
+    log_fd = fd;
+    log_journal = journal;
+}
+
+const char *cad_log_level_name(enum cad_log_level level)
+{
+    return level_name(level);
+}
+
+void cad_log(enum cad_log_level level, const char *fmt, ...)
+{
+    if (level > log_level)
+        return;
+    char line[CAD_LOG_LINE_MAX];
+    size_t len = 0;
+    if (log_journal) {
+        len = (size_t)snprintf(line, sizeof(line), "<%d>", (int)level);
+    } else {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        len = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ", &tm);
+        len += (size_t)snprintf(line + len, sizeof(line) - len, "%s: ", level_name(level));
+    }
+    size_t start = len;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line + len, sizeof(line) - len - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(line) - len - 1) {
+        len = sizeof(line) - 1;
+        memcpy(line + len - 3, "...", 3);
+    } else {
+        len += (size_t)n;
+    }
+    for (size_t i = start; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r')
+            line[i] = ' ';
+    while (len > start && line[len - 1] == ' ')
+        len--;
+    line[len++] = '\n';
+    const char *p = line;
+    while (len > 0) {
+        ssize_t w = write(log_fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere left to report it */
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+}
