@@ -48,11 +48,24 @@ struct loader {
     bool out_of_memory;
     bool too_many_topics;
     const char *path; /* the main file, for settings libconfig gives no file */
+    const char *dir;  /* its directory, which @include paths are relative to; or NULL */
     cad_config_t *cfg;
     cad_playbook_t *pb;
 };
 
 /* ---- error reporting ---------------------------------------------------- */
+
+/* Writes "FILE:LINE: ". libconfig names an included file by its path as
+ * written in @include, relative to the main file's directory: prefix that
+ * directory so the operator can open the file from anywhere. */
+static void print_location(FILE *out, const char *main_path, const char *dir, const char *file,
+                           int line)
+{
+    if (dir && file[0] != '/' && strcmp(file, main_path) != 0)
+        fprintf(out, "%s/%s:%d: ", dir, file, line);
+    else
+        fprintf(out, "%s:%d: ", file, line);
+}
 
 static void report_at(struct loader *ld, const config_setting_t *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -70,7 +83,7 @@ static void report_at(struct loader *ld, const config_setting_t *s, const char *
         return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(ld->errors, "%s:%d: ", file, line);
+    print_location(ld->errors, ld->path, ld->dir, file, line);
     vfprintf(ld->errors, fmt, ap);
     fputc('\n', ld->errors);
     va_end(ap);
@@ -1652,6 +1665,7 @@ int cad_config_load(const char *path, cad_config_t **out, FILE *errors)
         else
             config_set_include_dir(&lc, dir);
     }
+    ld.dir = dir;
     int rc = 0;
     if (!config_read_file(&lc, path)) {
         const char *file = config_error_file(&lc);
@@ -1660,9 +1674,10 @@ int cad_config_load(const char *path, cad_config_t **out, FILE *errors)
                 fprintf(errors, "%s: cannot read the config\n", file ? file : path);
             rc = -CAD_EIO;
         } else {
-            if (errors)
-                fprintf(errors, "%s:%d: %s\n", file ? file : path, config_error_line(&lc),
-                        config_error_text(&lc));
+            if (errors) {
+                print_location(errors, path, dir, file ? file : path, config_error_line(&lc));
+                fprintf(errors, "%s\n", config_error_text(&lc));
+            }
             rc = -CAD_EINVAL;
         }
     } else {
