@@ -51,6 +51,14 @@ struct loader {
     const char *dir;  /* its directory, which @include paths are relative to; or NULL */
     cad_config_t *cfg;
     cad_playbook_t *pb;
+    struct source_file *sources; /* files read back to check integer literals */
+};
+
+/* A config file read back into memory (see int_literal_check). */
+struct source_file {
+    struct source_file *next;
+    char *name; /* as libconfig names it */
+    char *text; /* NULL when it could not be read */
 };
 
 /* ---- error reporting ---------------------------------------------------- */
@@ -182,6 +190,121 @@ static void copy_name(char dst[CAD_NAME_MAX], const char *src)
     dst[n] = '\0';
 }
 
+/* ---- integer literals --------------------------------------------------
+ * libconfig 1.5 silently truncates an integer written without an L suffix to
+ * 32 bits: "max_clients = 4294967297;" reads as 1. To keep out-of-range
+ * numbers from passing as small ones, the loader reads the literal back from
+ * the setting's source line and compares. */
+
+static const char *source_text(struct loader *ld, const char *file)
+{
+    for (struct source_file *f = ld->sources; f; f = f->next)
+        if (strcmp(f->name, file) == 0)
+            return f->text;
+    struct source_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->name = strdup(file))) {
+        free(f);
+        ld->out_of_memory = true;
+        return NULL;
+    }
+    f->next = ld->sources;
+    ld->sources = f;
+    char path[4096];
+    if (ld->dir && file[0] != '/' && strcmp(file, ld->path) != 0)
+        snprintf(path, sizeof path, "%s/%s", ld->dir, file);
+    else
+        snprintf(path, sizeof path, "%s", file);
+    FILE *in = fopen(path, "r");
+    if (!in)
+        return NULL;
+    size_t cap = 0, len = 0;
+    char *text = NULL;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *grown = cap <= 64u * 1024 * 1024 ? realloc(text, cap) : NULL;
+            if (!grown) {
+                free(text);
+                fclose(in);
+                return NULL;
+            }
+            text = grown;
+        }
+        size_t n = fread(text + len, 1, 4096, in);
+        len += n;
+        if (n < 4096)
+            break;
+    }
+    fclose(in);
+    text[len] = '\0';
+    f->text = text;
+    return text;
+}
+
+static bool is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '*';
+}
+
+/* Checks the integer setting `s` against its literal in the source. Returns
+ * true when they agree (or the literal cannot be found); false, with the
+ * literal copied into `literal`, when libconfig truncated it. */
+static bool int_literal_check(struct loader *ld, const config_setting_t *s, char *literal,
+                              size_t size)
+{
+    const char *name = config_setting_name(s);
+    const char *file = config_setting_source_file(s);
+    int line = (int)config_setting_source_line(s);
+    if (!name || line <= 0)
+        return true;
+    const char *text = source_text(ld, file ? file : ld->path);
+    if (!text)
+        return true;
+    const char *p = text;
+    for (int l = 1; l < line && p; l++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (!p)
+        return true;
+    const char *end = strchr(p, '\n');
+    if (!end)
+        end = p + strlen(p);
+    size_t nlen = strlen(name);
+    long long parsed = config_setting_get_int64(s);
+    bool found = false;
+    for (const char *q = p; q + nlen <= end; q++) {
+        if (memcmp(q, name, nlen) != 0 || (q > p && is_name_char(q[-1])))
+            continue;
+        const char *r = q + nlen;
+        while (r < end && (*r == ' ' || *r == '\t'))
+            r++;
+        if (r >= end || (*r != '=' && *r != ':'))
+            continue;
+        r++;
+        while (r < end && (*r == ' ' || *r == '\t'))
+            r++;
+        const char *digits = r + (*r == '-' || *r == '+');
+        bool hex = digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X');
+        errno = 0;
+        char *stop;
+        long long v = strtoll(r, &stop, hex ? 16 : 10);
+        if (stop == r)
+            continue;
+        if (errno != ERANGE && v == parsed)
+            return true;
+        found = true;
+        size_t n = (size_t)(stop - r);
+        if (n >= size)
+            n = size - 1;
+        memcpy(literal, r, n);
+        literal[n] = '\0';
+    }
+    return !found;
+}
+
 /* ---- typed getters: each returns 1 (found, *out set), 0 (absent) or -1
  * (present but wrong, already reported; *out untouched) ------------------- */
 
@@ -235,6 +358,12 @@ static int get_int(struct loader *ld, const config_setting_t *g, const char *key
         return -1;
     }
     long long v = config_setting_get_int64(s);
+    char literal[64];
+    if (!int_literal_check(ld, s, literal, sizeof literal)) {
+        report_at(ld, s, "'%s' in %s is %s, outside %lld..%lld", key, ctx, literal, (long long)min,
+                  (long long)max);
+        return -1;
+    }
     if (v < min || v > max) {
         report_at(ld, s, "'%s' in %s is %lld, outside %lld..%lld", key, ctx, v, (long long)min,
                   (long long)max);
@@ -264,9 +393,14 @@ static int get_number(struct loader *ld, const config_setting_t *g, const char *
     double v;
     if (t == CONFIG_TYPE_FLOAT)
         v = config_setting_get_float(s);
-    else if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)
+    else if (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64) {
         v = (double)config_setting_get_int64(s);
-    else {
+        char literal[64];
+        if (!int_literal_check(ld, s, literal, sizeof literal)) {
+            report_at(ld, s, "'%s' in %s is %s, outside %g..%g", key, ctx, literal, min, max);
+            return -1;
+        }
+    } else {
         report_at(ld, s, "'%s' in %s must be a number, not %s", key, ctx, type_name(s));
         return -1;
     }
@@ -762,7 +896,9 @@ static void load_channel_settings(struct loader *ld, const config_setting_t *g, 
         case CONFIG_TYPE_STRING: text = config_setting_get_string(s); break;
         case CONFIG_TYPE_INT:
         case CONFIG_TYPE_INT64:
-            snprintf(value, sizeof value, "%lld", config_setting_get_int64(s));
+            /* keep the literal as written when libconfig truncated it */
+            if (int_literal_check(ld, s, value, sizeof value))
+                snprintf(value, sizeof value, "%lld", config_setting_get_int64(s));
             break;
         case CONFIG_TYPE_FLOAT:
             snprintf(value, sizeof value, "%.17g", config_setting_get_float(s));
@@ -1692,6 +1828,13 @@ int cad_config_load(const char *path, cad_config_t **out, FILE *errors)
     }
     config_destroy(&lc);
     free(dir);
+    while (ld.sources) {
+        struct source_file *next = ld.sources->next;
+        free(ld.sources->name);
+        free(ld.sources->text);
+        free(ld.sources);
+        ld.sources = next;
+    }
     if (rc < 0) {
         cad_config_free(cfg);
         return rc;

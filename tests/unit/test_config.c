@@ -457,6 +457,17 @@ static void test_out_of_range_numbers(void **state)
     result_free(&r);
 }
 
+static void test_numbers_beyond_32_bits_are_not_truncated(void **state)
+{
+    load_result_t r = load_bad("huge_number.conf");
+    assert_error(&r, "huge_number.conf", 3,
+                 "'max_clients' in control is 4294967297, outside 1..4096");
+    assert_error(&r, "huge_number.conf", 5,
+                 "'burst' in channel 'email' is 0x100000001, outside 1..1000000");
+    assert_int_equal(count_lines(r.errors), 2);
+    result_free(&r);
+}
+
 static void test_bad_durations(void **state)
 {
     load_result_t r = load_bad("bad_duration.conf");
@@ -693,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_error_in_included_file_names_that_file),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_out_of_range_numbers),
+        cmocka_unit_test(test_numbers_beyond_32_bits_are_not_truncated),
         cmocka_unit_test(test_bad_durations),
         cmocka_unit_test(test_bad_clock_times),
         cmocka_unit_test(test_unknown_time_zone),
