@@ -110,6 +110,30 @@ static void sb_header_text(sbuf_t *b, const char *s)
     sb_str(b, "?=");
 }
 
+/* A display name: an encoded-word when not printable ASCII, a quoted string
+ * when it holds RFC 5322 specials, else as is. */
+static void sb_display_name(sbuf_t *b, const char *s)
+{
+    bool plain = true, special = false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p > 0x7e)
+            plain = false;
+        else if (strchr("()<>[]:;@\\,.\"", *p))
+            special = true;
+    }
+    if (!plain || !special) {
+        sb_header_text(b, s);
+        return;
+    }
+    sb_str(b, "\"");
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_str(b, "\\");
+        sb_add(b, p, 1);
+    }
+    sb_str(b, "\"");
+}
+
 static bool has_crlf(const char *s)
 {
     return strpbrk(s, "\r\n") != NULL;
@@ -181,7 +205,7 @@ static int build_eml(file_plugin_t *fp, const cad_plugin_touch_t *t, const char 
     sb_str(b, fp->from);
     sb_str(b, "\r\nTo: ");
     if (*t->contact.name) {
-        sb_header_text(b, t->contact.name);
+        sb_display_name(b, t->contact.name);
         sb_str(b, " ");
     }
     sb_str(b, "<");
