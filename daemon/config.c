@@ -171,6 +171,41 @@ static void check_keys(struct loader *ld, const config_setting_t *group, const c
     }
 }
 
+/* Writes " (did you mean 'x'?)" into `out` when one of `n` names, each
+ * CAD_NAME_MAX bytes into an array of `stride`-byte records starting at
+ * `names`, is a close misspelling of `name`; else "". */
+static const char *did_you_mean(char *out, size_t size, const char *name, const void *names,
+                                size_t stride, int n)
+{
+    const char *best = NULL;
+    int best_distance = 3;
+    for (int i = 0; i < n; i++) {
+        const char *candidate = (const char *)names + (size_t)i * stride;
+        int d = edit_distance(candidate, name);
+        if (d < best_distance) {
+            best_distance = d;
+            best = candidate;
+        }
+    }
+    if (best)
+        snprintf(out, size, " (did you mean '%s'?)", best);
+    else if (size > 0)
+        out[0] = '\0';
+    return out;
+}
+
+#define SUGGEST_EVENT(ld, name)                                                                    \
+    did_you_mean(hint, sizeof hint, name, (ld)->pb->event_types, sizeof(cad_event_type_t),         \
+                 (ld)->pb->n_event_types)
+#define SUGGEST_ROLE(ld, name)                                                                     \
+    did_you_mean(hint, sizeof hint, name, (ld)->pb->roles, CAD_NAME_MAX, (ld)->pb->n_roles)
+#define SUGGEST_CHANNEL(ld, name)                                                                  \
+    did_you_mean(hint, sizeof hint, name, (ld)->pb->channels, sizeof(cad_channel_t),               \
+                 (ld)->pb->n_channels)
+#define SUGGEST_TEMPLATE(ld, name)                                                                 \
+    did_you_mean(hint, sizeof hint, name, (ld)->pb->templates, sizeof(cad_template_t),             \
+                 (ld)->pb->n_templates)
+
 static char *dup_string(struct loader *ld, const char *s)
 {
     if (!s)
@@ -837,9 +872,11 @@ static void load_event_types(struct loader *ld, const config_setting_t *root)
         if (get_text(ld, e, "resolved_by", ctx, false, &by) != 1)
             continue;
         int r = cad_playbook_event_type(pb, by);
+        char hint[96];
         if (r < 0)
-            report_at(ld, member(e, "resolved_by"), "unknown event type '%s' in resolved_by of %s",
-                      by, ctx);
+            report_at(ld, member(e, "resolved_by"),
+                      "unknown event type '%s' in resolved_by of %s%s", by, ctx,
+                      SUGGEST_EVENT(ld, by));
         else if (r == idx)
             report_at(ld, member(e, "resolved_by"), "%s cannot be resolved by itself", ctx);
         else
@@ -1182,8 +1219,11 @@ static int load_template_ref(struct loader *ld, const config_setting_t *g, const
     if (get_text(ld, g, "template", ctx, false, &name) != 1)
         return CAD_NO_TEMPLATE;
     int t = cad_playbook_template(ld->pb, name);
-    if (t < 0)
-        report_at(ld, member(g, "template"), "unknown template '%s' in %s", name, ctx);
+    if (t < 0) {
+        char hint[96];
+        report_at(ld, member(g, "template"), "unknown template '%s' in %s%s", name, ctx,
+                  SUGGEST_TEMPLATE(ld, name));
+    }
     return t < 0 ? CAD_NO_TEMPLATE : t;
 }
 
@@ -1263,10 +1303,11 @@ static void load_caps(struct loader *ld, const config_setting_t *g, const char *
         if (strcmp(key, "all") != 0) {
             channel = cad_playbook_channel(ld->pb, key);
             if (channel < 0) {
+                char hint[96];
                 report_at(ld, s,
                           "unknown channel '%s' in caps of %s (caps name a channel or "
-                          "\"all\")",
-                          key, ctx);
+                          "\"all\")%s",
+                          key, ctx, SUGGEST_CHANNEL(ld, key));
                 continue;
             }
         }
@@ -1477,8 +1518,11 @@ static void load_trigger(struct loader *ld, const config_setting_t *e, const cha
         const char *name;
         if (get_text(ld, g, "event", tctx, true, &name) == 1) {
             rule->event_type = cad_playbook_event_type(ld->pb, name);
-            if (rule->event_type < 0)
-                report_at(ld, member(g, "event"), "unknown event type '%s' in %s", name, tctx);
+            if (rule->event_type < 0) {
+                char hint[96];
+                report_at(ld, member(g, "event"), "unknown event type '%s' in %s%s", name, tctx,
+                          SUGGEST_EVENT(ld, name));
+            }
         }
         rule->after = 0;
         int ra = get_duration(ld, g, "after", tctx, 0, TEN_YEARS, &rule->after);
@@ -1517,9 +1561,10 @@ static uint32_t load_roles_ref(struct loader *ld, const config_setting_t *e, con
         const config_setting_t *s = config_setting_get_elem(list, (unsigned)i);
         const char *name = config_setting_get_string(s);
         int role = cad_playbook_role(ld->pb, name);
-        if (role < 0)
-            report_at(ld, s, "unknown role '%s' in %s", name, ctx);
-        else
+        if (role < 0) {
+            char hint[96];
+            report_at(ld, s, "unknown role '%s' in %s%s", name, ctx, SUGGEST_ROLE(ld, name));
+        } else
             mask |= UINT32_C(1) << role;
     }
     if (n == 0)
@@ -1542,7 +1587,8 @@ static void load_channels_ref(struct loader *ld, const config_setting_t *e, cons
         const char *name = config_setting_get_string(s);
         int ch = cad_playbook_channel(ld->pb, name);
         if (ch < 0) {
-            report_at(ld, s, "unknown channel '%s' in %s", name, ctx);
+            char hint[96];
+            report_at(ld, s, "unknown channel '%s' in %s%s", name, ctx, SUGGEST_CHANNEL(ld, name));
             continue;
         }
         bool dup = false;
@@ -1569,9 +1615,11 @@ static uint64_t load_suppress_while(struct loader *ld, const config_setting_t *e
         const config_setting_t *s = config_setting_get_elem(list, (unsigned)i);
         const char *name = config_setting_get_string(s);
         int et = cad_playbook_event_type(ld->pb, name);
-        if (et < 0)
-            report_at(ld, s, "unknown event type '%s' in suppress_while of %s", name, ctx);
-        else if (ld->pb->event_types[et].resolved_by < 0)
+        if (et < 0) {
+            char hint[96];
+            report_at(ld, s, "unknown event type '%s' in suppress_while of %s%s", name, ctx,
+                      SUGGEST_EVENT(ld, name));
+        } else if (ld->pb->event_types[et].resolved_by < 0)
             report_at(ld, s,
                       "event type '%s' in suppress_while of %s has no resolved_by event, so it "
                       "would suppress for ever",

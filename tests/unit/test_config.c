@@ -526,11 +526,13 @@ static void test_unknown_names_all_reported(void **state)
     load_result_t r = load_bad("unknown_names.conf");
     assert_error(&r, "unknown_names.conf", 4, "unknown purpose 'valu' in rule 'everything_wrong'");
     assert_error(&r, "unknown_names.conf", 5,
-                 "unknown event type 'purchased' in trigger of rule 'everything_wrong'");
+                 "unknown event type 'purchased' in trigger of rule 'everything_wrong' (did you "
+                 "mean 'purchase'?)");
     assert_error(&r, "unknown_names.conf", 6, "unknown stage 'actve' in rule 'everything_wrong'");
     assert_error(&r, "unknown_names.conf", 7, "unknown role 'ceo' in rule 'everything_wrong'");
     assert_error(&r, "unknown_names.conf", 8, "unknown channel 'fax' in rule 'everything_wrong'");
-    assert_error(&r, "unknown_names.conf", 9, "unknown template 'helo' in rule 'everything_wrong'");
+    assert_error(&r, "unknown_names.conf", 9,
+                 "unknown template 'helo' in rule 'everything_wrong' (did you mean 'hello'?)");
     assert_int_equal(count_lines(r.errors), 6);
     result_free(&r);
 }
