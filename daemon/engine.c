@@ -36,12 +36,13 @@ typedef struct eval_ctx {
     const cad_policy_t *pol;
     const cad_tz_t *tz;
     cad_time_t now;
-    int64_t today;              /* local day number of now */
-    cad_time_t last_touch;      /* latest counted touch, NO_TIME if none */
-    uint32_t appreciation_year; /* counted thank-yous in (now - 365d, now] */
-    bool appreciation_today;    /* a counted thank-you on today's local date */
-    bool ask_today;             /* a counted ask on today's local date */
-    uint64_t open_events;       /* event types open (no later resolving event) */
+    int64_t today;                /* local day number of now */
+    cad_time_t last_touch;        /* latest counted touch, NO_TIME if none */
+    cad_time_t last_conversation; /* latest counted non-transactional touch (R6 silence) */
+    uint32_t appreciation_year;   /* counted thank-yous in (now - 365d, now] */
+    bool appreciation_today;      /* a counted thank-you on today's local date */
+    bool ask_today;               /* a counted ask on today's local date */
+    uint64_t open_events;         /* event types open (no later resolving event) */
     uint64_t sent_content[SENT_BITMAP_WORDS];
     cad_time_t wake; /* earliest future instant at which something changes */
 } eval_ctx_t;
@@ -141,6 +142,7 @@ static void context_init(eval_ctx_t *c, const cad_playbook_t *pb, const cad_snap
     c->now = now;
     c->wake = CAD_TIME_NEVER;
     c->last_touch = NO_TIME;
+    c->last_conversation = NO_TIME;
     c->today = local_day(c->tz, now);
     cad_time_t recent = now - 2 * CAD_DAY; /* only these can share today's local date */
     for (int i = 0; i < s->n_history; i++) {
@@ -149,6 +151,8 @@ static void context_init(eval_ctx_t *c, const cad_playbook_t *pb, const cad_snap
             continue;
         if (h->at > c->last_touch)
             c->last_touch = h->at;
+        if (h->purpose != CAD_PURPOSE_TRANSACTIONAL && h->at > c->last_conversation)
+            c->last_conversation = h->at;
         if (h->content >= 0 && h->content < SENT_BITMAP_WORDS * 64)
             c->sent_content[h->content / 64] |= UINT64_C(1) << (h->content % 64);
         if (h->purpose == CAD_PURPOSE_APPRECIATION && h->at > now - YEAR_SECONDS && h->at <= now)
@@ -302,6 +306,16 @@ static void set_wait(eval_ctx_t *c, cad_verdict_t *v, enum cad_reason reason, ca
     wake_at(c, until);
 }
 
+/* R6: silence runs from the last conversation (any counted touch but a
+ * transactional one: an invoice keeps no one's attention) or from creation. */
+static cad_time_t silence_base(const eval_ctx_t *c)
+{
+    cad_time_t base = c->snap->customer.created_at;
+    if (c->last_conversation != NO_TIME && c->last_conversation > base)
+        base = c->last_conversation;
+    return base;
+}
+
 /* R9: the newest feedback_received at or before `at`, or -1. */
 static int feedback_before(const eval_ctx_t *c, cad_time_t at)
 {
@@ -411,12 +425,11 @@ static bool decide_trigger(eval_ctx_t *c, int r, cad_verdict_t *v)
             v->reason = CAD_REASON_NO_TRIGGER;
             return false;
         }
-        cad_time_t base = s->customer.created_at;
-        if (c->last_touch != NO_TIME && c->last_touch > base)
-            base = c->last_touch;
+        cad_time_t base = silence_base(c);
         cad_time_t due = base + p->max_silence - p->silence_lead;
         v->trigger_key = local_day(c->tz, due);
-        v->expires_at = rule->touch_expiry > 0 ? due + rule->touch_expiry : CAD_TIME_NEVER;
+        /* a top-of-mind touch ends a silence: late is better than never */
+        v->expires_at = CAD_TIME_NEVER;
         if (c->now < due) {
             set_wait(c, v, CAD_REASON_NOT_SILENT, due);
             return false;
@@ -838,9 +851,7 @@ int cad_engine_decide(const cad_playbook_t *pb, const cad_snapshot_t *snap, cad_
     const cad_policy_t *p = c.pol;
     if (p->max_silence > 0 &&
         (cu->stage == CAD_STAGE_ACTIVE || cu->stage == CAD_STAGE_ONBOARDING)) {
-        cad_time_t base = cu->created_at;
-        if (c.last_touch != NO_TIME && c.last_touch > base)
-            base = c.last_touch;
+        cad_time_t base = silence_base(&c);
         if (now >= base + p->max_silence && out->chosen < 0)
             alerts |= CAD_ALERT_SILENT;
         else
@@ -1166,9 +1177,13 @@ int cad_verdict_describe(const cad_playbook_t *pb, const cad_snapshot_t *snap,
                 "zone.");
         break;
     case CAD_REASON_EXPIRED:
-        put(&t, "the next allowed moment, ");
-        put_time(&t, snap, v->until);
-        put(&t, ", is past the touch's expiry, ");
+        if (v->until > 0) {
+            put(&t, "the next allowed moment, ");
+            put_time(&t, snap, v->until);
+            put(&t, ", is past the touch's expiry, ");
+        } else {
+            put(&t, "the touch was not sent before its expiry, ");
+        }
         put_time(&t, snap, v->expires_at);
         put(&t, ".");
         break;
