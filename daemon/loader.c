@@ -84,7 +84,8 @@ int cad_import_time_parse(const char *text, cad_time_t now, cad_time_t *out, cha
 /* Fields of each kind: JSON keys, and CSV columns (which spread contact
  * consent over six columns). */
 static const char *const customer_fields[] = {
-    "id", "name", "timezone", "stage", "segment", "interests", "attributes", "created_at", NULL,
+    "id",        "name",       "timezone",   "stage",  "segment",
+    "interests", "attributes", "created_at", "paused", NULL,
 };
 static const char *const contact_json_fields[] = {
     "id", "customer", "name", "first_name", "roles", "email", "phone", "consent", NULL,
@@ -320,6 +321,30 @@ static int parse_bool(const char *text, bool *out)
     return -1;
 }
 
+/* A boolean field: *out 1 or 0, -1 when absent. */
+static int row_bool(const row_t *r, const char *name, int *out, char *msg)
+{
+    *out = -1;
+    if (r->obj) {
+        json_t *v = json_object_get(r->obj, name);
+        if (!v || json_is_null(v))
+            return 0;
+        if (!json_is_boolean(v))
+            return cad_fail(msg, CAD_EINVAL, "field %s: must be true or false", name);
+        *out = json_is_true(v) ? 1 : 0;
+        return 0;
+    }
+    const char *text;
+    row_str(r, name, &text, msg);
+    if (!text)
+        return 0;
+    bool b;
+    if (parse_bool(text, &b) < 0)
+        return cad_fail(msg, CAD_EINVAL, "field %s: '%s' is not true or false", name, text);
+    *out = b ? 1 : 0;
+    return 0;
+}
+
 /* Rejects JSON keys the kind does not know, so a typo never passes. */
 static int check_keys(const row_t *r, char *msg)
 {
@@ -376,12 +401,18 @@ static int import_customer(import_ctx_t *c, const row_t *r, char *msg)
     bool present;
     if ((rc = row_time(r, "created_at", c->opt->now, &in.created_at, &present, msg)) < 0)
         return rc;
+    int paused;
+    if ((rc = row_bool(r, "paused", &paused, msg)) < 0)
+        return rc;
     char *attributes = NULL;
     if ((rc = row_object(r, "attributes", &attributes, msg)) < 0)
         return rc;
     in.attributes = attributes;
     rc = cad_store_customer_upsert(c->st, &in, c->opt->now, NULL, msg);
     free(attributes);
+    /* R14: an operator's pause travels with the customer; absent keeps it */
+    if (rc == 0 && paused >= 0)
+        rc = cad_store_customer_pause(c->st, in.id, paused == 1, c->opt->now, msg);
     return rc;
 }
 

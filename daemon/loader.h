@@ -15,7 +15,7 @@
  *
  * JSON shapes:
  *   customer {"id","name","timezone","stage","segment","interests":[..],
- *             "attributes":{..},"created_at"}
+ *             "attributes":{..},"created_at","paused":false}
  *   contact  {"id","customer","name","first_name","roles":[..],"email","phone",
  *             "consent":{"email":{"opted_in":true,"at":"..","source":".."},"sms":{..}}}
  *   event    {"id","customer","type","at","data":{..}}

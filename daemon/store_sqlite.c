@@ -693,8 +693,7 @@ int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err)
     char sql[96];
     /* 4294967294 pages is SQLite's own ceiling: "no cap". */
     snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
-             max_bytes ? (long long)(max_bytes / 4096 > 0 ? max_bytes / 4096 : 1)
-                       : 4294967294LL);
+             max_bytes ? (long long)(max_bytes / 4096 > 0 ? max_bytes / 4096 : 1) : 4294967294LL);
     return exec_sql(st, sql, err, "setting the size limit");
 }
 
@@ -1436,7 +1435,10 @@ static int write_touch(cad_store_t *st, const cad_playbook_t *pb, const cad_snap
                        char *err)
 {
     char key[CAD_ID_MAX + CAD_NAME_MAX + 64];
-    cad_touch_key(pb, snap, v, key, sizeof(key));
+    int n = cad_touch_key(pb, snap, v, key, sizeof(key));
+    if (n < 0 || (size_t)n >= sizeof(key))
+        return cad_fail(err, CAD_EINVAL, "customer %s: rule %s: no idempotency key",
+                        snap->customer.id, pb->rules[v->rule].name);
     const cad_rule_t *rule = &pb->rules[v->rule];
     sqlite3_stmt *s = stmt(st, S_TOUCH_INSERT);
     bind_text(s, 1, key);
