@@ -307,10 +307,14 @@ static int email_prepare(void *instance, const cad_plugin_touch_t *touch,
     return 0;
 }
 
-/* Copies the last SMTP reply line of the dialogue (the "headers") that
- * starts with a digit into buf, without its line ending. */
-static const char *last_reply(const cad_plugin_response_t *resp, char *buf, size_t size)
+/* Copies into buf the last SMTP reply line of the dialogue (libcurl gives
+ * the host every server line as a "header") that carries `code`, or the last
+ * reply line at all when code is 0; without its line ending, printable only.
+ * Matching the code skips the "221 Bye" libcurl's QUIT may add after it. */
+static const char *last_reply(const cad_plugin_response_t *resp, long code, char *buf, size_t size)
 {
+    char want[8];
+    snprintf(want, sizeof(want), "%03ld", code);
     buf[0] = '\0';
     if (!resp->headers)
         return buf;
@@ -319,7 +323,8 @@ static const char *last_reply(const cad_plugin_response_t *resp, char *buf, size
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         const char *line_end = eol ? eol : end;
-        if (line_end - p >= 3 && p[0] >= '1' && p[0] <= '5') {
+        bool is_reply = line_end - p >= 3 && p[0] >= '1' && p[0] <= '5';
+        if (is_reply && (code == 0 || memcmp(p, want, 3) == 0)) {
             size_t n = (size_t)(line_end - p);
             while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' '))
                 n--;
@@ -340,8 +345,8 @@ static void email_interpret(void *instance, const cad_plugin_touch_t *touch,
     email_instance_t *em = instance;
     email_upload_t *up = resp->data;
     char reply[200];
-    last_reply(resp, reply, sizeof(reply));
     long code = resp->code;
+    last_reply(resp, resp->result == CURLE_OK ? 250 : code, reply, sizeof(reply));
     const char *error = resp->error ? resp->error : "";
 
     if (resp->result == CURLE_OK) {
