@@ -395,8 +395,17 @@ static int get_int(struct loader *ld, const config_setting_t *g, const char *key
     long long v = config_setting_get_int64(s);
     char literal[64];
     if (!int_literal_check(ld, s, literal, sizeof literal)) {
-        report_at(ld, s, "'%s' in %s is %s, outside %lld..%lld", key, ctx, literal, (long long)min,
-                  (long long)max);
+        bool hex = strchr(literal, 'x') || strchr(literal, 'X');
+        errno = 0;
+        long long written = strtoll(literal, NULL, hex ? 16 : 10);
+        if (errno != ERANGE && written >= min && written <= max)
+            report_at(ld, s,
+                      "'%s' in %s is %s, which needs an L suffix (%sL): libconfig reads numbers "
+                      "above 2147483647 only with it",
+                      key, ctx, literal, literal);
+        else
+            report_at(ld, s, "'%s' in %s is %s, outside %lld..%lld", key, ctx, literal,
+                      (long long)min, (long long)max);
         return -1;
     }
     if (v < min || v > max) {

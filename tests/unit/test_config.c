@@ -468,6 +468,16 @@ static void test_numbers_beyond_32_bits_are_not_truncated(void **state)
     result_free(&r);
 }
 
+static void test_large_id_without_suffix_asks_for_it(void **state)
+{
+    load_result_t r = load_bad("uid_needs_suffix.conf");
+    assert_error(&r, "uid_needs_suffix.conf", 1,
+                 "'uid' in access rule #1 of control is 3000000000, which needs an L suffix "
+                 "(3000000000L)");
+    assert_int_equal(count_lines(r.errors), 1);
+    result_free(&r);
+}
+
 static void test_bad_durations(void **state)
 {
     load_result_t r = load_bad("bad_duration.conf");
@@ -707,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_out_of_range_numbers),
         cmocka_unit_test(test_numbers_beyond_32_bits_are_not_truncated),
+        cmocka_unit_test(test_large_id_without_suffix_asks_for_it),
         cmocka_unit_test(test_bad_durations),
         cmocka_unit_test(test_bad_clock_times),
         cmocka_unit_test(test_unknown_time_zone),
