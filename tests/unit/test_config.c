@@ -562,6 +562,38 @@ static void test_default_policy_required(void **state)
     result_free(&r);
 }
 
+static void test_topic_table_holds_at_most_64(void **state)
+{
+    load_result_t r = load_bad("too_many_topics.conf");
+    assert_error(&r, "too_many_topics.conf", 6,
+                 "too many distinct topics: at most 64 across content and rules");
+    assert_int_equal(count_lines(r.errors), 1);
+    result_free(&r);
+}
+
+static void test_event_type_table_mistakes(void **state)
+{
+    load_result_t r = load_bad("name_tables.conf");
+    assert_error(&r, "name_tables.conf", 3, "event type 'purchase' is built in");
+    assert_error(&r, "name_tables.conf", 4,
+                 "unknown event type 'audit_closd' in resolved_by of event type 'audit_opened' "
+                 "(did you mean 'audit_closed'?)");
+    assert_error(&r, "name_tables.conf", 6, "duplicate event type 'audit_closed'");
+    assert_error(&r, "name_tables.conf", 7, "event type 'loop' cannot be resolved by itself");
+    result_free(&r);
+}
+
+static void test_role_table_mistakes(void **state)
+{
+    load_result_t r = load_bad("name_tables.conf");
+    assert_error(&r, "name_tables.conf", 9, "role 'user' is built in");
+    assert_error(&r, "name_tables.conf", 9, "duplicate role 'auditor'");
+    assert_error(&r, "name_tables.conf", 9,
+                 "role 'bad name' must be 1 to 63 letters, digits, '_', '-' or '.'");
+    assert_int_equal(count_lines(r.errors), 7);
+    result_free(&r);
+}
+
 static void test_bypass_only_on_transactional_rules(void **state)
 {
     load_result_t r = load_bad("rule_semantics.conf");
@@ -727,6 +759,9 @@ int main(void)
         cmocka_unit_test(test_unknown_names_all_reported),
         cmocka_unit_test(test_duplicate_rule_name),
         cmocka_unit_test(test_default_policy_required),
+        cmocka_unit_test(test_topic_table_holds_at_most_64),
+        cmocka_unit_test(test_event_type_table_mistakes),
+        cmocka_unit_test(test_role_table_mistakes),
         cmocka_unit_test(test_bypass_only_on_transactional_rules),
         cmocka_unit_test(test_silence_trigger_needs_library),
         cmocka_unit_test(test_after_must_precede_expires),
