@@ -269,7 +269,8 @@ static cad_time_t hours_allowed(const eval_ctx_t *c, const cad_rule_t *rule, int
             return t1;
         t = t2;
     }
-    return t;
+    /* quiet hours and the channel window never overlap: never allowed */
+    return CAD_TIME_NEVER;
 }
 
 static void set_defer(eval_ctx_t *c, cad_verdict_t *v, enum cad_reason reason, cad_time_t until)

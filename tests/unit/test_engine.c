@@ -908,6 +908,152 @@ static void test_r14_complaint_suppresses_asks_until_resolved(void **state)
     assert_verdict(&f, FX_RENEWAL_REMINDER, CAD_VERDICT_SUPPRESS, CAD_REASON_SUPPRESSED_BY_EVENT);
 }
 
+/* ---- more of R1, R6, R7, R10, R12 and the recurring calendar ---- */
+
+static void test_r1_invoice_reaches_former_but_top_of_mind_not_at_risk(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_FORMER, NULL);
+    fx_cast(&f);
+    fx_event(&f, CAD_EVENT_INVOICE_ISSUED, FX_T0 - 1 * H);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_sent(&f, FX_INVOICE_NOTICE);
+    fx_t g;
+    fx_init(&g, &pb, "acme", CAD_STAGE_AT_RISK, NULL);
+    g.snap.customer.created_at = FX_T0 - 100 * D;
+    fx_cast(&g);
+    assert_int_equal(fx_decide(&g, FX_T0), 0);
+    assert_verdict(&g, FX_TOP_OF_MIND, CAD_VERDICT_SKIP, CAD_REASON_STAGE);
+    assert_false(g.dec.alerts & CAD_ALERT_SILENT); /* at-risk customers are not "silent" */
+}
+
+static void test_recurring_first_period_waits_and_periods_follow_sends(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, NULL);
+    f.snap.customer.created_at = FX_T0 - 100 * D;
+    fx_cast(&f);
+    fx_touch(&f, FX_PROJECT_THANK_YOU, FX_T0 - 5 * D);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    /* no survey in the customer's first 180 days */
+    assert_verdict(&f, FX_NPS_SURVEY, CAD_VERDICT_WAIT, CAD_REASON_NOT_YET);
+    assert_int_equal(fx_v(&f, FX_NPS_SURVEY)->until, FX_T0 + 80 * D);
+    /* usage tips: period 2 began 10 days ago; its 7-day expiry has passed */
+    assert_verdict(&f, FX_USAGE_TIPS, CAD_VERDICT_SUPPRESS, CAD_REASON_EXPIRED);
+    assert_true(fx_v(&f, FX_USAGE_TIPS)->final);
+    assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->trigger_key, 2);
+    /* at the start of period 3 it is due, with content */
+    fx_touch(&f, FX_PROJECT_THANK_YOU, FX_T0 + 30 * D); /* keeps top of mind quiet */
+    assert_int_equal(fx_decide(&f, FX_T0 + 35 * D), 0);
+    assert_sent(&f, FX_USAGE_TIPS);
+    assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->trigger_key, 3);
+    assert_true(fx_v(&f, FX_USAGE_TIPS)->content >= 0);
+    /* sent late in period 2 (an old row): period 3 waits a full period after it */
+    fx_row(&f, FX_USAGE_TIPS, CAD_PURPOSE_VALUE, FX_EMAIL, FX_T0 - 3 * D, 2, 1,
+           CAD_TOUCH_DELIVERED);
+    assert_int_equal(fx_decide(&f, FX_T0 + 35 * D), 0);
+    assert_verdict(&f, FX_USAGE_TIPS, CAD_VERDICT_WAIT, CAD_REASON_NOT_YET);
+    assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->until, FX_T0 + 42 * D);
+}
+
+static void test_r6_late_silence_touch_is_still_sent_once_per_stretch(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, NULL);
+    f.snap.customer.created_at = FX_T0 - 400 * D;
+    fx_cast(&f);
+    fx_row(&f, FX_ANNIVERSARY_THANKS, CAD_PURPOSE_APPRECIATION, FX_EMAIL, FX_T0 - 50 * D, 1, -1,
+           CAD_TOUCH_DELIVERED);
+    fx_touch(&f, FX_INVOICE_NOTICE, FX_T0 - 3 * D); /* an invoice is no conversation */
+    pb.policies[FX_DEFAULT].min_gap = 0;
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    pb.policies[FX_DEFAULT].min_gap = 2 * D;
+    assert_sent(&f, FX_TOP_OF_MIND); /* due 23 days ago, still worth sending */
+    cad_local_time_t due;
+    cad_tz_local(NULL, FX_T0 - 50 * D + 27 * D, &due);
+    assert_int_equal(fx_v(&f, FX_TOP_OF_MIND)->trigger_key, due.day_number);
+    char k[128], expect[128];
+    cad_touch_key(&pb, &f.snap, fx_v(&f, FX_TOP_OF_MIND), k, sizeof(k));
+    snprintf(expect, sizeof(expect), "acme/top_of_mind/s%lld", (long long)due.day_number);
+    assert_string_equal(k, expect);
+    /* the same stretch, once decided (even if it failed), is not sent again */
+    fx_row(&f, FX_TOP_OF_MIND, CAD_PURPOSE_VALUE, FX_EMAIL, FX_T0, due.day_number, 4,
+           CAD_TOUCH_FAILED);
+    assert_int_equal(fx_decide(&f, FX_T0 + 1 * H), 0);
+    assert_verdict(&f, FX_TOP_OF_MIND, CAD_VERDICT_SKIP, CAD_REASON_ALREADY_DONE);
+    assert_true(f.dec.alerts & CAD_ALERT_SILENT);
+}
+
+static void test_r7_future_content_wakes_the_customer_when_valid(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, NULL);
+    f.snap.customer.created_at = FX_T0 - 100 * D;
+    fx_cast(&f);
+    fx_touch(&f, FX_PROJECT_THANK_YOU, FX_T0 - 28 * D);
+    for (int i = 0; i < pb.n_content; i++)
+        if (i != 9)
+            fx_row(&f, FX_TOP_OF_MIND, CAD_PURPOSE_VALUE, FX_EMAIL, FX_T0 - 90 * D + i, 500 + i, i,
+                   CAD_TOUCH_DELIVERED);
+    pb.content[9].valid_from = FX_T0 + 5 * D;
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    pb.content[9].valid_from = 0;
+    assert_verdict(&f, FX_TOP_OF_MIND, CAD_VERDICT_SUPPRESS, CAD_REASON_CONTENT_GAP);
+    assert_true(f.dec.next_eval <= FX_T0 + 5 * D);
+    assert_int_equal(fx_decide(&f, FX_T0 + 5 * D), 0);
+    assert_sent(&f, FX_TOP_OF_MIND);
+    assert_int_equal(fx_v(&f, FX_TOP_OF_MIND)->content, 9);
+}
+
+static void test_r10_disjoint_quiet_hours_and_sms_window_drop_the_touch(void **state)
+{
+    fx_t f;
+    /* quiet 08:00-21:00 leaves 21:00-08:00, exactly what the SMS window forbids */
+    pb.policies[FX_DEFAULT].quiet_start = 8 * 60;
+    pb.policies[FX_DEFAULT].quiet_end = 21 * 60;
+    follow_up_at(&f, "Europe/London", FX_T0, FX_CH(FX_SMS));
+    pb.policies[FX_DEFAULT].quiet_start = 20 * 60;
+    pb.policies[FX_DEFAULT].quiet_end = 8 * 60;
+    assert_verdict(&f, FX_FEEDBACK_FOLLOWUP, CAD_VERDICT_SUPPRESS, CAD_REASON_EXPIRED);
+    assert_true(fx_v(&f, FX_FEEDBACK_FOLLOWUP)->final);
+}
+
+static void test_r12_every_reason_has_a_sentence(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, "America/Los_Angeles");
+    fx_cast(&f);
+    fx_event(&f, CAD_EVENT_PURCHASE, FX_T0 - 3 * D);
+    for (int r = CAD_REASON_DUE; r < CAD_REASON_COUNT; r++) {
+        for (int k = CAD_VERDICT_SKIP; k <= CAD_VERDICT_SUPPRESS; k++) {
+            for (int rule = 0; rule < FX_RULE_COUNT; rule++) {
+                cad_verdict_t v = {.rule = rule,
+                                   .kind = k,
+                                   .reason = r,
+                                   .until = FX_T0 + D,
+                                   .event = rule == FX_REVIEW_REQUEST ? 0 : -1,
+                                   .contact = 1,
+                                   .channel = pb.rules[rule].channels[0],
+                                   .content = pb.rules[rule].use_library ? 2 : -1,
+                                   .expires_at = FX_T0 + 2 * D,
+                                   .relevance = 0.5};
+                char why[512];
+                int n = cad_verdict_describe(&pb, &f.snap, &v, why, sizeof(why));
+                assert_true(n > 20 && (size_t)n < sizeof(why));
+                assert_null(strstr(why, "unknown"));
+                assert_int_equal(why[n - 1], '.');
+                if (k == CAD_VERDICT_DEFER || k == CAD_VERDICT_WAIT)
+                    assert_non_null(strstr(why, "America/Los_Angeles"));
+            }
+        }
+    }
+    cad_verdict_t bad = {.rule = 99};
+    char why[64];
+    assert_true(cad_verdict_describe(&pb, &f.snap, &bad, why, sizeof(why)) > 0);
+    assert_string_equal(why, "No such rule.");
+    assert_true(cad_touch_key(&pb, &f.snap, &bad, why, sizeof(why)) < 0);
+}
+
 /* ---- holdout and next evaluation ---- */
 
 static void test_holdout_is_deterministic_and_near_its_share(void **state)
@@ -1132,6 +1278,12 @@ int main(void)
         cmocka_unit_test(test_r13_a_new_event_opens_a_new_touch),
         cmocka_unit_test(test_r14_paused_customer_gets_nothing_until_resumed),
         cmocka_unit_test(test_r14_complaint_suppresses_asks_until_resolved),
+        cmocka_unit_test(test_r1_invoice_reaches_former_but_top_of_mind_not_at_risk),
+        cmocka_unit_test(test_recurring_first_period_waits_and_periods_follow_sends),
+        cmocka_unit_test(test_r6_late_silence_touch_is_still_sent_once_per_stretch),
+        cmocka_unit_test(test_r7_future_content_wakes_the_customer_when_valid),
+        cmocka_unit_test(test_r10_disjoint_quiet_hours_and_sms_window_drop_the_touch),
+        cmocka_unit_test(test_r12_every_reason_has_a_sentence),
         cmocka_unit_test(test_holdout_is_deterministic_and_near_its_share),
         cmocka_unit_test(test_next_eval_is_never_when_nothing_can_change),
     };

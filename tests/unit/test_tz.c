@@ -213,6 +213,54 @@ static void test_tz_next_allowed_across_dst_changes(void **state)
     assert_int_equal(cad_tz_next_allowed(lon, t, 8 * 60, 20 * 60, ALL_DAYS), LON_FALL + 7 * 3600);
 }
 
+static uint64_t rng_state = UINT64_C(0x243f6a8885a308d3);
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static bool allowed_at(const cad_tz_t *tz, cad_time_t t, int start, int end, uint8_t weekdays)
+{
+    cad_local_time_t lt;
+    cad_tz_local(tz, t, &lt);
+    if (!((weekdays >> lt.weekday) & 1))
+        return false;
+    if (start == end)
+        return true;
+    if (start < end)
+        return lt.minute_of_day >= start && lt.minute_of_day < end;
+    return lt.minute_of_day >= start || lt.minute_of_day < end;
+}
+
+/* Random instants around both 2026 DST changes, random windows (some
+ * wrapping midnight) and weekday masks: the answer is allowed, and no
+ * whole minute between t and the answer is. */
+static void test_tz_property_next_allowed_matches_minute_scan(void **state)
+{
+    const cad_tz_t *zones[2] = {zone("America/Los_Angeles"), zone("Europe/London")};
+    const cad_time_t around[4] = {LA_SPRING, LA_FALL, LON_SPRING, LON_FALL};
+    for (int round = 0; round < 400; round++) {
+        const cad_tz_t *tz = zones[round % 2];
+        cad_time_t t = around[rng() % 4] - 3 * CAD_DAY + (cad_time_t)(rng() % (6 * CAD_DAY));
+        int start = (int)(rng() % 48) * 30, end = (int)(rng() % 48) * 30;
+        uint8_t weekdays = (uint8_t)(rng() % 127 + 1);
+        cad_time_t got = cad_tz_next_allowed(tz, t, start, end, weekdays);
+        assert_true(got >= t);
+        assert_true(got - t <= 8 * CAD_DAY);
+        assert_true(allowed_at(tz, got, start, end, weekdays));
+        /* every minute boundary before the answer is refused */
+        cad_time_t m = t - (t % 60 + 60) % 60 + 60;
+        if (allowed_at(tz, t, start, end, weekdays))
+            assert_int_equal(got, t);
+        for (; m < got; m += 60)
+            assert_false(allowed_at(tz, m, start, end, weekdays));
+    }
+}
+
 static int teardown_registry(void **state)
 {
     cad_tz_registry_free();
@@ -233,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_tz_next_allowed_wraps_midnight),
         cmocka_unit_test(test_tz_next_allowed_skips_weekdays),
         cmocka_unit_test(test_tz_next_allowed_across_dst_changes),
+        cmocka_unit_test(test_tz_property_next_allowed_matches_minute_scan),
     };
     return cmocka_run_group_tests_name("tz", tests, NULL, teardown_registry);
 }
