@@ -309,7 +309,7 @@ static void handle_line(client_t *cl, const char *line, size_t len)
     cad_control_t *c = cl->ctl;
     c->requests++;
     json_error_t jerr;
-    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!req) {
         char msg[CAD_ERRBUF];
         snprintf(msg, sizeof(msg), "request is not valid JSON at column %d: %s", jerr.column,
@@ -374,6 +374,8 @@ static void handle_line(client_t *cl, const char *line, size_t len)
 
 static bool line_append(client_t *cl, const char *p, size_t n)
 {
+    if (n == 0)
+        return true;
     if (cl->len + n > cl->cap) {
         size_t cap = cl->cap ? cl->cap : LINE_INITIAL_CAP;
         while (cap < cl->len + n)
@@ -486,23 +488,31 @@ static void peer_credentials(client_t *cl)
     if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, cl->groups, &glen) == 0)
         cl->n_groups = (int)(glen / sizeof(gid_t));
 #endif
-    if (cred.uid == 0 || cred.uid == geteuid()) {
-        cl->peer.admin = true;
-        return;
-    }
-    for (int i = 0; i < c->n_access; i++) {
-        const cad_access_rule_t *r = &c->access[i];
-        bool match = false;
+    cl->peer.admin = cad_control_peer_is_admin(c->access, c->n_access, geteuid(), cred.uid,
+                                               cred.gid, cl->groups, cl->n_groups);
+}
+
+bool cad_control_peer_is_admin(const cad_access_rule_t *rules, int n_rules, uid_t self_uid,
+                               uid_t uid, gid_t gid, const gid_t *groups, int n_groups)
+{
+    if (uid == 0 || uid == self_uid)
+        return true;
+    for (int i = 0; i < n_rules; i++) {
+        const cad_access_rule_t *r = &rules[i];
+        if (!r->admin)
+            continue;
         if (!r->is_group) {
-            match = r->id == (uint32_t)cred.uid;
-        } else {
-            match = r->id == (uint32_t)cred.gid;
-            for (int g = 0; g < cl->n_groups && !match; g++)
-                match = r->id == (uint32_t)cl->groups[g];
+            if (r->id == (uint32_t)uid)
+                return true;
+            continue;
         }
-        if (match && r->admin)
-            cl->peer.admin = true;
+        if (r->id == (uint32_t)gid)
+            return true;
+        for (int g = 0; g < n_groups; g++)
+            if (r->id == (uint32_t)groups[g])
+                return true;
     }
+    return false;
 }
 
 static void on_connection(uv_stream_t *server, int status)

@@ -105,6 +105,12 @@ void cad_control_close(cad_control_t *c, void (*done)(void *arg), void *arg);
 /* Number of connected clients and requests answered since start. */
 void cad_control_stats(const cad_control_t *c, int *clients, int64_t *requests);
 
+/* The access decision for a peer: true (admin) for uid 0 and `self_uid`, or
+ * when the uid, the gid or one of `groups` matches an admin rule; false
+ * (read role) otherwise. */
+bool cad_control_peer_is_admin(const cad_access_rule_t *rules, int n_rules, uid_t self_uid,
+                               uid_t uid, gid_t gid, const gid_t *groups, int n_groups);
+
 /* Fills `error` and returns NULL, so a handler can `return cad_control_fail(...)`. */
 json_t *cad_control_fail(cad_control_error_t *error, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

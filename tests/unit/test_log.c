@@ -1,0 +1,189 @@
+/*
+ * test_log.c — log lines: the human and the journald format, the threshold,
+ * one line per message whatever the message holds, and $JOURNAL_STREAM
+ * detection against the real stderr.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Runs the logging done by fn with output to a temp file; returns its text. */
+static char *capture(bool journal, void (*fn)(void))
+{
+    char path[] = "/tmp/cad-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    cad_log_set_output(fd, journal);
+    fn();
+    cad_log_set_output(2, false);
+    off_t size = lseek(fd, 0, SEEK_END);
+    char *text = calloc(1, (size_t)size + 1);
+    assert_int_equal(pread(fd, text, (size_t)size, 0), size);
+    close(fd);
+    return text;
+}
+
+static int count_lines(const char *text)
+{
+    int n = 0;
+    for (; *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+static void assert_matches(const char *text, const char *pattern)
+{
+    regex_t re;
+    assert_int_equal(regcomp(&re, pattern, REG_EXTENDED | REG_NEWLINE), 0);
+    int rc = regexec(&re, text, 0, NULL, 0);
+    regfree(&re);
+    if (rc != 0)
+        fail_msg("\"%s\" does not match /%s/", text, pattern);
+}
+
+static void log_three(void)
+{
+    cad_log_set_level(CAD_LOG_INFO);
+    cad_log_err("store failed path=%s", "/var/lib/x.db");
+    cad_log_info("reload done rules=%d", 3);
+    cad_log_debug("this is below the threshold");
+}
+
+static void test_human_format(void **state)
+{
+    char *text = capture(false, log_three);
+    assert_int_equal(count_lines(text), 2);
+    assert_matches(text, "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} error: store "
+                         "failed path=/var/lib/x.db$");
+    assert_matches(text, "^[0-9-]{10} [0-9:]{8} info: reload done rules=3$");
+    free(text);
+}
+
+static void test_journal_format(void **state)
+{
+    char *text = capture(true, log_three);
+    assert_string_equal(text, "<3>store failed path=/var/lib/x.db\n<6>reload done rules=3\n");
+    free(text);
+}
+
+static void log_threshold(void)
+{
+    cad_log_set_level(CAD_LOG_WARNING);
+    cad_log_notice("hidden");
+    cad_log_warning("shown");
+    cad_log_set_level((enum cad_log_level)99); /* clamped to debug */
+    cad_log_debug("debug shown");
+    cad_log_set_level((enum cad_log_level)0); /* clamped to err */
+    cad_log_warning("hidden too");
+}
+
+static void test_threshold_and_clamping(void **state)
+{
+    char *text = capture(true, log_threshold);
+    assert_string_equal(text, "<4>shown\n<7>debug shown\n");
+    assert_int_equal(cad_log_get_level(), CAD_LOG_ERR);
+    free(text);
+}
+
+static void log_multiline(void)
+{
+    cad_log_set_level(CAD_LOG_INFO);
+    cad_log_info("customer name=%s imported", "Ann\nSmith\r\n<3>forged");
+}
+
+static void test_line_breaks_become_spaces(void **state)
+{
+    char *text = capture(true, log_multiline);
+    assert_int_equal(count_lines(text), 1);
+    assert_string_equal(text, "<6>customer name=Ann Smith  <3>forged imported\n");
+    free(text);
+}
+
+static void log_long(void)
+{
+    cad_log_set_level(CAD_LOG_INFO);
+    char *big = malloc(10000);
+    memset(big, 'a', 9999);
+    big[9999] = '\0';
+    cad_log_info("%s", big);
+    free(big);
+}
+
+static void test_long_messages_are_cut(void **state)
+{
+    char *text = capture(true, log_long);
+    size_t n = strlen(text);
+    assert_int_equal(count_lines(text), 1);
+    assert_true(n <= 4096);
+    assert_memory_equal(text + n - 4, "...\n", 4);
+    free(text);
+}
+
+static void test_journal_stream_detection(void **state)
+{
+    char path[] = "/tmp/cad-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    int saved = dup(2);
+    dup2(fd, 2);
+    struct stat st;
+    fstat(fd, &st);
+    char env[64];
+    snprintf(env, sizeof(env), "%ju:%ju", (uintmax_t)st.st_dev, (uintmax_t)st.st_ino);
+
+    setenv("JOURNAL_STREAM", env, 1);
+    cad_log_init(CAD_LOG_INFO);
+    cad_log_info("to journald");
+    setenv("JOURNAL_STREAM", "1:1", 1); /* another stream: stderr was redirected */
+    cad_log_init(CAD_LOG_INFO);
+    cad_log_info("to a file");
+    setenv("JOURNAL_STREAM", "garbage", 1);
+    cad_log_init(CAD_LOG_INFO);
+    cad_log_info("garbage");
+    unsetenv("JOURNAL_STREAM");
+
+    dup2(saved, 2);
+    close(saved);
+    char buf[512] = "";
+    assert_true(pread(fd, buf, sizeof(buf) - 1, 0) > 0);
+    close(fd);
+    assert_matches(buf, "^<6>to journald$");
+    assert_matches(buf, "^[0-9-]{10} [0-9:]{8} info: to a file$");
+    assert_matches(buf, "^[0-9-]{10} [0-9:]{8} info: garbage$");
+}
+
+static void test_level_names(void **state)
+{
+    assert_string_equal(cad_log_level_name(CAD_LOG_ERR), "error");
+    assert_string_equal(cad_log_level_name(CAD_LOG_WARNING), "warning");
+    assert_string_equal(cad_log_level_name(CAD_LOG_NOTICE), "notice");
+    assert_string_equal(cad_log_level_name(CAD_LOG_INFO), "info");
+    assert_string_equal(cad_log_level_name(CAD_LOG_DEBUG), "debug");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_human_format),
+        cmocka_unit_test(test_journal_format),
+        cmocka_unit_test(test_threshold_and_clamping),
+        cmocka_unit_test(test_line_breaks_become_spaces),
+        cmocka_unit_test(test_long_messages_are_cut),
+        cmocka_unit_test(test_journal_stream_detection),
+        cmocka_unit_test(test_level_names),
+    };
+    return cmocka_run_group_tests_name("log", tests, NULL, NULL);
+}
