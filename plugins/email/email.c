@@ -139,12 +139,12 @@ static int email_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void *
         rc = init_fail(err, err_size, "email: url \"%s\" must start with smtp:// or smtps://",
                        em->url ? em->url : "");
     } else if (cad_email_check_address("from", em->from, check) < 0) {
-        rc = init_fail(err, err_size, "email: setting %s", check);
+        rc = init_fail(err, err_size, "email: %s", check);
     } else if (cad_email_check_header("from_name", em->from_name, check) < 0) {
-        rc = init_fail(err, err_size, "email: setting %s", check);
+        rc = init_fail(err, err_size, "email: %s", check);
     } else if (is_set(em->reply_to) &&
                cad_email_check_address("reply_to", em->reply_to, check) < 0) {
-        rc = init_fail(err, err_size, "email: setting %s", check);
+        rc = init_fail(err, err_size, "email: %s", check);
     } else if (starttls && strcmp(starttls, "required") != 0 && strcmp(starttls, "off") != 0) {
         rc = init_fail(err, err_size,
                        "email: starttls \"%s\" is not one of \"required\" or \"off\"", starttls);

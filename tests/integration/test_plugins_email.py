@@ -10,15 +10,19 @@ the idempotency header), as multipart/alternative text + HTML, after SMTP
 AUTH with the password from a secret file; 550 to RCPT is permanent and marks
 the address unusable; 451 is retried; a subject with CRLF is refused and the
 server sees no connection; STARTTLS required but not offered is retried and
-nothing is sent. Every step is bounded in time.
+nothing is sent; with a TLS server, STARTTLS and implicit TLS (smtps://)
+deliver after verifying the certificate against ca_file, and an untrusted
+certificate is retried unsent. Every step is bounded in time.
 """
 import email
 import email.policy
 import email.utils
 import json
+import logging
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,8 @@ except ImportError:  # python3 from elsewhere than Debian: use Debian's package
 
 # aiosmtpd 1.4 warns about its own deprecated Session.login_data on every AUTH
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+# the untrusted-certificate test makes aiosmtpd log a handshake traceback
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)
 
 BUILD_DIR = os.environ.get("CADENCE_BUILD_DIR", "build")
 PLUGIN_DIR = os.environ.get("CADENCE_PLUGIN_BUILD_DIR", os.path.join(BUILD_DIR, "plugins"))
@@ -84,6 +90,7 @@ class Handler:
                         "mail_from": envelope.mail_from,
                         "rcpt_tos": list(envelope.rcpt_tos),
                         "content": envelope.original_content or envelope.content,
+                        "starttls": session.ssl is not None,
                     }
                 )
         return self.data_reply
@@ -328,6 +335,80 @@ class EmailPluginTest(unittest.TestCase):
             silent.close()
         self.assertEqual(out["outcome"], "retry", out)
         self.assertLess(self.elapsed, SEND_TIMEOUT)
+
+
+class EmailTlsTest(unittest.TestCase):
+    """STARTTLS and smtps:// against a server with a self-signed certificate."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(DRIVER):
+            raise RuntimeError("the driver %s is not built" % DRIVER)
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.cert = os.path.join(cls.tmp.name, "cert.pem")
+        key = os.path.join(cls.tmp.name, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cls.cert],
+                       check=True, capture_output=True, timeout=60)
+        cls.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cls.context.load_cert_chain(cls.cert, key)
+        cls.credentials = os.path.join(cls.tmp.name, "credentials")
+        os.mkdir(cls.credentials)
+        with open(os.path.join(cls.credentials, "smtp-password"), "w") as f:
+            f.write("s3cret-pass\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def start(self, implicit):
+        self.handler = Handler()
+        self.port = free_port()
+        kwargs = {"ssl_context": self.context} if implicit else {
+            "tls_context": self.context, "require_starttls": True}
+        controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                authenticator=self.handler.authenticate, decode_data=False,
+                                **kwargs)
+        controller.start()
+        self.addCleanup(controller.stop)
+
+    def send(self, url, ca_file):
+        args = [DRIVER, "--plugin-dir", PLUGIN_DIR, "--state-dir", self.tmp.name,
+                "--plugin", "email", "--address", "email", "--timeout", "10",
+                "--credentials-dir", self.credentials,
+                "--set", "url=" + url, "--set", "from=hello@shop.example",
+                "--set", "username=mailer", "--set", "password_file=smtp-password"]
+        if ca_file:
+            args += ["--set", "ca_file=" + ca_file]
+        touch = {"touch_id": 1, "idempotency_key": "tls-1", "contact_name": "Ada",
+                 "email": "ada@example.org", "subject": "Over TLS", "text": "Hello",
+                 "attempt": 1}
+        proc = subprocess.run(args, input=json.dumps(touch) + "\n", capture_output=True,
+                              text=True, timeout=SEND_TIMEOUT)
+        self.assertEqual(proc.returncode, 0, proc.stderr + proc.stdout)
+        return json.loads(proc.stdout.strip().splitlines()[0])
+
+    def test_starttls_upgrades_before_auth_and_delivers(self):
+        self.start(implicit=False)
+        out = self.send("smtp://127.0.0.1:%d" % self.port, self.cert)
+        self.assertEqual(out["outcome"], "delivered", out)
+        self.assertEqual(len(self.handler.messages), 1)
+        self.assertTrue(self.handler.messages[0]["starttls"])
+        self.assertEqual(self.handler.logins, [(b"mailer", b"s3cret-pass")])
+
+    def test_implicit_tls_delivers(self):
+        self.start(implicit=True)
+        out = self.send("smtps://127.0.0.1:%d" % self.port, self.cert)
+        self.assertEqual(out["outcome"], "delivered", out)
+        self.assertEqual(len(self.handler.messages), 1)
+
+    def test_untrusted_certificate_is_retried_unsent(self):
+        self.start(implicit=False)
+        out = self.send("smtp://127.0.0.1:%d" % self.port, None)
+        self.assertEqual(out["outcome"], "retry", out)
+        self.assertEqual(self.handler.messages, [])
+        self.assertEqual(self.handler.logins, [])
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
  * plugin host (plugin_host.c) on a libuv loop.
  *
  * With no server at all, it checks what the plugins must decide before
- * any connection: settings refused at load, header injection and invalid numbers refused as permanent failures
- * (a closed loopback port proves nothing was attempted: an attempt would
- * come back as a retry), and connection failures mapped to retries.
+ * any connection: settings refused at load, header injection and invalid numbers refused as
+ * permanent failures (a closed loopback port proves nothing was attempted: an attempt would come
+ * back as a retry), and connection failures mapped to retries.
  *
  * The same plugins against loopback SMTP and HTTP servers are driven by
  * tests/integration/test_plugins_email.py and test_plugins_sms.py.
@@ -261,7 +261,7 @@ static void test_email_settings_refused_at_load(void **state)
 
     email_config(&dc, "smtp://127.0.0.1:25");
     driver_config_set(&dc, "from", "not-an-address");
-    assert_load_error(&dc, "email: setting from address \"not-an-address\" is not local@domain");
+    assert_load_error(&dc, "email: from address \"not-an-address\" is not local@domain");
 
     email_config(&dc, "smtp://127.0.0.1:25");
     driver_config_set(&dc, "username", "mailer");
