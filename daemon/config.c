@@ -1828,7 +1828,14 @@ static void load_root(struct loader *ld, const config_setting_t *root)
 
 int cad_config_load(const char *path, cad_config_t **out, FILE *errors)
 {
+    if (!out)
+        return -CAD_EINVAL;
     *out = NULL;
+    if (!path || !*path) {
+        if (errors)
+            fprintf(errors, "no configuration file named\n");
+        return -CAD_EINVAL;
+    }
     FILE *probe = fopen(path, "r");
     if (!probe) {
         if (errors)

@@ -382,6 +382,15 @@ static void test_missing_file_is_io_error(void **state)
     result_free(&r);
 }
 
+static void test_empty_path_is_refused(void **state)
+{
+    load_result_t r = load("");
+    assert_int_equal(r.rc, -CAD_EINVAL);
+    assert_null(r.cfg);
+    assert_string_equal(r.errors, "no configuration file named\n");
+    result_free(&r);
+}
+
 static void test_parse_error_names_line(void **state)
 {
     load_result_t r = load_bad("parse_error.conf");
@@ -740,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_default_policy_moves_first),
         cmocka_unit_test(test_plugin_settings_kept_as_text),
         cmocka_unit_test(test_missing_file_is_io_error),
+        cmocka_unit_test(test_empty_path_is_refused),
         cmocka_unit_test(test_parse_error_names_line),
         cmocka_unit_test(test_parse_error_in_included_file_names_that_file),
         cmocka_unit_test(test_unknown_key_at_top_level),
