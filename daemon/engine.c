@@ -728,13 +728,14 @@ static int choose(eval_ctx_t *c, cad_decision_t *out)
     return chosen;
 }
 
-/* R9: feedback received with no follow-up since, past the rule's SLA. */
-static void check_loops(eval_ctx_t *c, uint32_t *alerts)
+/* R9: feedback received with no follow-up since, past the rule's SLA. The
+ * touch chosen now (rule `chosen_rule`, or -1) counts as sent. */
+static void check_loops(eval_ctx_t *c, int chosen_rule, uint32_t *alerts)
 {
     const cad_snapshot_t *s = c->snap;
     for (int r = 0; r < c->pb->n_rules; r++) {
         const cad_rule_t *rule = &c->pb->rules[r];
-        if (rule->sla <= 0)
+        if (rule->sla <= 0 || r == chosen_rule)
             continue;
         for (int i = 0; i < s->n_events; i++) {
             const cad_event_t *e = &s->events[i];
@@ -847,18 +848,23 @@ int cad_engine_decide(const cad_playbook_t *pb, const cad_snapshot_t *snap, cad_
     if (ask_waits && !give_coming)
         alerts |= CAD_ALERT_CONTENT_GAP;
 
-    /* R6: silent past max_silence (active and onboarding customers). */
+    int chosen_rule = out->chosen >= 0 ? out->verdicts[out->chosen].rule : -1;
+    bool conversation_now =
+        chosen_rule >= 0 && pb->rules[chosen_rule].purpose != CAD_PURPOSE_TRANSACTIONAL;
+
+    /* R6: silent past max_silence (active and onboarding customers); a
+     * conversation chosen now ends the silence, an invoice does not. */
     const cad_customer_t *cu = &snap->customer;
     const cad_policy_t *p = c.pol;
     if (p->max_silence > 0 &&
         (cu->stage == CAD_STAGE_ACTIVE || cu->stage == CAD_STAGE_ONBOARDING)) {
         cad_time_t base = silence_base(&c);
-        if (now >= base + p->max_silence && out->chosen < 0)
+        if (now >= base + p->max_silence && !conversation_now)
             alerts |= CAD_ALERT_SILENT;
         else
             wake_at(&c, base + p->max_silence);
     }
-    check_loops(&c, &alerts);
+    check_loops(&c, chosen_rule, &alerts);
     out->alerts = alerts;
     out->next_eval = c.wake;
     return 0;

@@ -548,6 +548,12 @@ static void test_r9_open_loop_past_sla_raises_alert(void **state)
     fx_event(&f, CAD_EVENT_FEEDBACK_RECEIVED, FX_T0 - 22 * D);
     assert_int_equal(fx_decide(&f, FX_T0), 0);
     assert_true(f.dec.alerts & CAD_ALERT_LOOP_OVERDUE);
+    /* actioned late: the follow-up chosen now closes the loop */
+    fx_event(&f, CAD_EVENT_FEEDBACK_ACTIONED, FX_T0 - 1 * H);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_sent(&f, FX_FEEDBACK_FOLLOWUP);
+    assert_false(f.dec.alerts & CAD_ALERT_LOOP_OVERDUE);
+    f.snap.n_events--;
     /* a follow-up pending in the outbox closes the loop */
     fx_row(&f, FX_FEEDBACK_FOLLOWUP, CAD_PURPOSE_FOLLOWUP, FX_EMAIL, FX_T0 - 1 * H, 5, -1,
            CAD_TOUCH_PENDING);
@@ -965,6 +971,12 @@ static void test_r6_late_silence_touch_is_still_sent_once_per_stretch(void **sta
     fx_row(&f, FX_ANNIVERSARY_THANKS, CAD_PURPOSE_APPRECIATION, FX_EMAIL, FX_T0 - 50 * D, 1, -1,
            CAD_TOUCH_DELIVERED);
     fx_touch(&f, FX_INVOICE_NOTICE, FX_T0 - 3 * D); /* an invoice is no conversation */
+    fx_event(&f, CAD_EVENT_INVOICE_ISSUED, FX_T0 - 1 * H);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_sent(&f, FX_INVOICE_NOTICE); /* transactional first; the silence goes on */
+    assert_true(f.dec.alerts & CAD_ALERT_SILENT);
+    assert_verdict(&f, FX_TOP_OF_MIND, CAD_VERDICT_DEFER, CAD_REASON_LOST_PRIORITY);
+    f.snap.n_events--;
     pb.policies[FX_DEFAULT].min_gap = 0;
     assert_int_equal(fx_decide(&f, FX_T0), 0);
     pb.policies[FX_DEFAULT].min_gap = 2 * D;
