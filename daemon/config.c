@@ -1406,9 +1406,11 @@ static void load_policy(struct loader *ld, const config_setting_t *e, const char
     if (get_group(ld, e, "caps", ctx, &g) == 1)
         load_caps(ld, g, ctx, p);
     get_duration(ld, e, "max_silence", ctx, CAD_DAY, TEN_YEARS, &p->max_silence);
-    if (get_duration(ld, e, "silence_lead", ctx, 0, TEN_YEARS, &p->silence_lead) >= 0 &&
-        p->silence_lead >= p->max_silence)
-        report_at(ld, member(e, "silence_lead") ? member(e, "silence_lead") : e,
+    int lead = get_duration(ld, e, "silence_lead", ctx, 0, TEN_YEARS, &p->silence_lead);
+    if (lead == 0 && p->max_silence < 10 * CAD_DAY)
+        p->silence_lead = p->max_silence / 2; /* the 5d default would not fit */
+    if (lead == 1 && p->silence_lead >= p->max_silence)
+        report_at(ld, member(e, "silence_lead"),
                   "'silence_lead' in %s must be shorter than 'max_silence'", ctx);
     if (get_group(ld, e, "quiet_hours", ctx, &g) == 1) {
         char qctx[128];

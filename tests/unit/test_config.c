@@ -350,6 +350,10 @@ static void test_default_policy_moves_first(void **state)
     assert_int_equal(pb->policies[0].quiet_end, 7 * 60);
     assert_int_equal(pb->policies[0].weekdays, (1 << 0) | (1 << 6));
     assert_int_equal(pb->policies[1].n_caps, 2);
+    /* a short max_silence without silence_lead gets half of it as lead */
+    assert_int_equal(pb->policies[1].max_silence, 4 * CAD_DAY);
+    assert_int_equal(pb->policies[1].silence_lead, 2 * CAD_DAY);
+    assert_int_equal(pb->policies[0].silence_lead, 5 * CAD_DAY);
     result_free(&r);
 }
 
