@@ -637,9 +637,21 @@ static void test_r10_sms_window_holds_even_without_quiet_hours(void **state)
     /* email at the same moment is fine: no window on email */
     follow_up_at(&f, "America/Los_Angeles", 1772949600 - 30 * 60, FX_CH(FX_EMAIL));
     assert_sent(&f, FX_FEEDBACK_FOLLOWUP);
+    /* Sat 2026-10-31 21:30 PDT -> Sun 08:00 PST (16:00Z) */
+    follow_up_at(&f, "America/Los_Angeles", 1793509200 - 30 * 60, FX_CH(FX_SMS));
+    assert_verdict(&f, FX_FEEDBACK_FOLLOWUP, CAD_VERDICT_DEFER, CAD_REASON_QUIET_HOURS);
+    assert_int_equal(fx_v(&f, FX_FEEDBACK_FOLLOWUP)->until, 1793548800);
+    /* London, Sat 2026-03-28 21:30 GMT -> Sun 08:00 BST (07:00Z) */
+    follow_up_at(&f, "Europe/London", 1774731600 + 30 * 60, FX_CH(FX_SMS));
+    assert_verdict(&f, FX_FEEDBACK_FOLLOWUP, CAD_VERDICT_DEFER, CAD_REASON_QUIET_HOURS);
+    assert_int_equal(fx_v(&f, FX_FEEDBACK_FOLLOWUP)->until, 1774767600);
     /* London, Sat 2026-10-24 21:30 BST -> 08:00 GMT */
     follow_up_at(&f, "Europe/London", 1792872000 + 30 * 60, FX_CH(FX_SMS));
     assert_int_equal(fx_v(&f, FX_FEEDBACK_FOLLOWUP)->until, 1792915200);
+    char why[256];
+    cad_verdict_describe(&pb, &f.snap, fx_v(&f, FX_FEEDBACK_FOLLOWUP), why, sizeof(why));
+    assert_string_equal(why, "Deferred until Sun 2026-10-25 08:00 Europe/London: the sms window "
+                             "08:00\u201321:00 in the customer's time zone.");
     /* 20:59 in the SMS window is still allowed */
     follow_up_at(&f, "Europe/London", 1792872000 - 60, FX_CH(FX_SMS));
     pb.policies[FX_DEFAULT].quiet_start = 20 * 60;
