@@ -71,7 +71,8 @@ typedef struct cad_verdict {
     enum cad_reason reason;
     bool final;               /* a suppression that closes the trigger (recorded as dropped) */
     cad_time_t until;         /* WAIT/DEFER: earliest instant worth re-checking */
-    int64_t trigger_key;      /* event key or recurring period number; 0 for silence rules */
+    int64_t trigger_key;      /* event key, recurring period number, or (silence rules) the
+                                 local day number of the due date */
     int event;                /* index into snapshot.events of the trigger, or -1 */
     int contact;              /* index into snapshot.contacts chosen, or -1 */
     int channel;              /* channel index chosen, or -1 */
