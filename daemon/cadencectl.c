@@ -189,6 +189,8 @@ static void print_status(json_t *r)
     row("store", "%s (schema %lld)", str(store, "path"), num(store, "schema_version"));
     row("socket", "%s", str(r, "socket"));
     row("log level", "%s", str(r, "log_level"));
+    row("playbook", "%lld rules, %lld channels", num(r, "playbook.rules"),
+        num(r, "playbook.channels"));
     json_t *counts = json_object_get(r, "counts");
     if (json_is_object(counts)) {
         row("customers", "%lld", num(counts, "customers"));

@@ -248,6 +248,9 @@ static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void 
     json_object_set_new(r, "state_dir", json_string(d->cfg->state_dir));
     json_object_set_new(r, "socket", json_string(d->cfg->socket_path));
     json_object_set_new(r, "log_level", json_string(cad_log_level_name(cad_log_get_level())));
+    json_object_set_new(r, "playbook",
+                        json_pack("{s:i, s:i}", "rules", d->cfg->playbook.n_rules, "channels",
+                                  d->cfg->playbook.n_channels));
     json_object_set_new(r, "store",
                         json_pack("{s:s, s:i, s:i}", "path", cad_store_path(d->store),
                                   "schema_version", cad_store_user_version(d->store),

@@ -2,8 +2,8 @@
 the watchdog, SIGHUP with a broken and with a changed config, SIGTERM, logs.
 """
 
+import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -101,6 +101,17 @@ class Lifecycle(h.DaemonTestCase):
         self.assertGreaterEqual(d.notify.wait_for("STOPPING=1", 1, start=mark), 0)
         self.assertFalse(os.path.exists(d.socket), "the socket file is removed at exit")
         self.assertIn("cadenced stopped exit_code=0", d.read_log())
+
+    def test_runs_on_the_example_config(self):
+        example = os.path.join(h.SOURCE_DIR, "etc", "cadenced.conf")
+        if not os.path.exists(example):
+            self.skipTest("etc/cadenced.conf is not in the tree yet")
+        d = self.start(config=example, args=["--state-dir", self.tmp.join("state"),
+                                             "--socket", self.tmp.join("control.sock")])
+        r = d.ctl("--json", "status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(json.loads(r.stdout)["playbook"]["rules"], 0)
+        self.assertEqual(d.stop(), 0, d.read_log())
 
     def test_sigint_stops_like_sigterm(self):
         d = self.start()
