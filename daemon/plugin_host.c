@@ -237,9 +237,10 @@ static int api_read_secret(cad_plugin_env_t *env, const char *name, char **out, 
     if (file[0] == '/') {
         snprintf(path, sizeof path, "%s", file);
     } else {
-        const char *dir = env->host->cfg->credentials_dir;
-        if (!dir)
-            dir = getenv("CREDENTIALS_DIRECTORY");
+        /* systemd's LoadCredential= directory wins over the config's */
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir || !*dir)
+            dir = env->host->cfg->credentials_dir;
         if (!dir) {
             snprintf(err, err_size,
                      "option %s of channel %s names \"%s\", a relative path, but no credentials "

@@ -235,7 +235,8 @@ typedef struct cad_plugin_api {
     bool (*option_bool)(cad_plugin_env_t *env, const char *name, bool fallback);
 
     /* Reads the secret file named by SECRET_FILE option `name` (relative
-     * names resolve in the credentials directory). On success returns 0 and
+     * names resolve in $CREDENTIALS_DIRECTORY when systemd set it, else in
+     * the config's plugins.credentials_dir). On success returns 0 and
      * *out is a malloc'd NUL-terminated copy without the trailing newline,
      * *len its length; release it with free_secret, which wipes it. On
      * failure returns a negative number and writes a sentence naming the
