@@ -104,6 +104,22 @@ static bool is_set(const char *s)
     return s && *s;
 }
 
+/* A From display name must be free of control characters and valid UTF-8:
+ * checked once at load rather than failing every message. */
+static int check_from_name(const char *name, const char *from, char *check)
+{
+    if (cad_email_check_header("from_name", name, check) < 0)
+        return -1;
+    if (!is_set(name))
+        return 0;
+    cad_email_buf_t buf = {0};
+    int rc = cad_email_append_mailbox(&buf, 6, name, from, check);
+    cad_email_buf_free(&buf);
+    if (rc < 0)
+        snprintf(check, CAD_EMAIL_ERRBUF, "from_name is not valid UTF-8");
+    return rc;
+}
+
 static void email_shutdown(void *instance)
 {
     email_instance_t *em = instance;
@@ -140,7 +156,7 @@ static int email_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void *
                        em->url ? em->url : "");
     } else if (cad_email_check_address("from", em->from, check) < 0) {
         rc = init_fail(err, err_size, "email: %s", check);
-    } else if (cad_email_check_header("from_name", em->from_name, check) < 0) {
+    } else if (check_from_name(em->from_name, em->from, check) < 0) {
         rc = init_fail(err, err_size, "email: %s", check);
     } else if (is_set(em->reply_to) &&
                cad_email_check_address("reply_to", em->reply_to, check) < 0) {

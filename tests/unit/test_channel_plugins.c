@@ -264,6 +264,14 @@ static void test_email_settings_refused_at_load(void **state)
     assert_load_error(&dc, "email: from address \"not-an-address\" is not local@domain");
 
     email_config(&dc, "smtp://127.0.0.1:25");
+    driver_config_set(&dc, "from_name", "Caf\xc3");
+    assert_load_error(&dc, "email: from_name is not valid UTF-8");
+
+    email_config(&dc, "smtp://127.0.0.1:25");
+    driver_config_set(&dc, "from_name", "Shop\r\nBcc: x@y.z");
+    assert_load_error(&dc, "email: header injection refused in from_name");
+
+    email_config(&dc, "smtp://127.0.0.1:25");
     driver_config_set(&dc, "username", "mailer");
     assert_load_error(&dc, "username and password_file must be set together");
 
