@@ -369,13 +369,21 @@ static bool decide_trigger(eval_ctx_t *c, int r, cad_verdict_t *v)
         const cad_event_t *e = &s->events[trigger];
         v->event = trigger;
         v->trigger_key = e->key;
+        /* R2 closes the window at at + expires; a shorter `expiry` (R11)
+         * counted from the window's opening ends the touch sooner */
         v->expires_at = e->at + rule->expires;
+        if (rule->touch_expiry > 0 && e->at + rule->after + rule->touch_expiry < v->expires_at)
+            v->expires_at = e->at + rule->after + rule->touch_expiry;
         if (c->now < e->at + rule->after) {
             set_wait(c, v, CAD_REASON_NOT_YET, e->at + rule->after);
             return false;
         }
-        if (c->now > v->expires_at) {
+        if (c->now > e->at + rule->expires) {
             set_suppress(c, v, CAD_REASON_STALE, true);
+            return false;
+        }
+        if (c->now > v->expires_at) {
+            set_suppress(c, v, CAD_REASON_EXPIRED, true);
             return false;
         }
         if (rule->sla > 0) {

@@ -350,7 +350,9 @@ static inline void fx_playbook_example(cad_playbook_t *pb)
         r->after = s->after;
         r->expires = s->expires;
         r->every = s->every;
-        r->touch_expiry = 7 * D;
+        /* as the config loader does: an event rule's touch lasts its whole
+         * window, other touches a week */
+        r->touch_expiry = s->trigger == CAD_TRIGGER_EVENT ? s->expires - s->after : 7 * D;
         r->stages = s->stages;
         r->roles = s->roles;
         r->n_channels = s->n_channels;

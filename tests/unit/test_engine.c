@@ -748,6 +748,27 @@ static void test_r11_touch_deferred_past_expiry_is_dropped_with_reason(void **st
     assert_non_null(strstr(why, "Sun 2026-10-25 08:00 Europe/London"));
 }
 
+static void test_r11_short_expiry_ends_an_event_touch_before_its_window(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, NULL);
+    fx_cast(&f);
+    fx_touch(&f, FX_TOP_OF_MIND, FX_T0 - 20 * D);
+    fx_touch(&f, FX_WELCOME_GUIDE, FX_T0 - 5 * D);
+    fx_event(&f, CAD_EVENT_PURCHASE, FX_T0 - 18 * D); /* window opened 4 days ago */
+    pb.rules[FX_REVIEW_REQUEST].touch_expiry = 3 * D;
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_verdict(&f, FX_REVIEW_REQUEST, CAD_VERDICT_SUPPRESS, CAD_REASON_EXPIRED);
+    assert_true(fx_v(&f, FX_REVIEW_REQUEST)->final);
+    assert_int_equal(fx_v(&f, FX_REVIEW_REQUEST)->expires_at, FX_T0 - 1 * D);
+    /* two days into the window it is still sendable */
+    f.events[0].at = FX_T0 - 16 * D;
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    pb.rules[FX_REVIEW_REQUEST].touch_expiry = 16 * D;
+    assert_sent(&f, FX_REVIEW_REQUEST);
+    assert_int_equal(fx_v(&f, FX_REVIEW_REQUEST)->expires_at, FX_T0 + 1 * D);
+}
+
 /* ---- R12 measure: every verdict has a reason and a sentence ---- */
 
 static void test_r12_every_verdict_is_explained(void **state)
@@ -1295,6 +1316,7 @@ int main(void)
         cmocka_unit_test(test_r10_jitter_is_deterministic_and_inside_the_window),
         cmocka_unit_test(test_r11_deferral_inside_expiry_is_kept),
         cmocka_unit_test(test_r11_touch_deferred_past_expiry_is_dropped_with_reason),
+        cmocka_unit_test(test_r11_short_expiry_ends_an_event_touch_before_its_window),
         cmocka_unit_test(test_r12_every_verdict_is_explained),
         cmocka_unit_test(test_r12_reason_names_round_trip_and_unknown_is_refused),
         cmocka_unit_test(test_r12_malformed_snapshot_is_refused_with_where),
