@@ -189,6 +189,16 @@ static int sms_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **i
     return 0;
 }
 
+/* Copies `s` into buf, keeping only printable ASCII so a reason can never
+ * carry a line break (or a terminal escape) into a log. */
+static void copy_printable(char *buf, size_t size, const char *s)
+{
+    size_t n = 0;
+    for (; s && *s && n + 1 < size; s++)
+        buf[n++] = ((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x7f) ? *s : '?';
+    buf[n] = '\0';
+}
+
 static int sms_prepare(void *instance, const cad_plugin_touch_t *touch, cad_plugin_transfer_t *xfer,
                        cad_plugin_outcome_t *out)
 {
@@ -202,8 +212,10 @@ static int sms_prepare(void *instance, const cad_plugin_touch_t *touch, cad_plug
         return -1;
     }
     if (!cad_sms_e164_valid(to)) {
+        char shown[41];
+        copy_printable(shown, sizeof(shown), to);
         outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CONTACT_UNUSABLE,
-                "phone number \"%.40s\" of contact %s is not E.164 (+ and 7 to 15 digits)", to,
+                "phone number \"%s\" of contact %s is not E.164 (+ and 7 to 15 digits)", shown,
                 touch->contact.id);
         return -1;
     }
@@ -270,16 +282,6 @@ static int sms_prepare(void *instance, const cad_plugin_touch_t *touch, cad_plug
         return -1;
     }
     return 0;
-}
-
-/* Copies a JSON string member into buf, keeping only printable ASCII so a
- * reason can never carry a line break into a log. */
-static void copy_printable(char *buf, size_t size, const char *s)
-{
-    size_t n = 0;
-    for (; s && *s && n + 1 < size; s++)
-        buf[n++] = ((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x7f) ? *s : '?';
-    buf[n] = '\0';
 }
 
 static void sms_interpret(void *instance, const cad_plugin_touch_t *touch,

@@ -375,6 +375,11 @@ static void test_sms_invalid_number_refused_before_request(void **state)
     assert_outcome(&dc, &touch, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CONTACT_UNUSABLE,
                    "phone number \"07700 900123\" of contact p-1 is not E.164");
 
+    touch.contact.phone = "+4477\r\nX";
+    sms_config(&dc, url);
+    assert_outcome(&dc, &touch, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CONTACT_UNUSABLE,
+                   "phone number \"+4477??X\" of contact p-1 is not E.164");
+
     touch.contact.phone = "";
     sms_config(&dc, url);
     assert_outcome(&dc, &touch, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CONTACT_UNUSABLE,
