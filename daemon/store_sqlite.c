@@ -12,9 +12,14 @@
  *
  * Writes: inside a batch (BEGIN IMMEDIATE ... COMMIT, the daemon's group
  * commit) every write function wraps its own statements in a SAVEPOINT, so a
- * failing write is undone alone and the batch goes on. Outside a batch every
- * write function is its own transaction. Either way a failure (disk full, I/O
- * error, constraint) leaves nothing half-written.
+ * refused write is undone alone and the batch goes on. The two hot import
+ * paths (customer upsert, event add) skip the savepoint, which costs ~10% of
+ * an import: their only statement that can refuse a row runs first and writes
+ * nothing, and a store failure there rolls the whole batch back. Outside a
+ * batch every write function is its own transaction. Either way a failure
+ * (disk full, I/O error, constraint) leaves nothing half-written; after a
+ * store failure inside a batch, cad_store_in_batch() says whether the batch
+ * survived.
  *
  * Names stay names in the database (stage, segment, roles, rule, channel,
  * event type) so a playbook change never invalidates stored rows; the
@@ -355,7 +360,8 @@ struct cad_store {
     char *path;
     bool readonly;
     bool in_batch;
-    int depth; /* nesting of write scopes within one call */
+    bool light; /* the current write runs in the batch without a savepoint */
+    int depth;  /* nesting of write scopes within one call */
     claim_row_t *claim_rows;
     int claim_cap;
     char *claim_strings;
@@ -422,11 +428,14 @@ static int exec_stmt(cad_store_t *st, sqlite3_stmt *s, char *err, const char *wh
 }
 
 /* Write scopes: outside a batch, a transaction; inside, a savepoint. */
-static int write_begin(cad_store_t *st, char *err)
+static int write_scope(cad_store_t *st, bool light, char *err)
 {
     if (st->readonly)
         return cad_fail(err, CAD_EPERM, "store %s: opened read-only, cannot write", st->path);
     if (st->depth++ > 0)
+        return 0;
+    st->light = light && st->in_batch;
+    if (st->light)
         return 0;
     int r = exec_stmt(st, stmt(st, st->in_batch ? S_SAVEPOINT : S_BEGIN), err, "begin write");
     if (r < 0)
@@ -434,10 +443,40 @@ static int write_begin(cad_store_t *st, char *err)
     return r;
 }
 
+static int write_begin(cad_store_t *st, char *err)
+{
+    return write_scope(st, false, err);
+}
+
+/* For the hot import paths (one customer, one event): inside a batch no
+ * savepoint is taken, because the only statement that can refuse a row runs
+ * first and writes nothing when it does. A store failure (disk full, I/O)
+ * then rolls the whole batch back instead of this write alone. */
+static int write_begin_light(cad_store_t *st, char *err)
+{
+    return write_scope(st, true, err);
+}
+
+static bool is_refusal(int result)
+{
+    return result == -CAD_EINVAL || result == -CAD_EEXIST || result == -CAD_ENOTFOUND;
+}
+
 static int write_end(cad_store_t *st, int result, char *err)
 {
     if (--st->depth > 0)
         return result;
+    if (st->light) {
+        st->light = false;
+        if (result >= 0 || is_refusal(result))
+            return result;
+        if (!sqlite3_get_autocommit(st->db)) {
+            sqlite3_step(stmt(st, S_ROLLBACK));
+            sqlite3_reset(st->stmt[S_ROLLBACK]);
+        }
+        st->in_batch = false;
+        return result;
+    }
     if (result >= 0) {
         int r = exec_stmt(st, stmt(st, st->in_batch ? S_RELEASE : S_COMMIT), err, "commit");
         if (r == 0)
@@ -620,6 +659,13 @@ static int open_common(const char *path, int flags, bool readonly, enum cad_stor
     sqlite3_extended_result_codes(st->db, 1);
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
     if ((r = exec_sql(st, "PRAGMA foreign_keys = ON", err, "enabling foreign keys")) < 0)
+        goto fail;
+    /* A page cache big enough for the indexes of ~1M events: imports and
+     * snapshot loads stay in memory instead of re-reading pages. */
+    if ((r = exec_sql(st, "PRAGMA cache_size = -65536", err, "sizing the page cache")) < 0)
+        goto fail;
+    /* The per-write savepoints of a batch journal into memory, not a temp file. */
+    if ((r = exec_sql(st, "PRAGMA temp_store = MEMORY", err, "setting temp_store")) < 0)
         goto fail;
     if (!readonly) {
         /* journal_mode returns a row; sqlite3_exec ignores it. */
@@ -843,7 +889,7 @@ int cad_store_customer_upsert(cad_store_t *st, const cad_customer_input_t *in, c
     }
     if (in->created_at < 0)
         return cad_fail(err, CAD_EINVAL, "customer %s: field created_at: before 1970", in->id);
-    if ((r = write_begin(st, err)) < 0)
+    if ((r = write_begin_light(st, err)) < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_CUSTOMER_UPSERT);
     bind_text(s, 1, in->id);
@@ -1055,7 +1101,7 @@ int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t
                               "event %s: field customer: customer '%s' does not exist", in->id,
                               in->customer_id)
                    : r;
-    if ((r = write_begin(st, err)) < 0)
+    if ((r = write_begin_light(st, err)) < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_EVENT_INSERT);
     bind_text(s, 1, in->id);
