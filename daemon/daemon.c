@@ -66,7 +66,7 @@ struct cad_daemon {
     int n_hooks;
     service_t *services;
     int n_services;
-    bool stopping, finishing, loop_forced;
+    bool stopping, finishing, loop_forced, loop_open;
     int exit_code;
 };
 
@@ -520,10 +520,19 @@ static void drain_loop(uv_loop_t *loop)
     uv_loop_close(loop);
 }
 
+static void close_loop(cad_daemon_t *d);
+
 void cad_daemon_free(cad_daemon_t *d)
 {
     if (!d)
         return;
+    if (d->loop_open) { /* built but never run: close what cad_daemon_new opened */
+        d->stopping = true;
+        cad_control_stop_listening(d->control);
+        finish(d);
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        close_loop(d);
+    }
     if (d->store) {
         cad_store_close(d->store);
         d->store = NULL;
@@ -627,8 +636,21 @@ int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *e
     uv_timer_init(&d->loop, &d->last_resort);
     d->watchdog.data = d->status_timer.data = d->shutdown_timer.data = d->last_resort.data = d;
     d->watchdog_usec = cad_notify_watchdog_usec();
+    d->loop_open = true;
     *out = d;
     return 0;
+}
+
+/* After uv_run returned: release the last handles and close the loop. */
+static void close_loop(cad_daemon_t *d)
+{
+    close_handle((uv_handle_t *)&d->last_resort);
+    if (d->loop_forced) /* a module left handles open: release them so the loop closes */
+        uv_walk(&d->loop, close_any, NULL);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&d->loop) != 0)
+        cad_log_warning("shutdown: the event loop still had open handles");
+    d->loop_open = false;
 }
 
 int cad_daemon_run(cad_daemon_t *d)
@@ -659,12 +681,7 @@ int cad_daemon_run(cad_daemon_t *d)
         refresh_status(d);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
-    close_handle((uv_handle_t *)&d->last_resort);
-    if (d->loop_forced) /* a module left handles open: release them so the loop closes */
-        uv_walk(&d->loop, close_any, NULL);
-    uv_run(&d->loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&d->loop) != 0)
-        cad_log_warning("shutdown: the event loop still had open handles");
+    close_loop(d);
     if (d->store) {
         cad_store_close(d->store);
         d->store = NULL;
