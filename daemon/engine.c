@@ -509,6 +509,16 @@ static bool decide_content(eval_ctx_t *c, int r, cad_verdict_t *v, uint32_t *ale
     return true;
 }
 
+/* R3 deferrals wait for other touches, not for a known instant: re-check
+ * at `recheck` but no later than the touch's expiry, so that a give touch
+ * sent meanwhile still lets the ask go; only at its expiry is it dropped. */
+static cad_time_t soft_recheck(const eval_ctx_t *c, const cad_verdict_t *v, cad_time_t recheck)
+{
+    if (recheck > v->expires_at && v->expires_at > c->now)
+        return v->expires_at;
+    return recheck;
+}
+
 /* R3: value before ask, and the share of asks. */
 static bool decide_value_first(eval_ctx_t *c, int r, cad_verdict_t *v)
 {
@@ -523,14 +533,15 @@ static bool decide_value_first(eval_ctx_t *c, int r, cad_verdict_t *v)
     cad_time_t oldest_ask;
     count_window(c, c->now - within, &give, &asks, &all, &oldest_ask);
     if (give < need) {
-        set_defer(c, v, CAD_REASON_VALUE_FIRST, recheck);
+        set_defer(c, v, CAD_REASON_VALUE_FIRST, soft_recheck(c, v, recheck));
         return false;
     }
     if (p->ask_max_share > 0.0 && p->ask_window > 0) {
         count_window(c, c->now - p->ask_window, &give, &asks, &all, &oldest_ask);
         if ((double)(asks + 1) > p->ask_max_share * (double)(all + 1) + 1e-9) {
-            cad_time_t until = asks ? oldest_ask + p->ask_window : recheck;
-            set_defer(c, v, CAD_REASON_ASK_SHARE, until > c->now ? until : recheck);
+            cad_time_t until =
+                asks && oldest_ask + p->ask_window > c->now ? oldest_ask + p->ask_window : recheck;
+            set_defer(c, v, CAD_REASON_ASK_SHARE, soft_recheck(c, v, until));
             return false;
         }
     }
@@ -843,18 +854,27 @@ int cad_engine_decide(const cad_playbook_t *pb, const cad_snapshot_t *snap, cad_
     out->n_verdicts = pb->n_rules;
     out->chosen = choose(&c, out);
 
-    /* R3: an ask waits for value, but no give touch is on its way. */
-    bool ask_waits = false, give_coming = false;
+    /* R3: an ask waits for value, but no give touch is on its way before
+     * the ask expires (sending, deferred, or a window opening in time). */
+    cad_time_t ask_deadline = NO_TIME;
     for (int i = 0; i < out->n_verdicts; i++) {
         const cad_verdict_t *v = &out->verdicts[i];
-        enum cad_purpose p = pb->rules[v->rule].purpose;
-        if (v->kind == CAD_VERDICT_DEFER && v->reason == CAD_REASON_VALUE_FIRST)
-            ask_waits = true;
-        if (cad_purpose_is_give(p) && (v->kind == CAD_VERDICT_SEND || v->kind == CAD_VERDICT_DEFER))
-            give_coming = true;
+        if (v->kind == CAD_VERDICT_DEFER && v->reason == CAD_REASON_VALUE_FIRST &&
+            v->expires_at > ask_deadline)
+            ask_deadline = v->expires_at;
     }
-    if (ask_waits && !give_coming)
-        alerts |= CAD_ALERT_CONTENT_GAP;
+    if (ask_deadline != NO_TIME) {
+        bool give_coming = false;
+        for (int i = 0; i < out->n_verdicts && !give_coming; i++) {
+            const cad_verdict_t *v = &out->verdicts[i];
+            if (!cad_purpose_is_give(pb->rules[v->rule].purpose))
+                continue;
+            give_coming = v->kind == CAD_VERDICT_SEND || v->kind == CAD_VERDICT_DEFER ||
+                          (v->kind == CAD_VERDICT_WAIT && v->until <= ask_deadline);
+        }
+        if (!give_coming)
+            alerts |= CAD_ALERT_CONTENT_GAP;
+    }
 
     int chosen_rule = out->chosen >= 0 ? out->verdicts[out->chosen].rule : -1;
     bool conversation_now =

@@ -184,14 +184,28 @@ static void test_r3_renewal_after_a_value_touch_is_sent(void **state)
 
 static void test_r3_ask_without_any_value_to_send_raises_content_gap(void **state)
 {
+    /* an active customer: top of mind comes (in 7 days) before the ask
+     * expires, so the ask just waits */
     fx_t f;
     fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, NULL);
     fx_cast(&f);
     fx_event(&f, CAD_EVENT_RENEWAL_DUE, FX_T0 - 1 * H);
     assert_int_equal(fx_decide(&f, FX_T0), 0);
     assert_verdict(&f, FX_RENEWAL_REMINDER, CAD_VERDICT_DEFER, CAD_REASON_VALUE_FIRST);
+    assert_false(f.dec.alerts & CAD_ALERT_CONTENT_GAP);
+    /* at risk, no rule of the playbook gives this customer value: alert */
+    f.snap.customer.stage = CAD_STAGE_AT_RISK;
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_verdict(&f, FX_RENEWAL_REMINDER, CAD_VERDICT_DEFER, CAD_REASON_VALUE_FIRST);
     assert_true(f.dec.alerts & CAD_ALERT_CONTENT_GAP);
     assert_nothing_sent(&f);
+    /* the ask is re-checked until its expiry, then dropped with that reason */
+    cad_time_t expiry = FX_T0 - 1 * H + 45 * D;
+    assert_int_equal(fx_decide(&f, expiry - 12 * H), 0);
+    assert_verdict(&f, FX_RENEWAL_REMINDER, CAD_VERDICT_DEFER, CAD_REASON_VALUE_FIRST);
+    assert_int_equal(fx_v(&f, FX_RENEWAL_REMINDER)->until, expiry);
+    assert_int_equal(fx_decide(&f, expiry), 0);
+    assert_verdict(&f, FX_RENEWAL_REMINDER, CAD_VERDICT_SUPPRESS, CAD_REASON_EXPIRED);
 }
 
 static void test_r3_ask_share_at_cap_is_deferred(void **state)
