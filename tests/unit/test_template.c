@@ -234,6 +234,49 @@ static void test_template_never_reads_past_a_truncated_variable(void **state)
     }
 }
 
+/* A deterministic fuzz pass: random templates over an alphabet rich in braces,
+ * dots and variable-name characters. Whatever the input, check and render
+ * agree (a template the check accepts renders, or misses an attribute), an
+ * error always comes with a sentence, and the output never exceeds the bound.
+ * The sanitizer build turns any read past the input into a failure. */
+static void test_template_random_inputs_check_and_render_agree(void **state)
+{
+    static const char alphabet[] = "{{}}..  \tabcustomer_contactfirstnameplan\n<&>\"'x";
+    uint32_t seed = 12345;
+    cad_plugin_touch_t t = sample_touch();
+    for (int round = 0; round < 20000; round++) {
+        char tmpl[48];
+        seed = seed * 1103515245u + 12345u;
+        size_t n = (seed >> 16) % (sizeof tmpl - 1);
+        for (size_t i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            tmpl[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
+        }
+        tmpl[n] = '\0';
+        char err[CAD_ERRBUF] = "";
+        int checked = cad_template_check(tmpl, err);
+        assert_true(checked == 0 || (checked == -CAD_EINVAL && err[0]));
+        for (int html = 0; html < 2; html++) {
+            char *out = NULL;
+            char rerr[CAD_ERRBUF] = "";
+            int rendered = cad_template_render(tmpl, html, &t, &out, rerr);
+            if (checked < 0) {
+                assert_int_equal(rendered, -CAD_EINVAL);
+                assert_string_equal(rerr, err);
+            } else if (rendered == 0) {
+                assert_true(strlen(out) <= CAD_TEMPLATE_OUTPUT_MAX);
+            } else {
+                assert_true(rendered == -CAD_ENOTFOUND || rendered == -CAD_EINVAL);
+                assert_non_null(strstr(rerr, "customer acme"));
+            }
+            if (rendered == 0)
+                free(out);
+            else
+                assert_null(out);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_template_render_refuses_bad_attributes_json),
         cmocka_unit_test(test_template_output_is_bounded),
         cmocka_unit_test(test_template_never_reads_past_a_truncated_variable),
+        cmocka_unit_test(test_template_random_inputs_check_and_render_agree),
     };
     return cmocka_run_group_tests_name("template", tests, NULL, NULL);
 }
