@@ -203,6 +203,7 @@ enum stmt_id {
     S_COUNT_DECISIONS,
     S_COUNT_OUTBOX,
     S_COUNT_ALERTS,
+    S_USER_VERSION,
     S_COUNT
 };
 
@@ -327,6 +328,7 @@ static const char *const stmt_sql[S_COUNT] = {
                           " 'decisions'), 0)",
     [S_COUNT_OUTBOX] = "SELECT state, COUNT(*) FROM touches GROUP BY state",
     [S_COUNT_ALERTS] = "SELECT COUNT(*) FROM alerts WHERE open = 1",
+    [S_USER_VERSION] = "PRAGMA user_version",
 };
 
 /* Outbox states as stored; "dropped" marks a final suppression (history only). */
@@ -638,9 +640,38 @@ static int migrate(cad_store_t *st, char *err)
     return 0;
 }
 
-static int open_common(const char *path, int flags, bool readonly, enum cad_store_sync sync,
+/* Copies the database file at st->path into st's in-memory connection. */
+static int copy_into_memory(cad_store_t *st, char *err)
+{
+    sqlite3 *src = NULL;
+    int rc = sqlite3_open_v2(st->path, &src, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(src, BUSY_TIMEOUT_MS);
+        sqlite3_backup *b = sqlite3_backup_init(st->db, "main", src, "main");
+        if (!b) {
+            rc = sqlite3_errcode(st->db);
+        } else {
+            rc = sqlite3_backup_step(b, -1);
+            int done = sqlite3_backup_finish(b);
+            rc = rc == SQLITE_DONE ? done : rc;
+        }
+    }
+    int r = 0;
+    if (rc != SQLITE_OK)
+        r = cad_fail(err, sqlite_code(rc), "store %s: cannot copy the database: %s", st->path,
+                     src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+    sqlite3_close(src);
+    return r;
+}
+
+enum open_mode { OPEN_READWRITE, OPEN_READONLY, OPEN_COPY };
+
+static int open_common(const char *path, enum open_mode mode, enum cad_store_sync sync,
                        cad_store_t **out, char *err)
 {
+    bool readonly = mode == OPEN_READONLY;
+    int flags =
+        mode == OPEN_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     *out = NULL;
     if (!path || !*path)
         return cad_fail(err, CAD_EINVAL, "store: no database path given");
@@ -650,12 +681,14 @@ static int open_common(const char *path, int flags, bool readonly, enum cad_stor
         return cad_fail(err, CAD_ENOMEM, "store %s: out of memory", path);
     }
     st->readonly = readonly;
-    int rc = sqlite3_open_v2(path, &st->db, flags, NULL);
+    int rc = sqlite3_open_v2(mode == OPEN_COPY ? ":memory:" : path, &st->db, flags, NULL);
     int r;
     if (rc != SQLITE_OK) {
         r = db_fail(st, err, rc, "cannot open the database");
         goto fail;
     }
+    if (mode == OPEN_COPY && (r = copy_into_memory(st, err)) < 0)
+        goto fail;
     sqlite3_extended_result_codes(st->db, 1);
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
     if ((r = exec_sql(st, "PRAGMA foreign_keys = ON", err, "enabling foreign keys")) < 0)
@@ -669,7 +702,8 @@ static int open_common(const char *path, int flags, bool readonly, enum cad_stor
         goto fail;
     if (!readonly) {
         /* journal_mode returns a row; sqlite3_exec ignores it. */
-        if ((r = exec_sql(st, "PRAGMA journal_mode = WAL", err, "enabling WAL")) < 0)
+        if (mode == OPEN_READWRITE &&
+            (r = exec_sql(st, "PRAGMA journal_mode = WAL", err, "enabling WAL")) < 0)
             goto fail;
         if ((r = exec_sql(st,
                           sync == CAD_SYNC_NORMAL ? "PRAGMA synchronous = NORMAL"
@@ -707,12 +741,17 @@ fail:
 
 int cad_store_open(const char *path, enum cad_store_sync sync, cad_store_t **out, char *err)
 {
-    return open_common(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, false, sync, out, err);
+    return open_common(path, OPEN_READWRITE, sync, out, err);
 }
 
 int cad_store_open_readonly(const char *path, cad_store_t **out, char *err)
 {
-    return open_common(path, SQLITE_OPEN_READONLY, true, CAD_SYNC_FULL, out, err);
+    return open_common(path, OPEN_READONLY, CAD_SYNC_FULL, out, err);
+}
+
+int cad_store_open_copy(const char *path, cad_store_t **out, char *err)
+{
+    return open_common(path, OPEN_COPY, CAD_SYNC_NORMAL, out, err);
 }
 
 void cad_store_close(cad_store_t *st)
@@ -745,10 +784,9 @@ int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err)
 
 int cad_store_user_version(cad_store_t *st)
 {
-    int version = -1;
-    char err[CAD_ERRBUF];
-    if (read_user_version(st, &version, err) < 0)
-        return -1;
+    sqlite3_stmt *s = stmt(st, S_USER_VERSION);
+    int version = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_reset(s);
     return version;
 }
 

@@ -909,6 +909,30 @@ static void test_store_readonly_refuses_writes(void **state)
     cad_store_close(NULL);
 }
 
+static void test_store_open_copy_writes_only_to_memory(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    add_customer(f, "c1", "active", NULL, NULL);
+    cad_store_t *copy = NULL;
+    assert_int_equal(cad_store_open_copy(f->path, &copy, f->err), 0);
+    assert_int_equal(cad_store_user_version(copy), cad_store_schema_version());
+    int64_t k;
+    assert_int_equal(cad_store_customer_key(copy, "c1", &k, f->err), 0);
+    cad_customer_input_t in = {.id = "only-in-copy"};
+    assert_int_equal(cad_store_batch_begin(copy, f->err), 0);
+    assert_int_equal(cad_store_customer_upsert(copy, &in, T0, NULL, f->err), 0);
+    assert_int_equal(cad_store_batch_commit(copy, f->err), 0);
+    assert_int_equal(cad_store_customer_key(copy, "only-in-copy", &k, f->err), 0);
+    assert_int_equal(cad_store_customer_key(f->st, "only-in-copy", &k, f->err), -CAD_ENOTFOUND);
+    cad_store_close(copy);
+    char missing[200];
+    snprintf(missing, sizeof(missing), "%s/missing.db", f->dir);
+    assert_true(cad_store_open_copy(missing, &copy, f->err) < 0);
+    assert_null(copy);
+    assert_non_null(strstr(f->err, "missing.db"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -943,6 +967,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_disk_full_rolls_back_whole_write, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_open_copy_writes_only_to_memory, setup,
+                                        teardown),
     };
     int r = cmocka_run_group_tests_name("store", tests, NULL, NULL);
     cad_tz_registry_free();
