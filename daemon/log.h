@@ -24,10 +24,10 @@ const char *cad_log_level_name(enum cad_log_level level);
 
 void cad_log(enum cad_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define cad_log_err(...) cad_log(CAD_LOG_ERR, __VA_ARGS__)
+#define cad_log_err(...)     cad_log(CAD_LOG_ERR, __VA_ARGS__)
 #define cad_log_warning(...) cad_log(CAD_LOG_WARNING, __VA_ARGS__)
-#define cad_log_notice(...) cad_log(CAD_LOG_NOTICE, __VA_ARGS__)
-#define cad_log_info(...) cad_log(CAD_LOG_INFO, __VA_ARGS__)
-#define cad_log_debug(...) cad_log(CAD_LOG_DEBUG, __VA_ARGS__)
+#define cad_log_notice(...)  cad_log(CAD_LOG_NOTICE, __VA_ARGS__)
+#define cad_log_info(...)    cad_log(CAD_LOG_INFO, __VA_ARGS__)
+#define cad_log_debug(...)   cad_log(CAD_LOG_DEBUG, __VA_ARGS__)
 
 #endif
