@@ -125,7 +125,8 @@ static cad_time_t next_local_midnight(const eval_ctx_t *c)
     cad_local_time_t lt;
     cad_tz_local(c->tz, c->now, &lt);
     cad_time_t t = cad_tz_from_local(c->tz, lt.year, lt.month, lt.day, 0, 0);
-    /* from_local of day + 1 through the day number keeps month ends simple */
+    /* local days last 23 to 25 hours: 26 hours after today's midnight is
+     * always tomorrow, whose midnight is the answer (month ends included) */
     cad_time_t guess = t + CAD_DAY + 2 * CAD_HOUR;
     cad_tz_local(c->tz, guess, &lt);
     return cad_tz_from_local(c->tz, lt.year, lt.month, lt.day, 0, 0);
@@ -184,7 +185,8 @@ static void context_init(eval_ctx_t *c, const cad_playbook_t *pb, const cad_snap
     }
 }
 
-/* Counted touches in (from, now], optionally only give purposes or asks. */
+/* Counted touches in (from, now]: all of them, the give ones and the asks,
+ * and the time of the oldest ask (CAD_TIME_NEVER when none). */
 static void count_window(const eval_ctx_t *c, cad_time_t from, uint32_t *give, uint32_t *asks,
                          uint32_t *all, cad_time_t *oldest_ask)
 {
