@@ -298,7 +298,10 @@ static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void
     api->free_secret(secret, len);
     if (rc < 0)
         goto fail;
-    api->log(env, CAD_PLUGIN_LOG_INFO, "posting signed touches url=%s", w->url);
+    /* only scheme and host: paths and queries of webhook URLs often carry tokens */
+    const char *host = strstr(url, "://") + 3;
+    int origin_len = (int)(strcspn(host, "/?#") + (size_t)(host - url));
+    api->log(env, CAD_PLUGIN_LOG_INFO, "posting signed touches endpoint=%.*s", origin_len, url);
     *instance = w;
     return 0;
 fail:

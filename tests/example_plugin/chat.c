@@ -126,7 +126,10 @@ static int chat_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **
     }
     c->api = api;
     c->env = env;
-    api->log(env, CAD_PLUGIN_LOG_INFO, "posting to a chat webhook url=%s", url);
+    /* log the host only: chat webhook URLs carry their token in the path */
+    const char *host = strstr(url, "://") + 3;
+    api->log(env, CAD_PLUGIN_LOG_INFO, "posting to a chat webhook host=%.*s",
+             (int)strcspn(host, "/?#"), host);
     *instance = c;
     return 0;
 }
