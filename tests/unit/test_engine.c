@@ -1291,6 +1291,121 @@ static void test_r5_property_min_gap_and_counts_match_reference(void **state)
     pb.policies[FX_DEFAULT] = saved;
 }
 
+/* Random customers (stages, zones, contacts, events, history, pause):
+ * whatever the engine decides obeys the invariants every caller relies on. */
+static void test_engine_invariants_on_random_customers(void **state)
+{
+    static const char *const zones[] = {"Europe/London", "America/Los_Angeles", "Asia/Tokyo",
+                                        "Australia/Lord_Howe", "UTC"};
+    rng_state = UINT64_C(0xdeadbeefcafef00d);
+    for (int round = 0; round < 3000; round++) {
+        fx_t f;
+        fx_init(&f, &pb, "random", (enum cad_stage)rng_range(0, CAD_STAGE_COUNT - 1),
+                zones[rng() % 5]);
+        snprintf(f.id, sizeof(f.id), "random-%d", round);
+        f.snap.customer.policy = (int)rng_range(0, 2);
+        f.snap.customer.interests = rng() & 0x3ff;
+        f.snap.customer.paused = rng() % 20 == 0;
+        f.snap.customer.created_at = FX_T0 - rng_range(1, 900) * D;
+        int nc = (int)rng_range(0, 4);
+        for (int k = 0; k < nc; k++)
+            fx_contact(&f, "c", (uint32_t)(rng() & 0x1f), (uint16_t)(rng() & 0x7));
+        int ne = (int)rng_range(0, 10);
+        for (int k = 0; k < ne; k++)
+            fx_event(&f, (int)rng_range(0, CAD_EVENT_BUILTIN_COUNT - 1),
+                     FX_T0 - rng_range(0, 200 * 24) * H);
+        int nh = (int)rng_range(0, 25);
+        for (int k = 0; k < nh; k++) {
+            int r = (int)rng_range(-1, FX_RULE_COUNT - 1);
+            enum cad_purpose p = r >= 0 ? pb.rules[r].purpose : CAD_PURPOSE_VALUE;
+            int64_t key = ne && rng() % 2 ? f.events[rng() % ne].key : rng_range(0, 6);
+            fx_row(&f, r, p, (int)rng_range(-1, 2), FX_T0 - rng_range(1, 400 * 24) * H, key,
+                   (int)rng_range(-1, pb.n_content - 1), (enum cad_touch_state)rng_range(0, 3));
+        }
+        cad_time_t now = FX_T0 + rng_range(0, 24 * 60) * 60;
+        assert_int_equal(fx_decide(&f, now), 0);
+        cad_decision_t first = f.dec;
+        cad_verdict_t copy[FX_RULE_COUNT];
+        memcpy(copy, f.verdicts, sizeof(copy));
+        assert_int_equal(f.dec.n_verdicts, FX_RULE_COUNT);
+        assert_true(f.dec.next_eval > now);
+        int sends = 0;
+        for (int i = 0; i < FX_RULE_COUNT; i++) {
+            const cad_verdict_t *v = fx_v(&f, i);
+            const cad_rule_t *rule = &pb.rules[i];
+            assert_int_equal(v->rule, i);
+            assert_true(v->reason > CAD_REASON_NONE && v->reason < CAD_REASON_COUNT);
+            if (v->kind == CAD_VERDICT_SEND) {
+                sends++;
+                assert_int_equal(f.dec.chosen, i);
+                assert_false(f.snap.customer.paused);
+                assert_true(rule->stages & (1u << f.snap.customer.stage));
+                assert_in_range(v->contact, 0, f.snap.n_contacts - 1);
+                assert_true(f.contacts[v->contact].roles & rule->roles);
+                assert_true((f.contacts[v->contact].reachable >> v->channel) & 1);
+                assert_true(now <= v->expires_at);
+                if (rule->use_library) {
+                    assert_in_range(v->content, 0, pb.n_content - 1);
+                    assert_true(v->relevance + 1e-9 >=
+                                pb.policies[f.snap.customer.policy].min_relevance);
+                }
+                const cad_channel_t *ch = &pb.channels[v->channel];
+                assert_int_equal(cad_tz_next_allowed(f.snap.customer.tz, now, ch->window_start,
+                                                     ch->window_end, 0x7f),
+                                 now);
+                if (!rule->bypass_quiet_hours) {
+                    const cad_policy_t *po = &pb.policies[f.snap.customer.policy];
+                    assert_int_equal(cad_tz_next_allowed(f.snap.customer.tz, now, po->quiet_end,
+                                                         po->quiet_start, po->weekdays),
+                                     now);
+                }
+            }
+            if (v->kind == CAD_VERDICT_DEFER) {
+                assert_true(v->until > now);
+                assert_true(v->until <= v->expires_at);
+                assert_true(f.dec.next_eval <= v->until);
+            }
+            if (v->kind == CAD_VERDICT_WAIT) {
+                assert_true(v->until > now);
+                assert_true(f.dec.next_eval <= v->until);
+            }
+            if (v->final)
+                assert_int_equal(v->kind, CAD_VERDICT_SUPPRESS);
+            char why[512];
+            assert_true(cad_verdict_describe(&pb, &f.snap, v, why, sizeof(why)) > 0);
+        }
+        assert_true(sends <= 1);
+        assert_int_equal(sends == 1, f.dec.chosen >= 0);
+        /* pure: the same input gives the same output */
+        assert_int_equal(fx_decide(&f, now), 0);
+        assert_int_equal(f.dec.chosen, first.chosen);
+        assert_int_equal(f.dec.next_eval, first.next_eval);
+        assert_int_equal(f.dec.alerts, first.alerts);
+        assert_memory_equal(copy, f.verdicts, sizeof(copy));
+    }
+}
+
+static void test_engine_empty_playbook_decides_nothing(void **state)
+{
+    cad_playbook_t empty;
+    memset(&empty, 0, sizeof(empty));
+    cad_playbook_init_builtins(&empty);
+    cad_policy_t pol;
+    fx_policy(&pol, "default");
+    empty.policies = &pol;
+    empty.n_policies = 1;
+    fx_t f;
+    fx_init(&f, &empty, "acme", CAD_STAGE_PROSPECT, NULL);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_int_equal(f.dec.n_verdicts, 0);
+    assert_int_equal(f.dec.chosen, -1);
+    assert_int_equal(f.dec.next_eval, CAD_TIME_NEVER);
+    empty.n_policies = 0;
+    char err[CAD_ERRBUF];
+    assert_int_equal(cad_engine_check(&empty, &f.snap, err), -CAD_EINVAL);
+    assert_non_null(strstr(err, "no policy"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1346,6 +1461,8 @@ int main(void)
         cmocka_unit_test(test_r12_every_reason_has_a_sentence),
         cmocka_unit_test(test_holdout_is_deterministic_and_near_its_share),
         cmocka_unit_test(test_next_eval_is_never_when_nothing_can_change),
+        cmocka_unit_test(test_engine_invariants_on_random_customers),
+        cmocka_unit_test(test_engine_empty_playbook_decides_nothing),
     };
     int rc = cmocka_run_group_tests_name("engine", tests, setup_playbook, teardown_playbook);
     cad_tz_registry_free();
