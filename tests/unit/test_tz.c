@@ -42,6 +42,24 @@ static void test_tz_unknown_zone_is_refused_with_its_name(void **state)
     assert_false(cad_tz_valid(NULL));
     assert_true(cad_tz_valid("America/Los_Angeles"));
     assert_true(cad_tz_valid("UTC"));
+    /* names are exact: no case folding, no custom offsets */
+    assert_false(cad_tz_valid("europe/london"));
+    assert_false(cad_tz_valid("GMT+5"));
+    assert_null(cad_tz_get("GMT+5", err));
+    assert_non_null(strstr(err, "GMT+5"));
+}
+
+static void test_tz_aliases_are_the_same_zone_rules(void **state)
+{
+    const cad_tz_t *la = zone("America/Los_Angeles");
+    const cad_tz_t *alias = zone("US/Pacific");
+    cad_local_time_t a, b;
+    for (cad_time_t t = LA_SPRING - 86400; t < LA_FALL + 86400; t += 7 * 86400 + 3600) {
+        cad_tz_local(la, t, &a);
+        cad_tz_local(alias, t, &b);
+        assert_int_equal(a.utc_offset, b.utc_offset);
+        assert_int_equal(a.minute_of_day, b.minute_of_day);
+    }
 }
 
 static void test_tz_registry_interns_zones(void **state)
@@ -272,6 +290,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tz_unknown_zone_is_refused_with_its_name),
         cmocka_unit_test(test_tz_registry_interns_zones),
+        cmocka_unit_test(test_tz_aliases_are_the_same_zone_rules),
         cmocka_unit_test(test_tz_offsets_across_dst_los_angeles),
         cmocka_unit_test(test_tz_offsets_across_dst_london),
         cmocka_unit_test(test_tz_from_local_plain_and_utc),
