@@ -76,6 +76,7 @@ struct cad_plugin_host {
     bool closing, transport_closed, finished;
     void (*closed)(void *arg);
     void *closed_arg;
+    FILE *check_errors; /* check-only mode: errors go here, nothing is started */
 };
 
 struct job {
@@ -404,7 +405,10 @@ static void env_fail(struct cad_plugin_env *env, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    cad_log_err("channel %s not loaded: %s", env->channel, msg);
+    if (env->host->check_errors)
+        fprintf(env->host->check_errors, "%s\n", msg);
+    else
+        cad_log_err("channel %s not loaded: %s", env->channel, msg);
     if (!env->error)
         env->error = strdup(msg);
 }
@@ -583,6 +587,8 @@ static void load_channel(cad_plugin_host_t *h, int c)
         env->desc = NULL;
         return;
     }
+    if (h->check_errors)
+        return; /* check-only: everything but starting it */
     char err[CAD_ERRBUF] = "";
     if (transfer) {
         env->lane = cad_transport_lane_add(h->transport, ch->name, env->concurrency, err);
@@ -628,6 +634,38 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
         load_channel(h, c);
     *out = h;
     return 0;
+}
+
+/* Frees what loading a channel allocated (instance already shut down). */
+static void env_free(struct cad_plugin_env *env)
+{
+    if (env->dl)
+        dlclose(env->dl);
+    for (int i = 0; env->values && i < env->n_options; i++)
+        free(env->values[i]);
+    free(env->values);
+    free(env->path);
+    free(env->error);
+}
+
+int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors)
+{
+    cad_plugin_host_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        fprintf(errors, "plugin check: out of memory\n");
+        return 1;
+    }
+    h->cfg = cfg;
+    h->check_errors = errors;
+    h->n_envs = cfg->playbook.n_channels;
+    int failed = 0;
+    for (int c = 0; c < h->n_envs; c++) {
+        load_channel(h, c);
+        failed += h->envs[c].error != NULL;
+        env_free(&h->envs[c]);
+    }
+    free(h);
+    return failed;
 }
 
 bool cad_plugin_host_ready(const cad_plugin_host_t *h, int channel)
@@ -961,13 +999,7 @@ static void try_finish(cad_plugin_host_t *h)
         struct cad_plugin_env *env = &h->envs[c];
         if (env->instance)
             env->desc->shutdown(env->instance);
-        if (env->dl)
-            dlclose(env->dl);
-        for (int i = 0; env->values && i < env->n_options; i++)
-            free(env->values[i]);
-        free(env->values);
-        free(env->path);
-        free(env->error);
+        env_free(env);
     }
     uv_close((uv_handle_t *)&h->soon, on_soon_closed);
 }

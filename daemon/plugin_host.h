@@ -28,6 +28,7 @@
 #include "playbook.h"
 
 #include <cadence/channel.h>
+#include <stdio.h>
 #include <uv.h>
 
 typedef struct cad_plugin_host cad_plugin_host_t;
@@ -62,6 +63,13 @@ typedef struct cad_plugin_info {
  * transport could not start). */
 int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_host_t **out,
                         char *err);
+
+/* Checks every channel's plugin as cad_plugin_host_new would — the file,
+ * the descriptor, the settings against the option table — without starting
+ * anything (init is not called, so secret files are not read). Writes one
+ * line per problem to `errors` ("FILE:LINE: ..." for settings) and returns
+ * the number of channels that would not load. For a config test mode. */
+int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors);
 
 /* Is channel `channel` (playbook index) loaded and able to send? */
 bool cad_plugin_host_ready(const cad_plugin_host_t *host, int channel);

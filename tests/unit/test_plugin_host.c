@@ -535,6 +535,31 @@ static void test_plugin_host_concurrency_limits_blocking_sends(void **state)
     close_host(fx);
 }
 
+static void test_plugin_host_check_reports_without_starting_anything(void **state)
+{
+    fixture_t *fx = *state;
+    const char *typo[] = {"url=http://127.0.0.1:1/", "secret_file=absent", "timout=5s", NULL};
+    const char *preview[] = {"directory=never-created", NULL};
+    add_channel(fx, "crm", "webhook", CAD_ADDRESS_NONE, 1, typo);
+    add_channel(fx, "old", "bad_abi", CAD_ADDRESS_NONE, 1, NULL);
+    add_channel(fx, "preview", "file", CAD_ADDRESS_EMAIL, 1, preview);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *errors = open_memstream(&text, &len);
+    assert_int_equal(cad_plugin_host_check(&fx->cfg, errors), 2);
+    fclose(errors);
+    assert_non_null(strstr(text, "/etc/cadence/cadenced.conf:102: channel \"crm\": plugin "
+                                 "webhook has no option \"timout\""));
+    assert_non_null(strstr(text, "built for plugin ABI 99.0"));
+    /* init never ran: no secret was read, no directory was created */
+    assert_null(strstr(text, "cannot open secret file"));
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/never-created", fx->state);
+    assert_int_not_equal(access(dir, F_OK), 0);
+    free(text);
+    free_settings(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +579,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_plugin_host_concurrency_limits_blocking_sends, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_plugin_host_check_reports_without_starting_anything,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("plugin_host", tests, NULL, NULL);
 }
