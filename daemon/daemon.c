@@ -49,6 +49,7 @@ struct cad_daemon {
     char *config_path;
     char *state_dir_flag;
     char *socket_flag;
+    char *plugin_dir_flag;
     int log_level_flag;
     cad_config_t *cfg;
     cad_store_t *store;
@@ -111,6 +112,10 @@ static int apply_overrides(const cad_daemon_t *d, cad_config_t *cfg, char *err)
         free(env);
         rc = replace(&cfg->socket_path, p, "the socket path", err);
     }
+    if (rc != 0)
+        return rc;
+    if (d->plugin_dir_flag)
+        rc = replace(&cfg->plugin_dir, strdup(d->plugin_dir_flag), "the plugin directory", err);
     if (rc != 0)
         return rc;
     const char *creds = getenv("CREDENTIALS_DIRECTORY");
@@ -247,6 +252,11 @@ static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void 
     json_object_set_new(r, "config", json_string(d->config_path));
     json_object_set_new(r, "state_dir", json_string(d->cfg->state_dir));
     json_object_set_new(r, "socket", json_string(d->cfg->socket_path));
+    json_object_set_new(r, "plugin_dir",
+                        d->cfg->plugin_dir ? json_string(d->cfg->plugin_dir) : json_null());
+    json_object_set_new(r, "credentials_dir",
+                        d->cfg->credentials_dir ? json_string(d->cfg->credentials_dir)
+                                                : json_null());
     json_object_set_new(r, "log_level", json_string(cad_log_level_name(cad_log_get_level())));
     json_object_set_new(r, "playbook",
                         json_pack("{s:i, s:i}", "rules", d->cfg->playbook.n_rules, "channels",
@@ -545,6 +555,7 @@ void cad_daemon_free(cad_daemon_t *d)
     free(d->config_path);
     free(d->state_dir_flag);
     free(d->socket_flag);
+    free(d->plugin_dir_flag);
     free(d);
 }
 
@@ -563,8 +574,9 @@ int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *e
         d->config_path = strdup(opts->config_path);
     d->state_dir_flag = opts->state_dir ? strdup(opts->state_dir) : NULL;
     d->socket_flag = opts->socket_path ? strdup(opts->socket_path) : NULL;
+    d->plugin_dir_flag = opts->plugin_dir ? strdup(opts->plugin_dir) : NULL;
     if (!d->config_path || (opts->state_dir && !d->state_dir_flag) ||
-        (opts->socket_path && !d->socket_flag)) {
+        (opts->socket_path && !d->socket_flag) || (opts->plugin_dir && !d->plugin_dir_flag)) {
         cad_daemon_free(d);
         return cad_fail(err, CAD_ENOMEM, "out of memory");
     }

@@ -3,7 +3,8 @@
  *
  * cad_daemon_new() loads the config, applies overrides (command-line flags
  * win over systemd's $STATE_DIRECTORY / $RUNTIME_DIRECTORY /
- * $CREDENTIALS_DIRECTORY, which win over the config file), binds the control
+ * $CREDENTIALS_DIRECTORY, which win over the config file; --plugin-dir wins
+ * over plugins.dir), binds the control
  * socket, opens the store and creates the scheduler. cad_daemon_run() sends
  * READY=1 and runs the loop until SIGTERM/SIGINT has drained everything.
  * SIGHUP (or the "reload" command) re-reads the config: a valid one is swapped
@@ -31,6 +32,7 @@ typedef struct cad_daemon_options {
     const char *config_path; /* required */
     const char *state_dir;   /* --state-dir or NULL */
     const char *socket_path; /* --socket or NULL */
+    const char *plugin_dir;  /* --plugin-dir or NULL */
     int log_level;           /* --log-level (enum cad_log_level) or -1: the config's */
 } cad_daemon_options_t;
 

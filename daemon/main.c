@@ -31,6 +31,7 @@ static void usage(FILE *out)
             "                         store.state_dir)\n"
             "      --socket PATH      control socket (overrides $RUNTIME_DIRECTORY/control.sock\n"
             "                         and control.socket)\n"
+            "      --plugin-dir DIR   where the channel plugins are (overrides plugins.dir)\n"
             "      --log-level LEVEL  err, warning, notice, info or debug (overrides log.level)\n"
             "  -V, --version          print the version and exit\n"
             "  -h, --help             print this help and exit\n"
@@ -39,7 +40,7 @@ static void usage(FILE *out)
             "running one kept); SIGTERM and SIGINT drain in-flight work and exit.\n");
 }
 
-enum { OPT_CHECK = 256, OPT_STATE_DIR, OPT_SOCKET, OPT_LOG_LEVEL };
+enum { OPT_CHECK = 256, OPT_STATE_DIR, OPT_SOCKET, OPT_PLUGIN_DIR, OPT_LOG_LEVEL };
 
 static int check_config(const char *path)
 {
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
         {"check", no_argument, NULL, OPT_CHECK},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"socket", required_argument, NULL, OPT_SOCKET},
+        {"plugin-dir", required_argument, NULL, OPT_PLUGIN_DIR},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
@@ -75,6 +77,7 @@ int main(int argc, char **argv)
         case OPT_CHECK: check = true; break;
         case OPT_STATE_DIR: opts.state_dir = optarg; break;
         case OPT_SOCKET: opts.socket_path = optarg; break;
+        case OPT_PLUGIN_DIR: opts.plugin_dir = optarg; break;
         case OPT_LOG_LEVEL:
             opts.log_level = cad_log_level_parse(optarg);
             if (opts.log_level < 0) {

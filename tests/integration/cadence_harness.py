@@ -292,6 +292,18 @@ class DaemonTestCase(unittest.TestCase):
             d.close()
         self.tmp.cleanup()
 
+    def start_example(self, args=(), env=None, ready=True):
+        """Starts a daemon on the shipped etc/cadenced.conf with its state, socket
+        (and plugins, when built) redirected into the temp dir; skips the test
+        when the example is not in the tree."""
+        example = os.path.join(SOURCE_DIR, "etc", "cadenced.conf")
+        if not os.path.exists(example):
+            self.skipTest("etc/cadenced.conf is not in the tree")
+        extra = ["--state-dir", self.tmp.join("state"), "--socket", self.tmp.join("control.sock")]
+        if PLUGIN_BUILD_DIR and os.path.isdir(PLUGIN_BUILD_DIR):
+            extra += ["--plugin-dir", PLUGIN_BUILD_DIR]
+        return self.start(config=example, args=extra + list(args), env=env, ready=ready)
+
     def _failed(self):
         result = getattr(getattr(self, "_outcome", None), "result", None)
         if result is None:

@@ -23,7 +23,8 @@ class Flags(h.DaemonTestCase):
     def test_help_lists_every_option(self):
         r = subprocess.run([h.CADENCED, "--help"], capture_output=True, text=True, timeout=10)
         self.assertEqual(r.returncode, 0)
-        for opt in ("--config", "--check", "--state-dir", "--socket", "--log-level", "--version"):
+        for opt in ("--config", "--check", "--state-dir", "--socket", "--plugin-dir",
+                    "--log-level", "--version"):
             self.assertIn(opt, r.stdout)
 
     def test_unknown_flag_is_a_usage_error(self):
@@ -103,14 +104,12 @@ class Lifecycle(h.DaemonTestCase):
         self.assertIn("cadenced stopped exit_code=0", d.read_log())
 
     def test_runs_on_the_example_config(self):
-        example = os.path.join(h.SOURCE_DIR, "etc", "cadenced.conf")
-        if not os.path.exists(example):
-            self.skipTest("etc/cadenced.conf is not in the tree yet")
-        d = self.start(config=example, args=["--state-dir", self.tmp.join("state"),
-                                             "--socket", self.tmp.join("control.sock")])
+        d = self.start_example(args=["--plugin-dir", self.tmp.join("plugins")])
         r = d.ctl("--json", "status")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertGreater(json.loads(r.stdout)["playbook"]["rules"], 0)
+        status = json.loads(r.stdout)
+        self.assertGreater(status["playbook"]["rules"], 0)
+        self.assertEqual(status["plugin_dir"], self.tmp.join("plugins"))  # last flag wins
         self.assertEqual(d.stop(), 0, d.read_log())
 
     def test_sigint_stops_like_sigterm(self):
