@@ -161,8 +161,9 @@ typedef struct cad_plugin_outcome {
 
 /* A transfer being prepared. The host creates `easy` with its defaults
  * already set: CURLOPT_NOSIGNAL, CURLOPT_TIMEOUT_MS and
- * CURLOPT_CONNECTTIMEOUT_MS from the channel's timeout, no redirects, and
- * write/header callbacks that collect the response (do not replace them).
+ * CURLOPT_CONNECTTIMEOUT_MS from the channel's timeout, no redirects, only
+ * the http, https, smtp and smtps protocols, and write/header callbacks that
+ * collect the response (do not replace them).
  * The plugin sets the URL, method, body and headers with curl_easy_setopt()
  * and stores what it allocated in the fields below; the host frees them
  * after the transfer finishes, whatever happens. */
