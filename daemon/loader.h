@@ -32,8 +32,12 @@
 
 #include <stdio.h>
 
-#define CAD_IMPORT_MAX_LINE   (64 * 1024) /* longest JSONL line or CSV record, bytes */
-#define CAD_IMPORT_BATCH_ROWS 1000        /* default rows per transaction */
+#define CAD_IMPORT_MAX_LINE (64 * 1024) /* longest JSONL line or CSV record, bytes */
+/* Default rows per transaction. Events of many customers land on random
+ * index pages, and every commit rewrites the pages it dirtied into the WAL:
+ * measured on 100k customers, batches of 1,000 import ~70k events/s, 10,000
+ * ~100-120k/s, 50,000 ~140k/s. 10,000 rows hold the write lock ~0.1 s. */
+#define CAD_IMPORT_BATCH_ROWS 10000
 
 enum cad_import_kind {
     CAD_IMPORT_CUSTOMERS = 0,
