@@ -8,11 +8,13 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "plugin_host.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define DEFAULT_CONFIG "/etc/cadence/cadenced.conf"
 
@@ -25,8 +27,9 @@ static void usage(FILE *out)
             "\n"
             "Options:\n"
             "  -c, --config FILE      configuration file (default " DEFAULT_CONFIG ")\n"
-            "      --check            load and validate the configuration, then exit:\n"
-            "                         0 when valid, 1 with FILE:LINE: errors on stderr\n"
+            "      --check            load and validate the configuration and the channel\n"
+            "                         plugins' settings, then exit: 0 when valid, 1 with\n"
+            "                         FILE:LINE: errors on stderr\n"
             "      --state-dir DIR    where cadence.db lives (overrides $STATE_DIRECTORY and\n"
             "                         store.state_dir)\n"
             "      --socket PATH      control socket (overrides $RUNTIME_DIRECTORY/control.sock\n"
@@ -42,15 +45,42 @@ static void usage(FILE *out)
 
 enum { OPT_CHECK = 256, OPT_STATE_DIR, OPT_SOCKET, OPT_PLUGIN_DIR, OPT_LOG_LEVEL };
 
-static int check_config(const char *path)
+/* --check: the configuration, then every channel's plugin (file, descriptor,
+ * settings) when the plugin directory exists on this machine. */
+static int check_config(const char *path, const char *plugin_dir)
 {
     cad_config_t *cfg = NULL;
     if (cad_config_load(path, &cfg, stderr) != 0) {
         fprintf(stderr, "%s: the configuration is not valid\n", path);
         return 1;
     }
+    if (plugin_dir) {
+        char *copy = strdup(plugin_dir);
+        if (!copy) {
+            cad_config_free(cfg);
+            fprintf(stderr, "cadenced: out of memory\n");
+            return 1;
+        }
+        free(cfg->plugin_dir);
+        cfg->plugin_dir = copy;
+    }
+    struct stat st;
+    const char *dir = cfg->plugin_dir ? cfg->plugin_dir : CADENCE_PLUGIN_DIR;
+    bool plugins_checked = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+    if (plugins_checked) {
+        int failed = cad_plugin_host_check(cfg, stderr);
+        if (failed > 0) {
+            fprintf(stderr, "%s: %d channel%s would not load their plugin\n", path, failed,
+                    failed == 1 ? "" : "s");
+            cad_config_free(cfg);
+            return 1;
+        }
+    }
     printf("%s: configuration OK (%d rules, %d channels)\n", path, cfg->playbook.n_rules,
            cfg->playbook.n_channels);
+    if (!plugins_checked)
+        printf("%s: plugins not checked: %s is not a directory here (--plugin-dir DIR)\n", path,
+               dir);
     cad_config_free(cfg);
     return 0;
 }
@@ -99,7 +129,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check)
-        return check_config(opts.config_path);
+        return check_config(opts.config_path, opts.plugin_dir);
 
     cad_log_init(opts.log_level >= 0 ? (enum cad_log_level)opts.log_level : CAD_LOG_INFO);
     char err[CAD_ERRBUF] = "";

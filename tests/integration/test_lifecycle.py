@@ -56,6 +56,32 @@ class Check(h.DaemonTestCase):
                            text=True, timeout=20)
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_check_validates_plugin_settings(self):
+        if not (h.PLUGIN_BUILD_DIR and os.path.exists(os.path.join(h.PLUGIN_BUILD_DIR, "file.so"))):
+            self.skipTest("the file plugin is not built")
+        good = h.write_config(self.tmp)
+        r = subprocess.run([h.CADENCED, "--check", "-c", good, "--plugin-dir", h.PLUGIN_BUILD_DIR],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("plugins not checked", r.stdout)
+        text = h.read_text(good).replace('address = "none"; }',
+                                         'address = "none";\n    settings = { directroy = "out"; }; }')
+        bad = h.write_config(self.tmp, name="plugin-typo.conf", text=text)
+        line = next(i for i, l in enumerate(text.splitlines()) if "directroy" in l) + 1
+        r = subprocess.run([h.CADENCED, "--check", "-c", bad, "--plugin-dir", h.PLUGIN_BUILD_DIR],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("%s:%d:" % (bad, line), r.stderr)
+        self.assertIn("directroy", r.stderr)
+
+    def test_check_says_when_plugins_were_not_checked(self):
+        good = h.write_config(self.tmp)
+        missing = self.tmp.join("no-plugins-here")
+        r = subprocess.run([h.CADENCED, "--check", "-c", good, "--plugin-dir", missing],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("plugins not checked: %s" % missing, r.stdout)
+
     def test_check_names_file_and_line_of_a_typo(self):
         good = h.write_config(self.tmp)
         text = h.read_text(good).replace('level = "info";', 'levle = "info";')
