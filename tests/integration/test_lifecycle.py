@@ -55,6 +55,11 @@ class Check(h.DaemonTestCase):
         r = subprocess.run([h.CADENCED, "--check", "--config", example], capture_output=True,
                            text=True, timeout=20)
         self.assertEqual(r.returncode, 0, r.stderr)
+        if h.PLUGIN_BUILD_DIR and os.path.isdir(h.PLUGIN_BUILD_DIR):
+            r = subprocess.run([h.CADENCED, "--check", "--config", example, "--plugin-dir",
+                                h.PLUGIN_BUILD_DIR], capture_output=True, text=True, timeout=20)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn("plugins not checked", r.stdout)
 
     def test_check_validates_plugin_settings(self):
         if not (h.PLUGIN_BUILD_DIR and os.path.exists(os.path.join(h.PLUGIN_BUILD_DIR, "file.so"))):
