@@ -578,6 +578,16 @@ static void test_loader_demo_data_imports_cleanly_and_replays_the_stories(void *
     /* R9: the loop open 30 days raises the overdue alert */
     verdict_of(f, pb, "harborview-hotels", "feedback_followup", now, &buf, &dec);
     assert_true(dec.alerts & CAD_ALERT_LOOP_OVERDUE);
+    /* R9: feedback actioned yesterday: the follow-up is the touch */
+    x = verdict_of(f, pb, "pinecrest-clinics", "feedback_followup", now, &buf, &dec);
+    assert_true(x->kind == CAD_VERDICT_SEND || x->kind == CAD_VERDICT_DEFER);
+    /* the invoice goes out at any hour, once */
+    x = verdict_of(f, pb, "sunrise-bakeries", "invoice_notice", now, &buf, &dec);
+    assert_int_equal(x->kind, CAD_VERDICT_SEND);
+    /* R6/R7: interests no content serves: a content gap, no filler */
+    verdict_of(f, pb, "tidewater-farms", "top_of_mind", now, &buf, &dec);
+    assert_true(dec.alerts & CAD_ALERT_CONTENT_GAP);
+    assert_int_equal(dec.chosen, -1);
     /* R14: the paused customer hears nothing */
     verdict_of(f, pb, "quill-publishing", "project_thank_you", now, &buf, &dec);
     assert_int_equal(dec.chosen, -1);
