@@ -58,6 +58,18 @@ rules = ( );
 """
 
 
+def _die_with_parent():
+    """preexec_fn: the kernel kills the child if the test process dies first
+    (a CTest timeout, a crash), so no daemon outlives its test."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def require_binaries(test):
     """Skips nothing: a missing binary is a failure of the build, said plainly."""
     for name, path in (("CADENCED", CADENCED), ("CADENCECTL", CADENCECTL)):
@@ -173,7 +185,8 @@ class Daemon:
         self.log = open(self.log_path, "wb")
         self.argv = [CADENCED, "--config", config] + list(args)
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=full_env)
+                                     stderr=subprocess.STDOUT, env=full_env,
+                                     preexec_fn=_die_with_parent)
 
     def wait_ready(self, timeout=START_TIMEOUT):
         """Waits for READY=1; fails with the daemon's log if it exits or times out."""
