@@ -5,6 +5,7 @@ cadencectl's output and exit codes.
 
 import json
 import os
+import random
 import socket
 import sys
 import time
@@ -124,6 +125,52 @@ class Protocol(h.DaemonTestCase):
         r = self.c.recv()
         self.assertIs(r["ok"], True)
         self.assertEqual(r["id"], 1)
+
+    def test_random_bytes_get_one_reply_per_line(self):
+        """A seeded stream of garbage, valid requests, blank and over-long lines,
+        sent in random pieces: every complete non-blank line gets exactly one
+        reply, in order, and the daemon stays up."""
+        rng = random.Random(20261123)
+        lines = []
+        for i in range(600):
+            kind = rng.random()
+            if kind < 0.25:
+                lines.append(json.dumps({"cmd": "help", "id": i}).encode())
+            elif kind < 0.35:
+                lines.append(b"x" * rng.randint(1025, 4000))
+            elif kind < 0.4:
+                lines.append(rng.choice([b"", b"  ", b"\t", b"\r"]))
+            else:
+                raw = bytes(rng.randrange(256) for _ in range(rng.randint(1, 200)))
+                lines.append(raw.replace(b"\n", b" "))
+        stream = b"".join(l + b"\n" for l in lines)
+        expected = []
+        for l in lines:
+            if len(l) > 1024:
+                expected.append("line_too_long")
+                continue
+            body = l[:-1] if l.endswith(b"\r") else l
+            if body.strip(b" \t") == b"":
+                continue
+            expected.append("ok" if body.startswith(b'{"cmd": "help"') else "error")
+        pos = 0
+        while pos < len(stream):
+            n = rng.randint(1, 3000)
+            self.c.send_raw(stream[pos:pos + n])
+            pos += n
+        got = []
+        for _ in expected:
+            r = self.c.recv()
+            self.assertIsNotNone(r, "connection closed after %d replies" % len(got))
+            if r["ok"]:
+                got.append("ok")
+            else:
+                code = r["error"]["code"]
+                self.assertIn(code, ("bad_json", "bad_request", "unknown_command",
+                                     "line_too_long"))
+                got.append("line_too_long" if code == "line_too_long" else "error")
+        self.assertEqual(got, expected)
+        self.assert_usable()
 
     def test_half_closed_client_still_gets_its_reply(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
