@@ -39,19 +39,26 @@ typedef struct ctl {
     int timeout_ms;
 } ctl_t;
 
+typedef struct subcommand subcommand_t;
+
 /* Builds the request for a subcommand from its arguments (argv[0] is the
  * subcommand). Returns a new object, or NULL after printing a usage error. */
-typedef json_t *(*build_fn)(int argc, char **argv);
+typedef json_t *(*build_fn)(const subcommand_t *sc, int argc, char **argv);
 /* Prints a successful result for humans. */
 typedef void (*print_fn)(json_t *result);
 
-typedef struct subcommand {
+#define MAX_FIELDS 4
+
+struct subcommand {
     const char *name;
     const char *summary;
-    const char *usage; /* arguments and details, after "cadencectl [OPTIONS] NAME" */
-    build_fn build;
-    print_fn print;
-} subcommand_t;
+    const char *usage;              /* arguments and details, after "cadencectl [OPTIONS] NAME" */
+    build_fn build;                 /* NULL: build_fields */
+    print_fn print;                 /* NULL: print_generic */
+    const char *cmd;                /* the daemon's command name when it differs from `name` */
+    const char *fields[MAX_FIELDS]; /* build_fields: request fields the positional
+                                       arguments fill, in order, as strings */
+};
 
 /* ---- output helpers ------------------------------------------------------ */
 
@@ -103,14 +110,97 @@ static int key_width(json_t *v, int prefix_len)
     return w;
 }
 
+/* Prints an array of objects as aligned columns, one row per element. */
+static void print_table(json_t *array)
+{
+    const char *cols[16];
+    int n_cols = 0;
+    size_t width[16];
+    size_t i;
+    json_t *item;
+    json_array_foreach(array, i, item)
+    {
+        const char *key;
+        json_t *v;
+        json_object_foreach(item, key, v)
+        {
+            int c = 0;
+            while (c < n_cols && strcmp(cols[c], key) != 0)
+                c++;
+            if (c == n_cols && n_cols < 16) {
+                cols[n_cols] = key;
+                width[n_cols++] = strlen(key);
+            }
+        }
+    }
+    if (n_cols == 0) {
+        printf("(none)\n");
+        return;
+    }
+    json_array_foreach(array, i, item)
+    {
+        for (int c = 0; c < n_cols; c++) {
+            json_t *v = json_object_get(item, cols[c]);
+            char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            size_t w = json_is_string(v) ? strlen(json_string_value(v)) : text ? strlen(text) : 1;
+            free(text);
+            if (w > width[c])
+                width[c] = w;
+        }
+    }
+    for (int c = 0; c < n_cols; c++)
+        printf("%-*s%s", c + 1 < n_cols ? (int)width[c] : 0, cols[c], c + 1 < n_cols ? "  " : "\n");
+    json_array_foreach(array, i, item)
+    {
+        for (int c = 0; c < n_cols; c++) {
+            json_t *v = json_object_get(item, cols[c]);
+            char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            const char *shown = json_is_string(v) ? json_string_value(v) : text ? text : "-";
+            if (json_is_null(v) || !v)
+                shown = "-";
+            printf("%-*s%s", c + 1 < n_cols ? (int)width[c] : 0, shown,
+                   c + 1 < n_cols ? "  " : "\n");
+            free(text);
+        }
+    }
+}
+
+static bool is_table(json_t *v)
+{
+    return json_is_array(v) && json_array_size(v) > 0 && json_is_object(json_array_get(v, 0));
+}
+
+/* Any result: scalars and nested objects as "key  value" lines, arrays of
+ * objects as tables after them. */
 static void print_generic(json_t *result)
 {
+    if (is_table(result)) {
+        print_table(result);
+        return;
+    }
     if (!json_is_object(result)) {
         print_scalar(stdout, result);
         putchar('\n');
         return;
     }
-    flatten(result, "", key_width(result, 0));
+    json_t *scalars = json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach(result, key, v)
+    {
+        if (!is_table(v))
+            json_object_set(scalars, key, v);
+    }
+    if (json_object_size(scalars) > 0)
+        flatten(scalars, "", key_width(scalars, 0));
+    json_decref(scalars);
+    json_object_foreach(result, key, v)
+    {
+        if (is_table(v)) {
+            printf("\n%s:\n", key);
+            print_table(v);
+        }
+    }
 }
 
 static void row(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -167,13 +257,29 @@ static void format_time(json_t *v, char *buf, size_t n)
 
 /* ---- subcommands --------------------------------------------------------- */
 
-static json_t *build_simple(int argc, char **argv)
+/* The common builder: exactly one positional argument per entry of
+ * sc->fields, each sent as a string field of the request. */
+static json_t *build_fields(const subcommand_t *sc, int argc, char **argv)
 {
-    if (argc > 1) {
-        fprintf(stderr, "cadencectl %s: unexpected argument \"%s\"\n", argv[0], argv[1]);
+    int want = 0;
+    while (want < MAX_FIELDS && sc->fields[want])
+        want++;
+    if (argc - 1 != want) {
+        if (argc - 1 > want)
+            fprintf(stderr, "cadencectl %s: unexpected argument \"%s\"\n", sc->name,
+                    argv[want + 1]);
+        else
+            fprintf(stderr, "cadencectl %s: missing %s\n", sc->name, sc->fields[argc - 1]);
         return NULL;
     }
-    return json_pack("{s:s}", "cmd", argv[0]);
+    json_t *req = json_pack("{s:s}", "cmd", sc->cmd ? sc->cmd : sc->name);
+    for (int i = 0; req && i < want; i++)
+        if (json_object_set_new(req, sc->fields[i], json_string(argv[i + 1])) != 0) {
+            fprintf(stderr, "cadencectl %s: %s is not valid UTF-8\n", sc->name, sc->fields[i]);
+            json_decref(req);
+            return NULL;
+        }
+    return req;
 }
 
 static void print_status(json_t *r)
@@ -240,7 +346,7 @@ static void print_help_reply(json_t *r)
     }
 }
 
-static json_t *build_raw(int argc, char **argv)
+static json_t *build_raw(const subcommand_t *sc, int argc, char **argv)
 {
     if (argc != 2) {
         fprintf(stderr, "cadencectl raw: expected one argument, a JSON request object\n");
@@ -261,15 +367,38 @@ static json_t *build_raw(int argc, char **argv)
     return req;
 }
 
+/* One entry per subcommand. Most need only a name, a summary, the daemon's
+ * command and the request fields their arguments fill; build and print
+ * default to build_fields and print_generic. */
 static const subcommand_t subcommands[] = {
-    {"status", "show the daemon's state, store counts and scheduler counters", "", build_simple,
-     print_status},
-    {"reload", "re-read the configuration (admin; like SIGHUP); prints every error if rejected", "",
-     build_simple, print_reload},
-    {"commands", "list the commands the daemon answers and the role each needs", "", NULL,
-     print_help_reply},
-    {"raw", "send one request object as given and print the result", "'{\"cmd\": \"NAME\", ...}'",
-     build_raw, print_generic},
+    {"status",
+     "show the daemon's state, store counts and scheduler counters",
+     "",
+     NULL,
+     print_status,
+     NULL,
+     {NULL}},
+    {"reload",
+     "re-read the configuration (admin; like SIGHUP); prints every error if rejected",
+     "",
+     NULL,
+     print_reload,
+     NULL,
+     {NULL}},
+    {"commands",
+     "list the commands the daemon answers and the role each needs",
+     "",
+     NULL,
+     print_help_reply,
+     "help",
+     {NULL}},
+    {"raw",
+     "send one request object as given and print the result",
+     "'{\"cmd\": \"NAME\", ...}'",
+     build_raw,
+     NULL,
+     NULL,
+     {NULL}},
 };
 
 static const subcommand_t *find_subcommand(const char *name)
@@ -278,15 +407,6 @@ static const subcommand_t *find_subcommand(const char *name)
         if (strcmp(subcommands[i].name, name) == 0)
             return &subcommands[i];
     return NULL;
-}
-
-static json_t *build_commands(int argc, char **argv)
-{
-    if (argc > 1) {
-        fprintf(stderr, "cadencectl commands: unexpected argument \"%s\"\n", argv[1]);
-        return NULL;
-    }
-    return json_pack("{s:s}", "cmd", "help");
 }
 
 static void usage(FILE *out)
@@ -310,8 +430,20 @@ static void usage(FILE *out)
 
 static void usage_one(FILE *out, const subcommand_t *sc)
 {
-    fprintf(out, "Usage: cadencectl [--socket PATH] [--json] %s%s%s\n%s\n", sc->name,
-            *sc->usage ? " " : "", sc->usage, sc->summary);
+    char args[256] = "";
+    if (*sc->usage) {
+        snprintf(args, sizeof(args), " %s", sc->usage);
+    } else {
+        size_t len = 0;
+        for (int i = 0; i < MAX_FIELDS && sc->fields[i]; i++) {
+            len += (size_t)snprintf(args + len, sizeof(args) - len, " ");
+            for (const char *p = sc->fields[i]; *p && len + 1 < sizeof(args); p++)
+                args[len++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+            args[len] = '\0';
+        }
+    }
+    fprintf(out, "Usage: cadencectl [--socket PATH] [--json] %s%s\n%s\n", sc->name, args,
+            sc->summary);
 }
 
 /* ---- the exchange -------------------------------------------------------- */
@@ -445,7 +577,7 @@ static int exchange(const ctl_t *ctl, const subcommand_t *sc, json_t *req)
             printf("%s\n", s ? s : "null");
             free(s);
         } else {
-            sc->print(result);
+            (sc->print ? sc->print : print_generic)(result);
         }
     } else {
         json_t *error = json_object_get(reply, "error");
@@ -542,7 +674,7 @@ int main(int argc, char **argv)
             i--;
         }
     }
-    json_t *req = sc->build ? sc->build(sargc, sargv) : build_commands(sargc, sargv);
+    json_t *req = sc->build ? sc->build(sc, sargc, sargv) : build_fields(sc, sargc, sargv);
     if (!req) {
         usage_one(stderr, sc);
         return EXIT_USAGE;
