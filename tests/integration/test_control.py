@@ -336,6 +336,9 @@ class Cadencectl(h.DaemonTestCase):
         r = d.ctl("commands")
         self.assertEqual(r.returncode, 0)
         self.assertRegex(r.stdout, r"(?m)^  reload\s+admin$")
+        r = d.ctl("raw", '{"cmd": "help"}')  # a list of objects prints as a table
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"(?m)^commands:\ncmd     role\nhelp    read\n")
 
 
 if __name__ == "__main__":
