@@ -66,14 +66,14 @@ bool cad_store_in_batch(const cad_store_t *st);
 
 /* A customer as given by an operator or an import; all strings borrowed. */
 typedef struct cad_customer_input {
-    const char *id;          /* required, <= CAD_ID_MAX bytes */
-    const char *name;        /* NULL keeps the old value on update */
-    const char *timezone;    /* IANA; NULL keeps / defaults to UTC */
-    const char *stage;       /* stage name; NULL keeps / defaults to prospect */
-    const char *segment;     /* NULL keeps / defaults to "default" */
-    const char *interests;   /* comma-separated tags; NULL keeps */
-    const char *attributes;  /* JSON object text for templates; NULL keeps */
-    cad_time_t created_at;   /* 0 = now */
+    const char *id;         /* required, <= CAD_ID_MAX bytes */
+    const char *name;       /* NULL keeps the old value on update */
+    const char *timezone;   /* IANA; NULL keeps / defaults to UTC */
+    const char *stage;      /* stage name; NULL keeps / defaults to prospect */
+    const char *segment;    /* NULL keeps / defaults to "default" */
+    const char *interests;  /* comma-separated tags; NULL keeps */
+    const char *attributes; /* JSON object text for templates; NULL keeps */
+    cad_time_t created_at;  /* 0 = now */
 } cad_customer_input_t;
 
 /* Inserts or updates a customer (by id). Returns 0 (and *key) or an error
@@ -83,10 +83,10 @@ int cad_store_customer_upsert(cad_store_t *st, const cad_customer_input_t *in, c
 
 /* Consent of one contact for one kind of channel ("email", "sms"). */
 typedef struct cad_consent_input {
-    const char *kind;     /* "email" or "sms" */
+    const char *kind; /* "email" or "sms" */
     bool opted_in;
-    cad_time_t at;        /* 0 = now */
-    const char *source;   /* where the consent came from ("signup form", "import") */
+    cad_time_t at;      /* 0 = now */
+    const char *source; /* where the consent came from ("signup form", "import") */
 } cad_consent_input_t;
 
 typedef struct cad_contact_input {
@@ -94,9 +94,9 @@ typedef struct cad_contact_input {
     const char *customer_id; /* required, must exist */
     const char *name;
     const char *first_name;
-    const char *roles;       /* comma-separated role names */
+    const char *roles; /* comma-separated role names */
     const char *email;
-    const char *phone;       /* E.164 */
+    const char *phone;              /* E.164 */
     cad_consent_input_t consent[2]; /* email, sms; kind == NULL when not given */
 } cad_contact_input_t;
 
@@ -116,7 +116,7 @@ typedef struct cad_event_input {
     const char *customer_id; /* required, must exist */
     const char *type;        /* event type name, known to the playbook */
     cad_time_t at;
-    const char *data;        /* JSON object text, may be NULL */
+    const char *data; /* JSON object text, may be NULL */
 } cad_event_input_t;
 
 /* Records an event. Returns 0 when new, -CAD_EEXIST when the id was seen
@@ -124,15 +124,16 @@ typedef struct cad_event_input {
  * evaluation at once. */
 int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t now, char *err);
 
-int cad_store_customer_pause(cad_store_t *st, const char *customer_id, bool paused,
-                             cad_time_t now, char *err);
+int cad_store_customer_pause(cad_store_t *st, const char *customer_id, bool paused, cad_time_t now,
+                             char *err);
 
 /* ---- the calendar and the engine ---------------------------------------- */
 
 /* Calls fn(key, next_eval, arg) for every customer, for rebuilding the
  * in-memory calendar at start. Returns the count or an error. */
-int cad_store_schedule_foreach(cad_store_t *st, void (*fn)(int64_t key, cad_time_t next_eval,
-                               void *arg), void *arg, char *err);
+int cad_store_schedule_foreach(cad_store_t *st,
+                               void (*fn)(int64_t key, cad_time_t next_eval, void *arg), void *arg,
+                               char *err);
 
 /* Looks a customer's store key up by external id. */
 int cad_store_customer_key(cad_store_t *st, const char *customer_id, int64_t *key, char *err);
@@ -140,10 +141,14 @@ int cad_store_customer_key(cad_store_t *st, const char *customer_id, int64_t *ke
 /* Reusable memory for loading snapshots; zero-initialise, free with
  * cad_snapshot_buf_free. Owns every array and string a snapshot points to. */
 typedef struct cad_snapshot_buf {
-    cad_contact_t *contacts; int contacts_cap;
-    cad_event_t *events; int events_cap;
-    cad_history_t *history; int history_cap;
-    char *strings; size_t strings_len, strings_cap;
+    cad_contact_t *contacts;
+    int contacts_cap;
+    cad_event_t *events;
+    int events_cap;
+    cad_history_t *history;
+    int history_cap;
+    char *strings;
+    size_t strings_len, strings_cap;
 } cad_snapshot_buf_t;
 
 void cad_snapshot_buf_free(cad_snapshot_buf_t *buf);
@@ -186,11 +191,25 @@ typedef struct cad_outbox_touch {
     const char *rule;
     const char *purpose;
     const char *channel;
-    const char *content_id;  /* may be "" */
-    int attempt;             /* attempts made so far */
+    const char *content_id; /* may be "" */
+    int attempt;            /* attempts made so far */
     cad_time_t decided_at;
     cad_time_t due_at;
     cad_time_t expires_at;
+    /* What the dispatcher needs to render and address the touch. */
+    int64_t customer_key;
+    int64_t contact_key; /* 0 when the contact is gone */
+    const char *customer_name;
+    const char *customer_attributes; /* JSON object text, "{}" when none */
+    const char *contact_name;        /* "" when none */
+    const char *contact_first_name;  /* "" when none */
+    const char *contact_email;       /* "" when none */
+    const char *contact_phone;       /* E.164, "" when none */
+    /* Where it stands (listings; a claimed touch is in flight). */
+    enum cad_outbox_state state;
+    const char *last_error;  /* "" when none */
+    const char *provider_id; /* "" until delivered */
+    cad_time_t updated_at;
 } cad_outbox_touch_t;
 
 /* Moves up to `max` due touches (queued or retry-wait with due_at <= now) to
@@ -213,6 +232,20 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
 /* Earliest due_at of a queued/retry-wait touch, CAD_TIME_NEVER when none. */
 cad_time_t cad_store_outbox_next_due(cad_store_t *st);
 
+/* Lists outbox touches, newest decision first: `state` < 0 for every state
+ * (final suppressions are not outbox rows), `customer_id` NULL for every
+ * customer, `limit` <= 0 for no limit. Strings are valid during the call of
+ * fn only. Returns the count or an error. */
+int cad_store_outbox_foreach(cad_store_t *st, int state, const char *customer_id, int limit,
+                             void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
+                             char *err);
+/* Operator: cancels a queued, retry-wait or dead touch (never one in flight or
+ * delivered); it will not be sent. */
+int cad_store_outbox_cancel(cad_store_t *st, int64_t key, cad_time_t now, char *err);
+/* Operator: sends a dead or retry-wait touch again, due now, with the same
+ * idempotency key; refused once the touch is past its expiry (R11). */
+int cad_store_outbox_requeue(cad_store_t *st, int64_t key, cad_time_t now, char *err);
+
 /* ---- queries (status, why, reports) ------------------------------------- */
 
 typedef struct cad_store_counts {
@@ -220,6 +253,11 @@ typedef struct cad_store_counts {
     int64_t decisions;
     int64_t outbox[6]; /* by enum cad_outbox_state */
     int64_t alerts_open;
+    int64_t dropped;            /* final suppressions recorded */
+    int64_t alerts_content_gap; /* open alerts by kind */
+    int64_t alerts_loop_overdue;
+    int64_t alerts_silent;
+    int64_t customers_paused;
 } cad_store_counts_t;
 
 int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err);
@@ -228,17 +266,80 @@ int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err);
 typedef struct cad_trace_row {
     cad_time_t at;
     const char *rule;
-    const char *verdict;   /* cad_verdict_name */
-    const char *reason;    /* cad_reason_name */
-    const char *sentence;  /* human sentence, as described at decision time */
-    const char *channel;   /* may be "" */
-    const char *contact;   /* may be "" */
-    const char *content;   /* may be "" */
-    cad_time_t until;      /* 0 when none */
+    const char *verdict;  /* cad_verdict_name */
+    const char *reason;   /* cad_reason_name */
+    const char *sentence; /* human sentence, as described at decision time */
+    const char *channel;  /* may be "" */
+    const char *contact;  /* may be "" */
+    const char *content;  /* may be "" */
+    cad_time_t until;     /* 0 when none */
 } cad_trace_row_t;
 
 int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
                             void (*fn)(const cad_trace_row_t *row, void *arg), void *arg,
                             char *err);
+
+/* One customer as stored, for `customer show`. Strings valid during fn. */
+typedef struct cad_customer_row {
+    int64_t key;
+    const char *id, *name, *timezone, *stage, *segment;
+    const char *interests;  /* comma-separated tags */
+    const char *attributes; /* JSON object text */
+    bool paused;
+    cad_time_t created_at, updated_at, next_eval;
+} cad_customer_row_t;
+
+/* Calls fn once with the customer; -CAD_ENOTFOUND when there is none. */
+int cad_store_customer_get(cad_store_t *st, const char *customer_id,
+                           void (*fn)(const cad_customer_row_t *row, void *arg), void *arg,
+                           char *err);
+
+/* One contact as stored. Consent: 1 opted in, 0 opted out, -1 never given. */
+typedef struct cad_contact_row {
+    int64_t key;
+    const char *id, *name, *first_name;
+    const char *roles; /* comma-separated */
+    const char *email, *phone;
+    int email_consent, sms_consent;
+    const char *unusable; /* comma-separated channels marked unusable, "" when none */
+} cad_contact_row_t;
+
+/* Calls fn for every contact of a customer; returns the count or an error. */
+int cad_store_contacts_foreach(cad_store_t *st, const char *customer_id,
+                               void (*fn)(const cad_contact_row_t *row, void *arg), void *arg,
+                               char *err);
+
+/* One operator alert (content gap, overdue feedback loop, silent customer). */
+typedef struct cad_alert_row {
+    int64_t key;
+    const char *kind; /* "content_gap", "loop_overdue", "silent" */
+    const char *customer_id;
+    const char *rule;   /* "" when no rule explains it */
+    const char *detail; /* the human sentence of the verdict behind it */
+    cad_time_t first_at, last_at, closed_at;
+    bool open;
+} cad_alert_row_t;
+
+/* Lists alerts, most recently raised first; open ones only when open_only.
+ * Strings valid during fn. Returns the count or an error. */
+int cad_store_alerts_foreach(cad_store_t *st, bool open_only, int limit,
+                             void (*fn)(const cad_alert_row_t *row, void *arg), void *arg,
+                             char *err);
+
+/* One line of the per-rule report (R12): touches decided in [from, to) for
+ * `rule`, by outcome; `reason` names why dropped ones were dropped. */
+typedef struct cad_report_row {
+    const char *rule;
+    const char *purpose;
+    const char *outcome; /* "pending", "delivered", "failed", "dropped" */
+    const char *reason;  /* dropped: the reason name ("stale", "held_out"...); else "" */
+    int64_t count;
+} cad_report_row_t;
+
+/* Calls fn for each (rule, outcome, reason) with its count, by rule then
+ * outcome. Returns the number of rows or an error. */
+int cad_store_report_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
+                             void (*fn)(const cad_report_row_t *row, void *arg), void *arg,
+                             char *err);
 
 #endif

@@ -204,8 +204,30 @@ enum stmt_id {
     S_COUNT_OUTBOX,
     S_COUNT_ALERTS,
     S_USER_VERSION,
+    S_OUTBOX_LIST,
+    S_OUTBOX_CANCEL,
+    S_OUTBOX_REQUEUE_ONE,
+    S_COUNT_ALERT_KINDS,
+    S_COUNT_PAUSED,
+    S_CUSTOMER_SHOW,
+    S_CONTACT_LIST,
+    S_ALERT_LIST,
+    S_REPORT,
     S_COUNT
 };
+
+/* An outbox row with what the dispatcher needs: the key, OUTBOX_STRINGS
+ * strings, then attempt, decided_at, due_at, expires_at, customer_key,
+ * contact_key, updated_at. */
+#define OUTBOX_SELECT                                                                              \
+    "SELECT t.key, t.idempotency_key, cu.id, COALESCE(co.id, ''), t.rule, t.purpose, t.channel,"   \
+    " t.content_id, cu.name, cu.attributes, COALESCE(co.name, ''), COALESCE(co.first_name, ''),"   \
+    " COALESCE(co.email, ''), COALESCE(co.phone, ''), t.state, t.last_error, t.provider_id,"       \
+    " t.attempt, t.decided_at, t.due_at, t.expires_at, t.customer_key,"                            \
+    " COALESCE(t.contact_key, 0), t.updated_at"                                                    \
+    " FROM touches t JOIN customers cu ON cu.key = t.customer_key"                                 \
+    " LEFT JOIN contacts co ON co.key = t.contact_key"
+#define OUTBOX_STRINGS 16
 
 static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -298,13 +320,8 @@ static const char *const stmt_sql[S_COUNT] = {
         "UPDATE touches SET state = 'dead', updated_at = ?1,"
         " last_error = 'expired before it could be sent'"
         " WHERE state IN ('queued', 'retry_wait') AND due_at <= ?1 AND expires_at < ?1",
-    [S_OUTBOX_DUE] =
-        "SELECT t.key, t.idempotency_key, cu.id, COALESCE(co.id, ''), t.rule, t.purpose,"
-        " t.channel, t.content_id, t.attempt, t.decided_at, t.due_at, t.expires_at"
-        " FROM touches t JOIN customers cu ON cu.key = t.customer_key"
-        " LEFT JOIN contacts co ON co.key = t.contact_key"
-        " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1"
-        " ORDER BY t.due_at, t.key LIMIT ?2",
+    [S_OUTBOX_DUE] = OUTBOX_SELECT " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1"
+                                   " ORDER BY t.due_at, t.key LIMIT ?2",
     [S_OUTBOX_CLAIM_ONE] = "UPDATE touches SET state = 'in_flight', attempt = attempt + 1,"
                            " updated_at = ?2 WHERE key = ?1",
     [S_OUTBOX_DELIVERED] =
@@ -316,7 +333,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_DEAD] = "UPDATE touches SET state = 'dead', last_error = COALESCE(?2, ''),"
                       " updated_at = ?3 WHERE key = ?1 AND state IN ('in_flight', 'queued',"
                       " 'retry_wait')",
-    [S_OUTBOX_STATE] = "SELECT state FROM touches WHERE key = ?1",
+    [S_OUTBOX_STATE] = "SELECT state, expires_at FROM touches WHERE key = ?1",
     [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1"
                          " WHERE state = 'in_flight'",
     [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
@@ -329,6 +346,36 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COUNT_OUTBOX] = "SELECT state, COUNT(*) FROM touches GROUP BY state",
     [S_COUNT_ALERTS] = "SELECT COUNT(*) FROM alerts WHERE open = 1",
     [S_USER_VERSION] = "PRAGMA user_version",
+    [S_OUTBOX_LIST] = OUTBOX_SELECT " WHERE t.state <> 'dropped' AND (?1 IS NULL OR t.state = ?1)"
+                                    " AND (?2 IS NULL OR cu.id = ?2)"
+                                    " ORDER BY t.decided_at DESC, t.key DESC LIMIT ?3",
+    [S_OUTBOX_CANCEL] = "UPDATE touches SET state = 'cancelled', updated_at = ?2,"
+                        " last_error = 'cancelled by an operator'"
+                        " WHERE key = ?1 AND state IN ('queued', 'retry_wait', 'dead')",
+    [S_OUTBOX_REQUEUE_ONE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2"
+                             " WHERE key = ?1 AND state IN ('dead', 'retry_wait')"
+                             " AND expires_at >= ?2",
+    [S_COUNT_ALERT_KINDS] = "SELECT kind, COUNT(*) FROM alerts WHERE open = 1 GROUP BY kind",
+    [S_COUNT_PAUSED] = "SELECT COUNT(*) FROM customers WHERE paused = 1",
+    [S_CUSTOMER_SHOW] = "SELECT key, id, name, timezone, stage, segment, interests, attributes,"
+                        " paused, created_at, updated_at, next_eval FROM customers WHERE id = ?1",
+    [S_CONTACT_LIST] =
+        "SELECT c.key, c.id, c.name, c.first_name, c.roles, c.email, c.phone,"
+        " (SELECT opted_in FROM consents WHERE contact_key = c.key AND kind = 'email'),"
+        " (SELECT opted_in FROM consents WHERE contact_key = c.key AND kind = 'sms'),"
+        " COALESCE((SELECT group_concat(channel) FROM contact_channels"
+        " WHERE contact_key = c.key), '')"
+        " FROM contacts c WHERE c.customer_key = ?1 ORDER BY c.key",
+    [S_ALERT_LIST] = "SELECT a.key, a.kind, cu.id, a.rule, a.detail, a.first_at, a.last_at,"
+                     " a.closed_at, a.open FROM alerts a JOIN customers cu"
+                     " ON cu.key = a.customer_key WHERE (?1 = 0 OR a.open = 1)"
+                     " ORDER BY a.last_at DESC, a.key DESC LIMIT ?2",
+    [S_REPORT] = "SELECT rule, purpose, CASE state WHEN 'delivered' THEN 'delivered'"
+                 " WHEN 'dead' THEN 'failed' WHEN 'cancelled' THEN 'failed'"
+                 " WHEN 'dropped' THEN 'dropped' ELSE 'pending' END AS outcome,"
+                 " CASE state WHEN 'dropped' THEN last_error ELSE '' END AS why, COUNT(*)"
+                 " FROM touches WHERE decided_at >= ?1 AND decided_at < ?2"
+                 " GROUP BY rule, purpose, outcome, why ORDER BY rule, outcome, why",
 };
 
 /* Outbox states as stored; "dropped" marks a final suppression (history only). */
@@ -353,7 +400,7 @@ static int outbox_state_parse(const char *name)
 /* A claimed touch with its strings copied out of SQLite. */
 typedef struct claim_row {
     cad_outbox_touch_t touch;
-    size_t off[7]; /* offsets of the strings in claim_strings */
+    size_t off[OUTBOX_STRINGS]; /* offsets of the strings in claim_strings */
 } claim_row_t;
 
 struct cad_store {
@@ -1659,6 +1706,51 @@ static bool claim_add_string(cad_store_t *st, const char *s, size_t *off)
     return true;
 }
 
+/* Copies one OUTBOX_SELECT row into `row`; strings go to the claim arena
+ * (fixed up by outbox_row_fix once the arena stops moving). */
+static bool outbox_row_read(cad_store_t *st, sqlite3_stmt *s, claim_row_t *row)
+{
+    memset(row, 0, sizeof(*row));
+    cad_outbox_touch_t *t = &row->touch;
+    t->key = sqlite3_column_int64(s, 0);
+    for (int i = 0; i < OUTBOX_STRINGS; i++)
+        if (!claim_add_string(st, col_text(s, 1 + i), &row->off[i]))
+            return false;
+    int c = 1 + OUTBOX_STRINGS;
+    t->attempt = sqlite3_column_int(s, c);
+    t->decided_at = sqlite3_column_int64(s, c + 1);
+    t->due_at = sqlite3_column_int64(s, c + 2);
+    t->expires_at = sqlite3_column_int64(s, c + 3);
+    t->customer_key = sqlite3_column_int64(s, c + 4);
+    t->contact_key = sqlite3_column_int64(s, c + 5);
+    t->updated_at = sqlite3_column_int64(s, c + 6);
+    int state = outbox_state_parse(col_text(s, 14));
+    t->state = state < 0 ? CAD_OUTBOX_DEAD : (enum cad_outbox_state)state;
+    return true;
+}
+
+static void outbox_row_fix(cad_store_t *st, claim_row_t *row)
+{
+    const char *b = st->claim_strings;
+    cad_outbox_touch_t *t = &row->touch;
+    t->idempotency_key = b + row->off[0];
+    t->customer_id = b + row->off[1];
+    t->contact_id = b + row->off[2];
+    t->rule = b + row->off[3];
+    t->purpose = b + row->off[4];
+    t->channel = b + row->off[5];
+    t->content_id = b + row->off[6];
+    t->customer_name = b + row->off[7];
+    t->customer_attributes = b + row->off[8];
+    t->contact_name = b + row->off[9];
+    t->contact_first_name = b + row->off[10];
+    t->contact_email = b + row->off[11];
+    t->contact_phone = b + row->off[12];
+    /* off[13] is the state, parsed already */
+    t->last_error = b + row->off[14];
+    t->provider_id = b + row->off[15];
+}
+
 int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
                            void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err)
 {
@@ -1681,20 +1773,10 @@ int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
                 r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
                 break;
             }
-            claim_row_t *row = &st->claim_rows[n];
-            memset(row, 0, sizeof(*row));
-            row->touch.key = sqlite3_column_int64(s, 0);
-            bool ok = true;
-            for (int i = 0; i < 7 && ok; i++)
-                ok = claim_add_string(st, col_text(s, 1 + i), &row->off[i]);
-            if (!ok) {
+            if (!outbox_row_read(st, s, &st->claim_rows[n])) {
                 r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
                 break;
             }
-            row->touch.attempt = sqlite3_column_int(s, 8);
-            row->touch.decided_at = sqlite3_column_int64(s, 9);
-            row->touch.due_at = sqlite3_column_int64(s, 10);
-            row->touch.expires_at = sqlite3_column_int64(s, 11);
             n++;
         }
         sqlite3_reset(s);
@@ -1711,15 +1793,9 @@ int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
     if (r < 0)
         return r;
     for (int i = 0; i < n; i++) {
-        claim_row_t *row = &st->claim_rows[i];
-        const char *base = st->claim_strings;
-        row->touch.idempotency_key = base + row->off[0];
-        row->touch.customer_id = base + row->off[1];
-        row->touch.contact_id = base + row->off[2];
-        row->touch.rule = base + row->off[3];
-        row->touch.purpose = base + row->off[4];
-        row->touch.channel = base + row->off[5];
-        row->touch.content_id = base + row->off[6];
+        outbox_row_fix(st, &st->claim_rows[i]);
+        st->claim_rows[i].touch.state = CAD_OUTBOX_IN_FLIGHT;
+        st->claim_rows[i].touch.updated_at = now;
     }
     for (int i = 0; i < n; i++)
         fn(&st->claim_rows[i].touch, arg);
@@ -1728,15 +1804,25 @@ int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
 
 /* After an UPDATE matched nothing: says whether the touch is missing or in
  * the wrong state. */
-static int outbox_explain(cad_store_t *st, int64_t key, const char *action, char *err)
+static int outbox_explain(cad_store_t *st, int64_t key, const char *action, cad_time_t now,
+                          char *err)
 {
     sqlite3_stmt *s = stmt(st, S_OUTBOX_STATE);
     sqlite3_bind_int64(s, 1, key);
     int rc = sqlite3_step(s);
     char state[32] = "";
-    if (rc == SQLITE_ROW)
+    cad_time_t expires_at = 0;
+    if (rc == SQLITE_ROW) {
         snprintf(state, sizeof(state), "%s", col_text(s, 0));
+        expires_at = sqlite3_column_int64(s, 1);
+    }
     sqlite3_reset(s);
+    if (rc == SQLITE_ROW && now > expires_at &&
+        (strcmp(state, "dead") == 0 || strcmp(state, "retry_wait") == 0) &&
+        strcmp(action, "requeue") == 0)
+        return cad_fail(err, CAD_EINVAL,
+                        "touch %lld expired at %lld; a late touch is never sent (R11)",
+                        (long long)key, (long long)expires_at);
     if (rc == SQLITE_ROW)
         return cad_fail(err, CAD_EINVAL, "touch %lld is %s, cannot %s it", (long long)key, state,
                         action);
@@ -1757,13 +1843,15 @@ static int outbox_update(cad_store_t *st, enum stmt_id id, int64_t key, const ch
         sqlite3_bind_int64(s, 2, t);
         bind_text(s, 3, text);
         sqlite3_bind_int64(s, 4, now);
+    } else if (id == S_OUTBOX_CANCEL || id == S_OUTBOX_REQUEUE_ONE) {
+        sqlite3_bind_int64(s, 2, now);
     } else {
         bind_text(s, 2, text);
         sqlite3_bind_int64(s, 3, now);
     }
     r = exec_stmt(st, s, err, action);
     if (r == 0 && sqlite3_changes(st->db) == 0)
-        r = outbox_explain(st, key, action, err);
+        r = outbox_explain(st, key, action, now, err);
     return write_end(st, r, err);
 }
 
@@ -1798,6 +1886,50 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
     return write_end(st, r, err);
 }
 
+int cad_store_outbox_cancel(cad_store_t *st, int64_t key, cad_time_t now, char *err)
+{
+    return outbox_update(st, S_OUTBOX_CANCEL, key, NULL, 0, now, "cancel", err);
+}
+
+int cad_store_outbox_requeue(cad_store_t *st, int64_t key, cad_time_t now, char *err)
+{
+    return outbox_update(st, S_OUTBOX_REQUEUE_ONE, key, NULL, 0, now, "requeue", err);
+}
+
+int cad_store_outbox_foreach(cad_store_t *st, int state, const char *customer_id, int limit,
+                             void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
+                             char *err)
+{
+    if (state >= (int)CAD_ARRAY_LEN(outbox_state_names))
+        return cad_fail(err, CAD_EINVAL, "outbox: unknown state %d", state);
+    if (customer_id) {
+        int64_t key;
+        int r = cad_store_customer_key(st, customer_id, &key, err);
+        if (r < 0)
+            return r;
+    }
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_LIST);
+    bind_text(s, 1, state >= 0 ? outbox_state_names[state] : NULL);
+    bind_text(s, 2, customer_id);
+    sqlite3_bind_int(s, 3, limit > 0 ? limit : -1);
+    int n = 0, rc;
+    claim_row_t row;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        st->claim_len = 0;
+        if (!outbox_row_read(st, s, &row)) {
+            sqlite3_reset(s);
+            return cad_fail(err, CAD_ENOMEM, "store %s: out of memory listing touches", st->path);
+        }
+        outbox_row_fix(st, &row);
+        fn(&row.touch, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "listing touches");
+    return n;
+}
+
 cad_time_t cad_store_outbox_next_due(cad_store_t *st)
 {
     sqlite3_stmt *s = stmt(st, S_OUTBOX_NEXT_DUE);
@@ -1830,15 +1962,34 @@ int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err)
         (r = count_one(st, S_COUNT_DECISIONS, &out->decisions, err)) < 0 ||
         (r = count_one(st, S_COUNT_ALERTS, &out->alerts_open, err)) < 0)
         return r;
+    if ((r = count_one(st, S_COUNT_PAUSED, &out->customers_paused, err)) < 0)
+        return r;
     sqlite3_stmt *s = stmt(st, S_COUNT_OUTBOX);
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int state = outbox_state_parse(col_text(s, 0));
+        const char *name = col_text(s, 0);
+        int state = outbox_state_parse(name);
         if (state >= 0)
             out->outbox[state] = sqlite3_column_int64(s, 1);
+        else if (strcmp(name, STATE_DROPPED) == 0)
+            out->dropped = sqlite3_column_int64(s, 1);
     }
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "counting touches");
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "counting touches");
+    s = stmt(st, S_COUNT_ALERT_KINDS);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *kind = col_text(s, 0);
+        int64_t n = sqlite3_column_int64(s, 1);
+        if (strcmp(kind, "content_gap") == 0)
+            out->alerts_content_gap = n;
+        else if (strcmp(kind, "loop_overdue") == 0)
+            out->alerts_loop_overdue = n;
+        else if (strcmp(kind, "silent") == 0)
+            out->alerts_silent = n;
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "counting alerts");
 }
 
 int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
@@ -1870,5 +2021,132 @@ int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
         return db_fail(st, err, rc, "reading traces");
+    return n;
+}
+
+int cad_store_customer_get(cad_store_t *st, const char *customer_id,
+                           void (*fn)(const cad_customer_row_t *row, void *arg), void *arg,
+                           char *err)
+{
+    int r = check_id(customer_id, "customer", err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CUSTOMER_SHOW);
+    bind_text(s, 1, customer_id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        cad_customer_row_t row = {
+            .key = sqlite3_column_int64(s, 0),
+            .id = col_text(s, 1),
+            .name = col_text(s, 2),
+            .timezone = col_text(s, 3),
+            .stage = col_text(s, 4),
+            .segment = col_text(s, 5),
+            .interests = col_text(s, 6),
+            .attributes = col_text(s, 7),
+            .paused = sqlite3_column_int(s, 8) != 0,
+            .created_at = sqlite3_column_int64(s, 9),
+            .updated_at = sqlite3_column_int64(s, 10),
+            .next_eval = sqlite3_column_int64(s, 11),
+        };
+        fn(&row, arg);
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "customer '%s' does not exist", customer_id);
+    return rc == SQLITE_ROW ? 0 : db_fail(st, err, rc, "reading a customer");
+}
+
+static int consent_value(sqlite3_stmt *s, int col)
+{
+    return sqlite3_column_type(s, col) == SQLITE_NULL ? -1 : sqlite3_column_int(s, col) != 0;
+}
+
+int cad_store_contacts_foreach(cad_store_t *st, const char *customer_id,
+                               void (*fn)(const cad_contact_row_t *row, void *arg), void *arg,
+                               char *err)
+{
+    int64_t key;
+    int r = cad_store_customer_key(st, customer_id, &key, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CONTACT_LIST);
+    sqlite3_bind_int64(s, 1, key);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_contact_row_t row = {
+            .key = sqlite3_column_int64(s, 0),
+            .id = col_text(s, 1),
+            .name = col_text(s, 2),
+            .first_name = col_text(s, 3),
+            .roles = col_text(s, 4),
+            .email = col_text(s, 5),
+            .phone = col_text(s, 6),
+            .email_consent = consent_value(s, 7),
+            .sms_consent = consent_value(s, 8),
+            .unusable = col_text(s, 9),
+        };
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "listing contacts");
+    return n;
+}
+
+int cad_store_alerts_foreach(cad_store_t *st, bool open_only, int limit,
+                             void (*fn)(const cad_alert_row_t *row, void *arg), void *arg,
+                             char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_ALERT_LIST);
+    sqlite3_bind_int(s, 1, open_only ? 1 : 0);
+    sqlite3_bind_int(s, 2, limit > 0 ? limit : -1);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_alert_row_t row = {
+            .key = sqlite3_column_int64(s, 0),
+            .kind = col_text(s, 1),
+            .customer_id = col_text(s, 2),
+            .rule = col_text(s, 3),
+            .detail = col_text(s, 4),
+            .first_at = sqlite3_column_int64(s, 5),
+            .last_at = sqlite3_column_int64(s, 6),
+            .closed_at = sqlite3_column_int64(s, 7),
+            .open = sqlite3_column_int(s, 8) != 0,
+        };
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "listing alerts");
+    return n;
+}
+
+int cad_store_report_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
+                             void (*fn)(const cad_report_row_t *row, void *arg), void *arg,
+                             char *err)
+{
+    if (to < from)
+        return cad_fail(err, CAD_EINVAL, "report: the period ends before it starts");
+    sqlite3_stmt *s = stmt(st, S_REPORT);
+    sqlite3_bind_int64(s, 1, from);
+    sqlite3_bind_int64(s, 2, to);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_report_row_t row = {
+            .rule = col_text(s, 0),
+            .purpose = col_text(s, 1),
+            .outcome = col_text(s, 2),
+            .reason = col_text(s, 3),
+            .count = sqlite3_column_int64(s, 4),
+        };
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "building the report");
     return n;
 }

@@ -933,6 +933,187 @@ static void test_store_open_copy_writes_only_to_memory(void **state)
     assert_non_null(strstr(f->err, "missing.db"));
 }
 
+typedef struct listing {
+    int n;
+    int64_t keys[16];
+    enum cad_outbox_state states[16];
+    char text[16][128];
+} listing_t;
+
+static void on_list(const cad_outbox_touch_t *t, void *arg)
+{
+    listing_t *l = arg;
+    if (l->n < 16) {
+        l->keys[l->n] = t->key;
+        l->states[l->n] = t->state;
+        snprintf(l->text[l->n], sizeof(l->text[0]), "%s|%s|%s|%s|%s", t->customer_name,
+                 t->contact_first_name, t->contact_email, t->last_error, t->rule);
+        l->n++;
+    }
+}
+
+static void on_claim_full(const cad_outbox_touch_t *t, void *arg)
+{
+    listing_t *l = arg;
+    on_list(t, arg);
+    assert_int_equal(t->state, CAD_OUTBOX_IN_FLIGHT);
+    assert_true(t->customer_key > 0);
+    assert_true(t->contact_key > 0);
+    assert_string_equal(t->customer_attributes, "{}");
+    assert_string_equal(t->contact_phone, "");
+    (void)l;
+}
+
+static void test_store_outbox_listing_cancel_and_operator_requeue(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+
+    /* the claim carries what the dispatcher renders and addresses */
+    listing_t c = {0};
+    assert_int_equal(cad_store_outbox_claim(f->st, T0, 10, on_claim_full, &c, f->err), 1);
+    assert_string_equal(c.text[0], "c1||p1@c1.example||welcome_guide");
+    int64_t t = c.keys[0];
+    /* in flight: neither cancelled nor requeued by an operator */
+    assert_int_equal(cad_store_outbox_cancel(f->st, t, T0 + 1, f->err), -CAD_EINVAL);
+    assert_non_null(strstr(f->err, "in_flight"));
+    assert_int_equal(cad_store_outbox_dead(f->st, t, "550 mailbox unknown", T0 + 2, f->err), 0);
+
+    listing_t l = {0};
+    assert_int_equal(cad_store_outbox_foreach(f->st, -1, NULL, 0, on_list, &l, f->err), 1);
+    assert_int_equal(l.states[0], CAD_OUTBOX_DEAD);
+    assert_non_null(strstr(l.text[0], "550 mailbox unknown"));
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(
+        cad_store_outbox_foreach(f->st, CAD_OUTBOX_QUEUED, "c1", 10, on_list, &l, f->err), 0);
+    assert_int_equal(cad_store_outbox_foreach(f->st, 42, NULL, 10, on_list, &l, f->err),
+                     -CAD_EINVAL);
+    assert_int_equal(cad_store_outbox_foreach(f->st, -1, "ghost", 10, on_list, &l, f->err),
+                     -CAD_ENOTFOUND);
+
+    /* an operator sends the dead touch again, same key, due now */
+    assert_int_equal(cad_store_outbox_requeue(f->st, t, T0 + 60, f->err), 0);
+    assert_int_equal(cad_store_outbox_next_due(f->st), T0 + 60);
+    /* cancel it: it will never go out */
+    assert_int_equal(cad_store_outbox_cancel(f->st, t, T0 + 70, f->err), 0);
+    assert_int_equal(cad_store_outbox_next_due(f->st), CAD_TIME_NEVER);
+    assert_int_equal(cad_store_outbox_requeue(f->st, t, T0 + 80, f->err), -CAD_EINVAL);
+    assert_non_null(strstr(f->err, "cancelled"));
+    assert_int_equal(cad_store_outbox_cancel(f->st, 9999, T0, f->err), -CAD_ENOTFOUND);
+
+    /* past its expiry a dead touch is never sent again (R11) */
+    sqlite3 *db;
+    sqlite3_open(f->path, &db);
+    sqlite3_exec(db, "UPDATE touches SET state = 'dead' WHERE state = 'cancelled'", NULL, NULL,
+                 NULL);
+    sqlite3_close(db);
+    assert_int_equal(cad_store_outbox_requeue(f->st, t, T0 + 30 * CAD_DAY, f->err), -CAD_EINVAL);
+    assert_non_null(strstr(f->err, "never sent"));
+    cad_snapshot_buf_free(&buf);
+}
+
+typedef struct shown {
+    char customer[256];
+    int n_contacts;
+    char contacts[4][160];
+    int n_alerts;
+    char alerts[4][160];
+    int n_report;
+    char report[8][128];
+} shown_t;
+
+static void on_customer(const cad_customer_row_t *row, void *arg)
+{
+    shown_t *s = arg;
+    snprintf(s->customer, sizeof(s->customer), "%s|%s|%s|%s|%s|%s|%d", row->id, row->timezone,
+             row->stage, row->segment, row->interests, row->attributes, row->paused);
+}
+
+static void on_contact(const cad_contact_row_t *row, void *arg)
+{
+    shown_t *s = arg;
+    if (s->n_contacts < 4)
+        snprintf(s->contacts[s->n_contacts++], sizeof(s->contacts[0]), "%s|%s|%s|%d|%d|%s", row->id,
+                 row->roles, row->email, row->email_consent, row->sms_consent, row->unusable);
+}
+
+static void on_alert(const cad_alert_row_t *row, void *arg)
+{
+    shown_t *s = arg;
+    if (s->n_alerts < 4)
+        snprintf(s->alerts[s->n_alerts++], sizeof(s->alerts[0]), "%s|%s|%s|%d", row->kind,
+                 row->customer_id, row->rule, row->open);
+}
+
+static void on_report(const cad_report_row_t *row, void *arg)
+{
+    shown_t *s = arg;
+    if (s->n_report < 8)
+        snprintf(s->report[s->n_report++], sizeof(s->report[0]), "%s|%s|%s|%s|%lld", row->rule,
+                 row->purpose, row->outcome, row->reason, (long long)row->count);
+}
+
+static void test_store_show_customer_contacts_alerts_and_report(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    cad_contact_input_t p2 = {.id = "p2",
+                              .customer_id = "c1",
+                              .roles = "user,billing",
+                              .email = "p2@c1.example",
+                              .phone = "+15555550100"};
+    p2.consent[1] = (cad_consent_input_t){.kind = "sms", .opted_in = false};
+    assert_int_equal(cad_store_contact_upsert(f->st, &p2, T0, f->err), 0);
+    int64_t p2key = query_int(f, "SELECT key FROM contacts WHERE id = 'p2'");
+    assert_int_equal(cad_store_contact_mark_unusable(f->st, p2key, "email", "bounce", T0, f->err),
+                     0);
+    assert_int_equal(cad_store_customer_pause(f->st, "c1", true, T0, f->err), 0);
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+
+    shown_t s = {0};
+    assert_int_equal(cad_store_customer_get(f->st, "c1", on_customer, &s, f->err), 0);
+    assert_string_equal(s.customer, "c1|Europe/London|active|default|reporting|{}|1");
+    assert_int_equal(cad_store_customer_get(f->st, "ghost", on_customer, &s, f->err),
+                     -CAD_ENOTFOUND);
+    assert_int_equal(cad_store_contacts_foreach(f->st, "c1", on_contact, &s, f->err), 2);
+    assert_string_equal(s.contacts[0], "p1|champion|p1@c1.example|1|-1|");
+    assert_string_equal(s.contacts[1], "p2|user,billing|p2@c1.example|-1|0|email");
+    assert_int_equal(cad_store_contacts_foreach(f->st, "ghost", on_contact, &s, f->err),
+                     -CAD_ENOTFOUND);
+    assert_int_equal(cad_store_alerts_foreach(f->st, true, 10, on_alert, &s, f->err), 1);
+    assert_string_equal(s.alerts[0], "silent|c1||1");
+
+    assert_int_equal(cad_store_report_foreach(f->st, T0, T0 + CAD_DAY, on_report, &s, f->err), 2);
+    assert_string_equal(s.report[0], "review_request|ask|dropped|stale|1");
+    assert_string_equal(s.report[1], "welcome_guide|value|pending||1");
+    s.n_report = 0;
+    assert_int_equal(cad_store_report_foreach(f->st, T0 + 1, T0 + CAD_DAY, on_report, &s, f->err),
+                     0);
+    assert_int_equal(cad_store_report_foreach(f->st, T0, T0 - 1, on_report, &s, f->err),
+                     -CAD_EINVAL);
+
+    cad_store_counts_t c;
+    assert_int_equal(cad_store_counts(f->st, &c, f->err), 0);
+    assert_int_equal(c.dropped, 1);
+    assert_int_equal(c.alerts_silent, 1);
+    assert_int_equal(c.alerts_content_gap, 0);
+    assert_int_equal(c.customers_paused, 1);
+    cad_snapshot_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -968,6 +1149,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_open_copy_writes_only_to_memory, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_outbox_listing_cancel_and_operator_requeue,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_show_customer_contacts_alerts_and_report, setup,
                                         teardown),
     };
     int r = cmocka_run_group_tests_name("store", tests, NULL, NULL);
