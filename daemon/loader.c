@@ -573,6 +573,7 @@ static int csv_read(FILE *in, char **line, size_t *line_cap, char **rec, size_t 
     size_t n = 0;
     int ncells = 0;
     bool quoted = false, started = false, overflow = false, too_many = false, bad_quote = false;
+    bool closed = false; /* the current cell's closing quote was seen */
     size_t cell_start = 0;
     for (;;) {
         ssize_t len = getline(line, line_cap, in);
@@ -611,6 +612,7 @@ static int csv_read(FILE *in, char **line, size_t *line_cap, char **rec, size_t 
                         continue;
                     }
                     quoted = false;
+                    closed = true;
                     i++;
                     continue;
                 }
@@ -618,6 +620,10 @@ static int csv_read(FILE *in, char **line, size_t *line_cap, char **rec, size_t 
                 i++;
                 continue;
             }
+            bool separator =
+                ch == ',' || ch == '\n' || (ch == '\r' && i + 1 < L && s[i + 1] == '\n');
+            if (closed && !separator)
+                bad_quote = true; /* text after a closing quote: "a"b */
             if (ch == '"') {
                 if (at_cell_start)
                     quoted = true;
@@ -627,7 +633,8 @@ static int csv_read(FILE *in, char **line, size_t *line_cap, char **rec, size_t 
                 i++;
                 continue;
             }
-            if (ch == ',' || ch == '\n' || (ch == '\r' && i + 1 < L && s[i + 1] == '\n')) {
+            if (separator) {
+                closed = false;
                 r[n++] = '\0';
                 if (ncells < max_cells)
                     cells[ncells] = r + cell_start;
@@ -669,7 +676,9 @@ static int csv_read(FILE *in, char **line, size_t *line_cap, char **rec, size_t 
     if (overflow || n > CAD_IMPORT_MAX_LINE)
         return cad_fail(msg, CAD_EINVAL, "record longer than %d bytes", CAD_IMPORT_MAX_LINE);
     if (bad_quote)
-        return cad_fail(msg, CAD_EINVAL, "a quote inside an unquoted cell (quote the whole cell)");
+        return cad_fail(msg, CAD_EINVAL,
+                        "a quote inside an unquoted cell or text after a closing quote"
+                        " (quote the whole cell, double the quotes inside)");
     if (too_many)
         return cad_fail(msg, CAD_EINVAL, "more than %d cells", max_cells);
     return ncells;

@@ -596,6 +596,18 @@ static bool has_ctl(const char *s)
     return false;
 }
 
+/* A human name: UTF-8 without control characters, at most 1 KiB. */
+static int check_text(const char *text, const char *what, const char *id, const char *field,
+                      char *err)
+{
+    if (text && (strlen(text) > 1024 || has_ctl(text) || !valid_utf8(text)))
+        return cad_fail(err, CAD_EINVAL,
+                        "%s %s: field %s: must be UTF-8 text without control characters,"
+                        " at most 1024 bytes",
+                        what, id, field);
+    return 0;
+}
+
 static int check_email(const char *email, const char *contact, char *err)
 {
     if (!email || !*email)
@@ -954,11 +966,8 @@ int cad_store_customer_upsert(cad_store_t *st, const cad_customer_input_t *in, c
     if (in->segment && (!*in->segment || strlen(in->segment) >= CAD_NAME_MAX))
         return cad_fail(err, CAD_EINVAL, "customer %s: field segment: must be 1-%d bytes", in->id,
                         CAD_NAME_MAX - 1);
-    if (in->name && (strlen(in->name) > 1024 || has_ctl(in->name) || !valid_utf8(in->name)))
-        return cad_fail(err, CAD_EINVAL,
-                        "customer %s: field name: must be UTF-8 text without control characters,"
-                        " at most 1024 bytes",
-                        in->id);
+    if ((r = check_text(in->name, "customer", in->id, "name", err)) < 0)
+        return r;
     char interests[4096];
     if (in->interests && !normalise_list(in->interests, interests, sizeof(interests)))
         return cad_fail(err, CAD_EINVAL, "customer %s: field interests: longer than %zu bytes",
@@ -1024,7 +1033,9 @@ int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad
     if (!in->customer_id || !*in->customer_id)
         return cad_fail(err, CAD_EINVAL, "contact %s: field customer is required", in->id);
     if ((r = check_email(in->email, in->id, err)) < 0 ||
-        (r = check_phone(in->phone, in->id, err)) < 0)
+        (r = check_phone(in->phone, in->id, err)) < 0 ||
+        (r = check_text(in->name, "contact", in->id, "name", err)) < 0 ||
+        (r = check_text(in->first_name, "contact", in->id, "first_name", err)) < 0)
         return r;
     char roles[1024];
     if (in->roles && !normalise_list(in->roles, roles, sizeof(roles)))

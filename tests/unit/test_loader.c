@@ -320,15 +320,17 @@ static void test_loader_csv_bad_header_and_bad_records(void **state)
                       "d,onboarding,\"{\n" /* 5-6: quoted newline */
                       "\"\"k\"\": 1}\"\n"  /* */
                       "e,sleeping,\n"      /* 7: bad stage */
+                      "g,\"active\"ly,\n"  /* 8: text after a closing quote */
                       "f,\"unterminated,\n";
     cad_store_counts_t c;
     assert_int_equal(import_text(f, CAD_IMPORT_CUSTOMERS, CAD_IMPORT_CSV, "c.csv", csv, &rep), 0);
     assert_int_equal(rep.accepted, 2);
-    assert_int_equal(rep.rejected, 4);
+    assert_int_equal(rep.rejected, 5);
     assert_true(rejected_with(f, "c.csv:3:", "2 cells, the header has 3"));
     assert_true(rejected_with(f, "c.csv:4:", "quote"));
     assert_true(rejected_with(f, "c.csv:7:", "field stage"));
-    assert_true(rejected_with(f, "c.csv:8:", "unterminated"));
+    assert_true(rejected_with(f, "c.csv:8:", "after a closing quote"));
+    assert_true(rejected_with(f, "c.csv:9:", "unterminated"));
     assert_int_equal(cad_store_counts(f->st, &c, f->err), 0);
     assert_int_equal(c.customers, 2);
 }

@@ -335,6 +335,12 @@ static void test_store_contact_needs_customer_and_valid_addresses(void **state)
     in = (cad_contact_input_t){.id = "p1", .customer_id = "c1", .phone = "07700 900123"};
     assert_int_equal(cad_store_contact_upsert(f->st, &in, T0, f->err), -CAD_EINVAL);
     assert_non_null(strstr(f->err, "field phone"));
+    in = (cad_contact_input_t){.id = "p1", .customer_id = "c1", .first_name = "Ann\r\nBcc: x"};
+    assert_int_equal(cad_store_contact_upsert(f->st, &in, T0, f->err), -CAD_EINVAL);
+    assert_non_null(strstr(f->err, "field first_name"));
+    in = (cad_contact_input_t){.id = "p1", .customer_id = "c1", .name = "Ann \xc3("};
+    assert_int_equal(cad_store_contact_upsert(f->st, &in, T0, f->err), -CAD_EINVAL);
+    assert_non_null(strstr(f->err, "field name"));
     in = (cad_contact_input_t){.id = "p1", .customer_id = "c1", .email = "Ann@B.example"};
     in.consent[0] = (cad_consent_input_t){.kind = "fax", .opted_in = true};
     assert_int_equal(cad_store_contact_upsert(f->st, &in, T0, f->err), -CAD_EINVAL);
