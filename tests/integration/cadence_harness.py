@@ -58,6 +58,12 @@ rules = ( );
 """
 
 
+def plugins_built(*names):
+    """True when the build's plugin directory holds <name>.so for each name."""
+    return bool(PLUGIN_BUILD_DIR) and all(
+        os.path.exists(os.path.join(PLUGIN_BUILD_DIR, n + ".so")) for n in names)
+
+
 def _die_with_parent():
     """preexec_fn: the kernel kills the child if the test process dies first
     (a CTest timeout, a crash), so no daemon outlives its test."""
@@ -313,7 +319,7 @@ class DaemonTestCase(unittest.TestCase):
         if not os.path.exists(example):
             self.skipTest("etc/cadenced.conf is not in the tree")
         extra = ["--state-dir", self.tmp.join("state"), "--socket", self.tmp.join("control.sock")]
-        if PLUGIN_BUILD_DIR and os.path.isdir(PLUGIN_BUILD_DIR):
+        if plugins_built("file"):
             extra += ["--plugin-dir", PLUGIN_BUILD_DIR]
         return self.start(config=example, args=extra + list(args), env=env, ready=ready)
 
