@@ -1613,6 +1613,14 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
         if (dec->verdicts[i].rule < 0 || dec->verdicts[i].rule >= pb->n_rules)
             return cad_fail(err, CAD_EINVAL, "customer %s: verdict %d names rule %d of %d",
                             snap->customer.id, i, dec->verdicts[i].rule, pb->n_rules);
+    if (dec->chosen >= 0 && dec->chosen < dec->n_verdicts) {
+        const cad_verdict_t *v = &dec->verdicts[dec->chosen];
+        if (v->channel < 0 || v->channel >= pb->n_channels || v->contact >= snap->n_contacts)
+            return cad_fail(err, CAD_EINVAL,
+                            "customer %s: the chosen touch of rule %s names no channel or an"
+                            " unknown contact",
+                            snap->customer.id, pb->rules[v->rule].name);
+    }
     int r = write_begin(st, err);
     if (r < 0)
         return r;

@@ -637,6 +637,12 @@ static void test_store_record_decision_queues_touch_traces_drops_and_alerts(void
     assert_int_equal(c.outbox[CAD_OUTBOX_QUEUED], 1);
     assert_int_equal(c.alerts_open, 0);
 
+    /* a chosen touch without a channel is refused, nothing written */
+    v[0].channel = -1;
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0 + 65, f->err),
+                     -CAD_EINVAL);
+    assert_non_null(strstr(f->err, "welcome_guide"));
+    v[0].channel = CH_EMAIL;
     /* a verdict naming a rule outside the playbook is refused, nothing written */
     v[1].rule = 42;
     assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0 + 70, f->err),
