@@ -1116,7 +1116,7 @@ int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_con
     if (r == 0) {
         sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
         sqlite3_bind_int64(u, 1, customer_key);
-        sqlite3_bind_int64(u, 2, c->at ? c->at : now);
+        sqlite3_bind_int64(u, 2, now);
         r = exec_stmt(st, u, err, "scheduling a customer");
     }
     return write_end(st, r, err);
