@@ -57,9 +57,15 @@ const char *cad_store_path(const cad_store_t *st);
 
 /* ---- batches (group commit) --------------------------------------------- */
 
+/* Opens a batch (BEGIN IMMEDIATE); -CAD_EBUSY when one is open already. */
 int cad_store_batch_begin(cad_store_t *st, char *err);
+/* Commits the batch with one fsync (under sync FULL); on failure the batch is
+ * rolled back and the error says why. */
 int cad_store_batch_commit(cad_store_t *st, char *err);
+/* Discards everything written since batch_begin. No-op without a batch. */
 void cad_store_batch_rollback(cad_store_t *st);
+/* True while a batch is open. A store failure (disk full, I/O) inside a
+ * batch may roll the whole batch back: check this before committing. */
 bool cad_store_in_batch(const cad_store_t *st);
 
 /* ---- customers, contacts, events (imports, control socket) -------------- */
@@ -100,8 +106,12 @@ typedef struct cad_contact_input {
     cad_consent_input_t consent[2]; /* email, sms; kind == NULL when not given */
 } cad_contact_input_t;
 
+/* Inserts or updates a contact (by id) and the consents given; NULL fields
+ * keep their old values. Its customer must exist (-CAD_ENOTFOUND) and is due
+ * for evaluation at once. */
 int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad_time_t now,
                              char *err);
+/* Records one consent (opt-in or opt-out) of an existing contact. */
 int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_consent_input_t *c,
                           char *err);
 /* A permanent failure (hard bounce, SMS opt-out) makes a contact's channel unusable. */
@@ -124,6 +134,7 @@ typedef struct cad_event_input {
  * evaluation at once. */
 int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t now, char *err);
 
+/* R14: pauses (or resumes) a customer; due for evaluation at once. */
 int cad_store_customer_pause(cad_store_t *st, const char *customer_id, bool paused, cad_time_t now,
                              char *err);
 
@@ -179,6 +190,7 @@ enum cad_outbox_state {
     CAD_OUTBOX_CANCELLED,
 };
 
+/* "queued", "in_flight", ...; static. */
 const char *cad_outbox_state_name(enum cad_outbox_state s);
 
 /* A touch in the outbox, as handed to a channel plugin. Strings point into
@@ -260,6 +272,7 @@ typedef struct cad_store_counts {
     int64_t customers_paused;
 } cad_store_counts_t;
 
+/* Fills *out with the totals shown by `status` and metrics. */
 int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err);
 
 /* One recorded verdict of a customer's evaluations, newest first. */
@@ -275,6 +288,8 @@ typedef struct cad_trace_row {
     cad_time_t until;     /* 0 when none */
 } cad_trace_row_t;
 
+/* Calls fn for a customer's newest `limit` trace rows (<= 0: all kept),
+ * newest first; strings valid during fn. Returns the count or an error. */
 int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
                             void (*fn)(const cad_trace_row_t *row, void *arg), void *arg,
                             char *err);
