@@ -559,6 +559,31 @@ void cad_daemon_free(cad_daemon_t *d)
     free(d);
 }
 
+int cad_daemon_prepare_config(const cad_daemon_options_t *opts, cad_config_t **out, char *err)
+{
+    *out = NULL;
+    if (!opts->config_path)
+        return cad_fail(err, CAD_EINVAL, "no configuration file given (--config FILE)");
+    cad_daemon_t tmp = {
+        .config_path = (char *)opts->config_path,
+        .state_dir_flag = (char *)opts->state_dir,
+        .socket_flag = (char *)opts->socket_path,
+        .plugin_dir_flag = (char *)opts->plugin_dir,
+    };
+    cad_config_t *cfg = NULL;
+    int rc = cad_config_load(opts->config_path, &cfg, stderr);
+    if (rc != 0)
+        return cad_fail(err, -rc, "%s: the configuration is not valid", opts->config_path);
+    if ((rc = apply_overrides(&tmp, cfg, err)) == 0)
+        rc = make_dirs(cfg->state_dir, err);
+    if (rc != 0) {
+        cad_config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
 int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *err)
 {
     *out = NULL;

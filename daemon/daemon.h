@@ -42,6 +42,11 @@ typedef struct cad_daemon_options {
  * failed (config errors are logged one per line); nothing is left open. */
 int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *err);
 
+/* Loads the config exactly as cad_daemon_new would — overrides applied, the
+ * state directory created — for the one-shot modes (--import, --simulate).
+ * Config errors go to stderr one per line. The caller frees *out. */
+int cad_daemon_prepare_config(const cad_daemon_options_t *opts, cad_config_t **out, char *err);
+
 /* Notifies READY=1 and runs the loop until shutdown. Returns the process exit
  * status: 0 after an orderly shutdown. */
 int cad_daemon_run(cad_daemon_t *d);

@@ -172,7 +172,7 @@ static void test_shipped_config_policies(void **state)
     assert_int_equal(p->jitter, 30 * CAD_MINUTE);
     assert_int_equal(p->ask_min_value, 2);
     assert_int_equal(p->ask_window, 60 * CAD_DAY);
-    assert_true(p->ask_max_share > 0.2499 && p->ask_max_share < 0.2501);
+    assert_true(p->ask_max_share > 0.4999 && p->ask_max_share < 0.5001);
     assert_true(p->min_relevance > 0.2999 && p->min_relevance < 0.3001);
     assert_int_equal(p->appreciation_per_year, 2);
     assert_int_equal(cad_playbook_policy(pb, "smb"), 2);
@@ -244,7 +244,7 @@ static void test_shipped_config_special_rules(void **state)
     assert_true(tips->use_library);
     assert_int_equal(tips->template_index, CAD_NO_TEMPLATE);
     assert_int_equal(tips->every, 45 * CAD_DAY);
-    assert_int_equal(tips->touch_expiry, 2 * CAD_DAY);
+    assert_int_equal(tips->touch_expiry, 7 * CAD_DAY);
     const char *const tags[] = {"automation", "best_practices", "reporting"};
     assert_int_equal(tips->topics, cad_playbook_topic_mask(pb, tags, 3));
     const cad_rule_t *followup = &pb->rules[4];
