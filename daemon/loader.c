@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* ---- names -------------------------------------------------------------- */
 
@@ -742,6 +743,10 @@ int cad_import(cad_store_t *st, const cad_playbook_t *pb, FILE *in, const cad_im
         return cad_fail(err, CAD_EINVAL, "import: unknown format %d", (int)opt->format);
     const char *source = opt->source ? opt->source : "input";
     int batch_rows = opt->batch_rows > 0 ? opt->batch_rows : CAD_IMPORT_BATCH_ROWS;
+    cad_import_options_t o = *opt;
+    if (o.now <= 0)
+        o.now = (cad_time_t)time(NULL); /* no clock given: the wall clock */
+    opt = &o;
     import_ctx_t ctx = {st, pb, opt};
     batch_t b = {.st = st, .own = !cad_store_in_batch(st)};
     const char *const *names = fields_of(opt->kind, opt->format);

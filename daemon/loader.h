@@ -54,7 +54,7 @@ typedef struct cad_import_options {
     enum cad_import_kind kind;
     enum cad_import_format format;
     const char *source; /* name used in messages ("customers.csv"); NULL = "input" */
-    cad_time_t now;     /* the import's clock: defaults and relative times */
+    cad_time_t now;     /* the import's clock: defaults and relative times; 0 = wall clock */
     int batch_rows;     /* rows per transaction; 0 = CAD_IMPORT_BATCH_ROWS */
     /* Called once per rejected row with "SOURCE:LINE: field F: problem";
      * the message is only valid during the call. May be NULL. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -382,6 +383,27 @@ static void test_loader_relative_and_absolute_times(void **state)
     assert_int_equal(cad_import_time_parse("yesterday", NOW, &t, f->err), -CAD_EINVAL);
 }
 
+static void test_loader_without_a_clock_uses_the_wall_clock(void **state)
+{
+    fixture_t *f = *state;
+    const char *text = "{\"id\":\"late\",\"created_at\":\"now-1d\"}\n";
+    FILE *in = fmemopen((void *)text, strlen(text), "r");
+    cad_import_options_t opt = {.kind = CAD_IMPORT_CUSTOMERS, .format = CAD_IMPORT_JSONL};
+    cad_import_report_t rep;
+    cad_time_t before = (cad_time_t)time(NULL);
+    assert_int_equal(cad_import(f->st, &f->pb, in, &opt, &rep, f->err), 0);
+    fclose(in);
+    cad_time_t after = (cad_time_t)time(NULL);
+    int64_t key;
+    assert_int_equal(cad_store_customer_key(f->st, "late", &key, f->err), 0);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    assert_int_equal(cad_store_load_snapshot(f->st, &f->pb, key, &buf, &snap, f->err), 0);
+    assert_true(snap.customer.created_at >= before - CAD_DAY);
+    assert_true(snap.customer.created_at <= after - CAD_DAY);
+    cad_snapshot_buf_free(&buf);
+}
+
 static void test_loader_names_and_formats(void **state)
 {
     assert_int_equal(cad_import_kind_parse("contacts"), CAD_IMPORT_CONTACTS);
@@ -687,6 +709,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_loader_relative_and_absolute_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loader_names_and_formats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loader_without_a_clock_uses_the_wall_clock, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_loader_batches_and_store_failure_keep_committed_rows,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_loader_line_too_long_is_rejected, setup, teardown),
