@@ -357,4 +357,66 @@ int cad_store_report_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
                              void (*fn)(const cad_report_row_t *row, void *arg), void *arg,
                              char *err);
 
+/* ---- operator queries (control commands, reports, metrics) -------------- */
+
+/* Lists customers ordered by id: `stage` and `segment` NULL for any, `limit`
+ * <= 0 for no limit. Rows are as in cad_store_customer_get; strings valid
+ * during fn. Returns the count or an error. */
+int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *segment,
+                                int limit, void (*fn)(const cad_customer_row_t *row, void *arg),
+                                void *arg, char *err);
+
+/* The store key of a contact's customer; -CAD_ENOTFOUND when no contact has
+ * that id. */
+int cad_store_contact_customer(cad_store_t *st, const char *contact_id, int64_t *customer_key,
+                               char *err);
+
+/* One line of the calendar: a customer's next evaluation and the pending
+ * verdict of its latest evaluation that explains it (a window that opens, a
+ * deferral); rule, verdict, reason and sentence are "" when none does. */
+typedef struct cad_calendar_row {
+    const char *customer_id, *name, *timezone;
+    bool paused;
+    cad_time_t next_eval; /* when the customer is evaluated next */
+    const char *rule, *verdict, *reason, *sentence;
+    cad_time_t until; /* the pending verdict's time, 0 when none */
+} cad_calendar_row_t;
+
+/* Calls fn for the customers evaluated next, soonest first (customers never
+ * due again are left out). `customer_id` narrows to one customer. With
+ * `rule`, rows are the customers whose latest evaluation left that rule
+ * waiting or deferred, ordered by that verdict's time. `limit` <= 0: all.
+ * Strings valid during fn. Returns the count or an error. */
+int cad_store_calendar_foreach(cad_store_t *st, const char *customer_id, const char *rule,
+                               int limit, void (*fn)(const cad_calendar_row_t *row, void *arg),
+                               void *arg, char *err);
+
+/* Calls fn(key, arg) for every customer whose next evaluation lies in
+ * [from, to] (imports: the customers they touched). Returns the count. */
+int cad_store_due_between_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
+                                  void (*fn)(int64_t key, void *arg), void *arg, char *err);
+
+/* Holdout comparison of one rule over a period: the customers decided for
+ * it in [from, to) in one group ("treated": a touch was decided to go out;
+ * "held_out": recorded as held out), and how many of them had a churned or a
+ * reactivated event at or after that decision. */
+typedef struct cad_holdout_row {
+    const char *rule;
+    const char *group; /* "treated" or "held_out" */
+    int64_t customers, churned, reactivated;
+} cad_holdout_row_t;
+
+/* Calls fn per (rule, group) for the rules that hold customers out in the
+ * period. Strings valid during fn. Returns the number of rows or an error. */
+int cad_store_holdout_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
+                              void (*fn)(const cad_holdout_row_t *row, void *arg), void *arg,
+                              char *err);
+
+/* Touches by state (outbox states and "dropped") and channel ("" for a
+ * dropped one), for metrics. Returns the number of rows or an error. */
+int cad_store_touch_counts_foreach(cad_store_t *st,
+                                   void (*fn)(const char *state, const char *channel,
+                                              int64_t count, void *arg),
+                                   void *arg, char *err);
+
 #endif

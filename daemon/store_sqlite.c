@@ -213,6 +213,12 @@ enum stmt_id {
     S_CONTACT_LIST,
     S_ALERT_LIST,
     S_REPORT,
+    S_CUSTOMER_LIST,
+    S_CALENDAR,
+    S_CALENDAR_RULE,
+    S_DUE_BETWEEN,
+    S_HOLDOUT,
+    S_TOUCH_COUNTS,
     S_COUNT
 };
 
@@ -376,6 +382,43 @@ static const char *const stmt_sql[S_COUNT] = {
                  " CASE state WHEN 'dropped' THEN last_error ELSE '' END AS why, COUNT(*)"
                  " FROM touches WHERE decided_at >= ?1 AND decided_at < ?2"
                  " GROUP BY rule, purpose, outcome, why ORDER BY rule, outcome, why",
+    [S_CUSTOMER_LIST] = "SELECT key, id, name, timezone, stage, segment, interests, attributes,"
+                        " paused, created_at, updated_at, next_eval FROM customers"
+                        " WHERE (?1 IS NULL OR stage = ?1) AND (?2 IS NULL OR segment = ?2)"
+                        " ORDER BY id LIMIT ?3",
+    /* The pending verdict of the latest evaluation (its trace rows share `at`)
+     * that opens soonest explains the next evaluation. */
+    [S_CALENDAR] = "SELECT c.id, c.name, c.timezone, c.paused, c.next_eval, COALESCE(t.rule, ''),"
+                   " COALESCE(t.verdict, ''), COALESCE(t.reason, ''), COALESCE(t.sentence, ''),"
+                   " COALESCE(t.until, 0) FROM customers c LEFT JOIN traces t ON t.key ="
+                   " (SELECT p.key FROM traces p WHERE p.customer_key = c.key"
+                   " AND p.verdict IN ('wait', 'defer') AND p.at = (SELECT l.at FROM traces l"
+                   " WHERE l.customer_key = c.key ORDER BY l.key DESC LIMIT 1)"
+                   " ORDER BY p.until, p.key LIMIT 1)"
+                   " WHERE c.next_eval < ?3 AND (?1 IS NULL OR c.id = ?1)"
+                   " ORDER BY c.next_eval, c.key LIMIT ?2",
+    [S_CALENDAR_RULE] =
+        "SELECT c.id, c.name, c.timezone, c.paused, c.next_eval, t.rule, t.verdict, t.reason,"
+        " t.sentence, t.until FROM traces t JOIN customers c ON c.key = t.customer_key"
+        " WHERE t.rule = ?3 AND t.verdict IN ('wait', 'defer') AND (?1 IS NULL OR c.id = ?1)"
+        " AND t.at = (SELECT l.at FROM traces l WHERE l.customer_key = t.customer_key"
+        " ORDER BY l.key DESC LIMIT 1) ORDER BY t.until, c.key LIMIT ?2",
+    [S_DUE_BETWEEN] = "SELECT key FROM customers WHERE next_eval BETWEEN ?1 AND ?2",
+    [S_HOLDOUT] =
+        "SELECT t.rule, CASE WHEN t.state = 'dropped' THEN 'held_out' ELSE 'treated' END AS grp,"
+        " COUNT(DISTINCT t.customer_key),"
+        " COUNT(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.customer_key ="
+        " t.customer_key AND e.type = 'churned' AND e.at >= t.decided_at) THEN t.customer_key END),"
+        " COUNT(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.customer_key ="
+        " t.customer_key AND e.type = 'reactivated' AND e.at >= t.decided_at)"
+        " THEN t.customer_key END)"
+        " FROM touches t WHERE t.decided_at >= ?1 AND t.decided_at < ?2"
+        " AND (t.state <> 'dropped' OR t.last_error = 'held_out')"
+        " AND t.rule IN (SELECT rule FROM touches WHERE state = 'dropped'"
+        " AND last_error = 'held_out' AND decided_at >= ?1 AND decided_at < ?2)"
+        " GROUP BY t.rule, grp ORDER BY t.rule, grp",
+    [S_TOUCH_COUNTS] = "SELECT state, CASE WHEN state = 'dropped' THEN '' ELSE channel END,"
+                       " COUNT(*) FROM touches GROUP BY 1, 2 ORDER BY 1, 2",
 };
 
 /* Outbox states as stored; "dropped" marks a final suppression (history only). */
@@ -2167,5 +2210,158 @@ int cad_store_report_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
         return db_fail(st, err, rc, "building the report");
+    return n;
+}
+
+/* ---- operator queries --------------------------------------------------- */
+
+static void customer_row_read(sqlite3_stmt *s, cad_customer_row_t *row)
+{
+    *row = (cad_customer_row_t){
+        .key = sqlite3_column_int64(s, 0),
+        .id = col_text(s, 1),
+        .name = col_text(s, 2),
+        .timezone = col_text(s, 3),
+        .stage = col_text(s, 4),
+        .segment = col_text(s, 5),
+        .interests = col_text(s, 6),
+        .attributes = col_text(s, 7),
+        .paused = sqlite3_column_int(s, 8) != 0,
+        .created_at = sqlite3_column_int64(s, 9),
+        .updated_at = sqlite3_column_int64(s, 10),
+        .next_eval = sqlite3_column_int64(s, 11),
+    };
+}
+
+int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *segment,
+                                int limit, void (*fn)(const cad_customer_row_t *row, void *arg),
+                                void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_CUSTOMER_LIST);
+    bind_text(s, 1, stage);
+    bind_text(s, 2, segment);
+    sqlite3_bind_int64(s, 3, limit > 0 ? limit : -1);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_customer_row_t row;
+        customer_row_read(s, &row);
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "listing customers");
+    return n;
+}
+
+int cad_store_contact_customer(cad_store_t *st, const char *contact_id, int64_t *customer_key,
+                               char *err)
+{
+    int r = check_id(contact_id, "contact", err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CONTACT_KEY);
+    bind_text(s, 1, contact_id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *customer_key = sqlite3_column_int64(s, 1);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "contact '%s' does not exist", contact_id);
+    return rc == SQLITE_ROW ? 0 : db_fail(st, err, rc, "looking a contact up");
+}
+
+int cad_store_calendar_foreach(cad_store_t *st, const char *customer_id, const char *rule,
+                               int limit, void (*fn)(const cad_calendar_row_t *row, void *arg),
+                               void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, rule ? S_CALENDAR_RULE : S_CALENDAR);
+    bind_text(s, 1, customer_id);
+    sqlite3_bind_int64(s, 2, limit > 0 ? limit : -1);
+    if (rule)
+        bind_text(s, 3, rule);
+    else
+        sqlite3_bind_int64(s, 3, CAD_TIME_NEVER);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_calendar_row_t row = {
+            .customer_id = col_text(s, 0),
+            .name = col_text(s, 1),
+            .timezone = col_text(s, 2),
+            .paused = sqlite3_column_int(s, 3) != 0,
+            .next_eval = sqlite3_column_int64(s, 4),
+            .rule = col_text(s, 5),
+            .verdict = col_text(s, 6),
+            .reason = col_text(s, 7),
+            .sentence = col_text(s, 8),
+            .until = sqlite3_column_int64(s, 9),
+        };
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "reading the calendar");
+    return n;
+}
+
+int cad_store_due_between_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
+                                  void (*fn)(int64_t key, void *arg), void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_DUE_BETWEEN);
+    sqlite3_bind_int64(s, 1, from);
+    sqlite3_bind_int64(s, 2, to);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        fn(sqlite3_column_int64(s, 0), arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "finding the customers an import touched");
+    return n;
+}
+
+int cad_store_holdout_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
+                              void (*fn)(const cad_holdout_row_t *row, void *arg), void *arg,
+                              char *err)
+{
+    if (to < from)
+        return cad_fail(err, CAD_EINVAL, "holdout: the period ends before it starts");
+    sqlite3_stmt *s = stmt(st, S_HOLDOUT);
+    sqlite3_bind_int64(s, 1, from);
+    sqlite3_bind_int64(s, 2, to);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_holdout_row_t row = {
+            .rule = col_text(s, 0),
+            .group = col_text(s, 1),
+            .customers = sqlite3_column_int64(s, 2),
+            .churned = sqlite3_column_int64(s, 3),
+            .reactivated = sqlite3_column_int64(s, 4),
+        };
+        fn(&row, arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "comparing holdout groups");
+    return n;
+}
+
+int cad_store_touch_counts_foreach(cad_store_t *st,
+                                   void (*fn)(const char *state, const char *channel,
+                                              int64_t count, void *arg),
+                                   void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_TOUCH_COUNTS);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        fn(col_text(s, 0), col_text(s, 1), sqlite3_column_int64(s, 2), arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "counting touches");
     return n;
 }
