@@ -25,14 +25,14 @@ enum cad_circuit_state {
 
 typedef struct cad_circuit {
     enum cad_circuit_state state;
-    uint32_t threshold;        /* consecutive failures that open it */
-    int64_t base_interval_ms;  /* first open interval */
-    int64_t max_interval_ms;   /* longest open interval */
-    int64_t interval_ms;       /* current open interval */
+    uint32_t threshold;       /* consecutive failures that open it */
+    int64_t base_interval_ms; /* first open interval */
+    int64_t max_interval_ms;  /* longest open interval */
+    int64_t interval_ms;      /* current open interval */
     uint32_t consecutive_failures;
-    int64_t since_ms;          /* monotonic ms of the last state change */
-    bool probe_in_flight;      /* half-open: the probe is out */
-    uint64_t opened_count;     /* times it opened since start */
+    int64_t since_ms;      /* monotonic ms of the last state change */
+    bool probe_in_flight;  /* half-open: the probe is out */
+    uint64_t opened_count; /* times it opened since start */
 } cad_circuit_t;
 
 /* Initialises a closed circuit. threshold 0 disables it (never opens). */

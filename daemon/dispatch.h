@@ -50,11 +50,11 @@ typedef struct cad_dispatch_channel_stats {
     int64_t expired;            /* of dead: past expires_at, never sent */
     int64_t permanent;          /* of dead: permanent outcomes */
     enum cad_circuit_state circuit;
-    cad_time_t circuit_since;        /* wall-clock UTC seconds of the last circuit change */
-    uint32_t consecutive_failures;   /* transient failures in a row */
-    uint64_t circuit_opened;         /* times opened since start */
-    double tokens;                   /* channel bucket tokens now; -1 = unlimited */
-    double rate_per_second;          /* 0 = unlimited */
+    cad_time_t circuit_since;      /* wall-clock UTC seconds of the last circuit change */
+    uint32_t consecutive_failures; /* transient failures in a row */
+    uint64_t circuit_opened;       /* times opened since start */
+    double tokens;                 /* channel bucket tokens now; -1 = unlimited */
+    double rate_per_second;        /* 0 = unlimited */
     uint32_t concurrency;
     char last_error[CAD_PLUGIN_REASON_MAX]; /* last retry/permanent reason, "" when none */
 } cad_dispatch_channel_stats_t;
@@ -63,14 +63,14 @@ typedef struct cad_dispatch_channel_stats {
 typedef struct cad_dispatch_stats {
     int n_channels; /* entries used in channels[] */
     cad_dispatch_channel_stats_t channels[CAD_MAX_CHANNELS];
-    int in_flight;             /* over all channels */
+    int in_flight; /* over all channels */
     int64_t delivered, retried, dead;
-    int64_t commits;           /* outcome transactions committed */
-    int64_t committed_rows;    /* outcomes written by those transactions */
-    int64_t max_commit_rows;   /* largest outcome transaction */
-    int64_t store_errors;      /* outcome transactions that failed (retried later) */
-    double global_tokens;      /* -1 = unlimited */
-    bool stopping;             /* shutdown began: no new claims */
+    int64_t commits;         /* outcome transactions committed */
+    int64_t committed_rows;  /* outcomes written by those transactions */
+    int64_t max_commit_rows; /* largest outcome transaction */
+    int64_t store_errors;    /* outcome transactions that failed (retried later) */
+    double global_tokens;    /* -1 = unlimited */
+    bool stopping;           /* shutdown began: no new claims */
 } cad_dispatch_stats_t;
 
 /* Creates the dispatcher on `loop`. `store`, `host`, `cfg` and `scheduler`
