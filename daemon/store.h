@@ -230,6 +230,12 @@ int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
                            void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
                            char *err);
 
+/* The same for one channel (by name) only: the dispatcher claims per
+ * channel, as far as that channel's concurrency, rate and circuit allow. */
+int cad_store_outbox_claim_channel(cad_store_t *st, const char *channel, cad_time_t now, int max,
+                                   void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
+                                   char *err);
+
 /* Records the outcome of an attempt: delivered (with provider id), retry at
  * `retry_at`, or dead (with the last error). */
 int cad_store_outbox_delivered(cad_store_t *st, int64_t key, const char *provider_id,
@@ -243,6 +249,11 @@ int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_t
 int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err);
 /* Earliest due_at of a queued/retry-wait touch, CAD_TIME_NEVER when none. */
 cad_time_t cad_store_outbox_next_due(cad_store_t *st);
+/* The same for one channel (by name). */
+cad_time_t cad_store_outbox_next_due_channel(cad_store_t *st, const char *channel);
+/* An in-flight attempt that never got a verdict (cancelled at shutdown or
+ * reload) goes back to queued, due `now`, its attempt not counted. */
+int cad_store_outbox_release(cad_store_t *st, int64_t key, cad_time_t now, char *err);
 
 /* Lists outbox touches, newest decision first: `state` < 0 for every state
  * (final suppressions are not outbox rows), `customer_id` NULL for every

@@ -197,6 +197,9 @@ enum stmt_id {
     S_OUTBOX_STATE,
     S_OUTBOX_REQUEUE,
     S_OUTBOX_NEXT_DUE,
+    S_OUTBOX_DUE_CHANNEL,
+    S_OUTBOX_NEXT_DUE_CHANNEL,
+    S_OUTBOX_RELEASE,
     S_COUNT_CUSTOMERS,
     S_COUNT_CONTACTS,
     S_COUNT_EVENTS,
@@ -344,6 +347,13 @@ static const char *const stmt_sql[S_COUNT] = {
                          " WHERE state = 'in_flight'",
     [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
                           " 'retry_wait')",
+    [S_OUTBOX_DUE_CHANNEL] = OUTBOX_SELECT " WHERE t.state IN ('queued', 'retry_wait')"
+                                           " AND t.due_at <= ?1 AND t.channel = ?3"
+                                           " ORDER BY t.due_at, t.key LIMIT ?2",
+    [S_OUTBOX_NEXT_DUE_CHANNEL] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
+                                  " 'retry_wait') AND channel = ?1",
+    [S_OUTBOX_RELEASE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2,"
+                         " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
     [S_COUNT_CUSTOMERS] = "SELECT COUNT(*) FROM customers",
     [S_COUNT_CONTACTS] = "SELECT COUNT(*) FROM contacts",
     [S_COUNT_EVENTS] = "SELECT COUNT(*) FROM events",
@@ -1813,8 +1823,9 @@ static void outbox_row_fix(cad_store_t *st, claim_row_t *row)
     t->provider_id = b + row->off[15];
 }
 
-int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
-                           void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err)
+/* Claims due touches of every channel (channel NULL) or of one. */
+static int outbox_claim(cad_store_t *st, const char *channel, cad_time_t now, int max,
+                        void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err)
 {
     if (max <= 0)
         return 0;
@@ -1827,9 +1838,11 @@ int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
     int n = 0, rc = SQLITE_DONE;
     st->claim_len = 0;
     if (r == 0) {
-        s = stmt(st, S_OUTBOX_DUE);
+        s = stmt(st, channel ? S_OUTBOX_DUE_CHANNEL : S_OUTBOX_DUE);
         sqlite3_bind_int64(s, 1, now);
         sqlite3_bind_int(s, 2, max);
+        if (channel)
+            bind_text(s, 3, channel);
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             if (!grow((void **)&st->claim_rows, &st->claim_cap, n + 1, sizeof(claim_row_t))) {
                 r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
@@ -1862,6 +1875,21 @@ int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
     for (int i = 0; i < n; i++)
         fn(&st->claim_rows[i].touch, arg);
     return n;
+}
+
+int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
+                           void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err)
+{
+    return outbox_claim(st, NULL, now, max, fn, arg, err);
+}
+
+int cad_store_outbox_claim_channel(cad_store_t *st, const char *channel, cad_time_t now, int max,
+                                   void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
+                                   char *err)
+{
+    if (!channel || !*channel)
+        return cad_fail(err, CAD_EINVAL, "outbox: no channel named to claim touches for");
+    return outbox_claim(st, channel, now, max, fn, arg, err);
 }
 
 /* After an UPDATE matched nothing: says whether the touch is missing or in
@@ -1905,7 +1933,7 @@ static int outbox_update(cad_store_t *st, enum stmt_id id, int64_t key, const ch
         sqlite3_bind_int64(s, 2, t);
         bind_text(s, 3, text);
         sqlite3_bind_int64(s, 4, now);
-    } else if (id == S_OUTBOX_CANCEL || id == S_OUTBOX_REQUEUE_ONE) {
+    } else if (id == S_OUTBOX_CANCEL || id == S_OUTBOX_REQUEUE_ONE || id == S_OUTBOX_RELEASE) {
         sqlite3_bind_int64(s, 2, now);
     } else {
         bind_text(s, 2, text);
@@ -1956,6 +1984,22 @@ int cad_store_outbox_cancel(cad_store_t *st, int64_t key, cad_time_t now, char *
 int cad_store_outbox_requeue(cad_store_t *st, int64_t key, cad_time_t now, char *err)
 {
     return outbox_update(st, S_OUTBOX_REQUEUE_ONE, key, NULL, 0, now, "requeue", err);
+}
+
+int cad_store_outbox_release(cad_store_t *st, int64_t key, cad_time_t now, char *err)
+{
+    return outbox_update(st, S_OUTBOX_RELEASE, key, NULL, 0, now, "release", err);
+}
+
+cad_time_t cad_store_outbox_next_due_channel(cad_store_t *st, const char *channel)
+{
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_NEXT_DUE_CHANNEL);
+    bind_text(s, 1, channel);
+    cad_time_t t = CAD_TIME_NEVER;
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+        t = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    return t;
 }
 
 int cad_store_outbox_foreach(cad_store_t *st, int state, const char *customer_id, int limit,
