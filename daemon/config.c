@@ -17,6 +17,7 @@
  */
 #include "config.h"
 
+#include "backoff.h"
 #include "template.h"
 #include "tz.h"
 #include "units.h"
@@ -802,15 +803,28 @@ static void load_plugins(struct loader *ld, const config_setting_t *root)
 
 static void load_engine(struct loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"batch_size", "shutdown_timeout", "default_timezone", NULL};
+    static const char *const keys[] = {"batch_size",
+                                       "shutdown_timeout",
+                                       "default_timezone",
+                                       "dispatch_rate",
+                                       "dispatch_burst",
+                                       "dispatch_concurrency",
+                                       NULL};
     cad_config_t *cfg = ld->cfg;
     const config_setting_t *g = NULL;
     const char *zone = DEFAULT_TIMEZONE;
     int64_t shutdown = 10;
     cfg->batch_size = 1000;
+    cfg->dispatch_rate = 0;
+    cfg->dispatch_burst = 1;
+    cfg->dispatch_concurrency = 1024;
     if (get_group(ld, root, "engine", "the config", &g) == 1) {
         check_keys(ld, g, "engine", keys);
         get_u32(ld, g, "batch_size", "engine", 1, 1000000, &cfg->batch_size);
+        get_number(ld, g, "dispatch_rate", "engine", 0, 1000000, &cfg->dispatch_rate);
+        cfg->dispatch_burst = cfg->dispatch_rate >= 1 ? (uint32_t)ceil(cfg->dispatch_rate) : 1;
+        get_u32(ld, g, "dispatch_burst", "engine", 1, 10000000, &cfg->dispatch_burst);
+        get_u32(ld, g, "dispatch_concurrency", "engine", 1, 100000, &cfg->dispatch_concurrency);
         get_duration(ld, g, "shutdown_timeout", "engine", 0, CAD_HOUR, &shutdown);
         const char *z;
         if (get_text(ld, g, "default_timezone", "engine", false, &z) == 1) {
@@ -997,11 +1011,73 @@ static void load_send_window(struct loader *ld, const config_setting_t *g, const
     ch->window_end = (uint16_t)b;
 }
 
+/* The dispatcher's keys of a channel: retry schedule, shared account and
+ * recipient-domain limits, circuit breaker (docs/dispatch.md). */
+static void load_channel_dispatch(struct loader *ld, const config_setting_t *e, const char *ctx,
+                                  cad_channel_config_t *cc)
+{
+    cc->retry_schedule = -1;
+    cc->retry_base = 10;
+    cc->retry_cap = CAD_HOUR;
+    cc->circuit_threshold = 5;
+    cc->circuit_interval = 30;
+    const char *text = NULL;
+    if (get_text(ld, e, "retry_schedule", ctx, false, &text) == 1) {
+        cc->retry_schedule = cad_backoff_kind_parse(text);
+        if (cc->retry_schedule < 0)
+            report_at(ld, member(e, "retry_schedule"),
+                      "'retry_schedule' in %s is '%s'; expected \"exponential\" or "
+                      "\"standard-webhooks\"",
+                      ctx, text);
+    }
+    get_duration(ld, e, "retry_base", ctx, 1, CAD_DAY, &cc->retry_base);
+    get_duration(ld, e, "retry_cap", ctx, 1, 7 * CAD_DAY, &cc->retry_cap);
+    if (cc->retry_cap < cc->retry_base)
+        report_at(ld, e, "%s: 'retry_cap' (%llds) is shorter than 'retry_base' (%llds)", ctx,
+                  (long long)cc->retry_cap, (long long)cc->retry_base);
+    if (get_text(ld, e, "account", ctx, false, &text) == 1) {
+        if (strlen(text) >= sizeof cc->account)
+            report_at(ld, member(e, "account"), "'account' in %s is longer than %zu bytes", ctx,
+                      sizeof cc->account - 1);
+        else
+            snprintf(cc->account, sizeof cc->account, "%s", text);
+    }
+    get_number(ld, e, "account_rate", ctx, 0, 100000, &cc->account_rate);
+    cc->account_burst = cc->account_rate >= 1 ? (uint32_t)ceil(cc->account_rate) : 1;
+    get_u32(ld, e, "account_burst", ctx, 1, 1000000, &cc->account_burst);
+    if (cc->account_rate > 0 && !cc->account[0])
+        report_at(ld, member(e, "account_rate"),
+                  "%s sets 'account_rate' without 'account': name the provider account the "
+                  "channels share",
+                  ctx);
+    get_u32(ld, e, "domain_per_minute", ctx, 0, 1000000, &cc->domain_per_minute);
+    get_u32(ld, e, "circuit_threshold", ctx, 0, 10000, &cc->circuit_threshold);
+    get_duration(ld, e, "circuit_interval", ctx, 1, CAD_DAY, &cc->circuit_interval);
+}
+
 static void load_channels(struct loader *ld, const config_setting_t *root)
 {
-    static const char *const keys[] = {"name",        "plugin",  "address",      "send_window",
-                                       "concurrency", "timeout", "max_attempts", "max_age",
-                                       "rate",        "burst",   "settings",     NULL};
+    static const char *const keys[] = {"name",
+                                       "plugin",
+                                       "address",
+                                       "send_window",
+                                       "concurrency",
+                                       "timeout",
+                                       "max_attempts",
+                                       "max_age",
+                                       "rate",
+                                       "burst",
+                                       "settings",
+                                       "retry_schedule",
+                                       "retry_base",
+                                       "retry_cap",
+                                       "account",
+                                       "account_rate",
+                                       "account_burst",
+                                       "domain_per_minute",
+                                       "circuit_threshold",
+                                       "circuit_interval",
+                                       NULL};
     cad_playbook_t *pb = ld->pb;
     const config_setting_t *list = NULL;
     if (get_group_list(ld, root, "channels", &list) != 1)
@@ -1074,6 +1150,7 @@ static void load_channels(struct loader *ld, const config_setting_t *root)
         get_number(ld, e, "rate", ctx, 0, 100000, &cc->rate_per_second);
         cc->burst = cc->rate_per_second >= 1 ? (uint32_t)ceil(cc->rate_per_second) : 1;
         get_u32(ld, e, "burst", ctx, 1, 1000000, &cc->burst);
+        load_channel_dispatch(ld, e, ctx, cc);
 
         const config_setting_t *settings = NULL;
         if (get_group(ld, e, "settings", ctx, &settings) == 1)

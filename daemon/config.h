@@ -52,6 +52,19 @@ typedef struct cad_channel_config {
     int64_t max_age;        /* seconds from decision to dead */
     double rate_per_second; /* token bucket refill, 0 = unlimited */
     uint32_t burst;
+    /* Retries (dispatch.h): -1 = by plugin (webhook: Standard Webhooks,
+     * others exponential), else enum cad_backoff_kind. */
+    int retry_schedule;
+    int64_t retry_base; /* seconds: first exponential ceiling */
+    int64_t retry_cap;  /* seconds: largest exponential ceiling */
+    /* Shared limits: channels with the same plugin and account share one
+     * bucket (the provider's rate per account); "" = no shared account. */
+    char account[64];
+    double account_rate; /* touches per second for the account, 0 = unlimited */
+    uint32_t account_burst;
+    uint32_t domain_per_minute;  /* touches per minute to one recipient mail domain, 0 = any */
+    uint32_t circuit_threshold;  /* consecutive failures that open the circuit, 0 = never */
+    int64_t circuit_interval;    /* seconds before an open circuit is probed */
 } cad_channel_config_t;
 
 typedef struct cad_config {
@@ -75,6 +88,10 @@ typedef struct cad_config {
     /* engine */
     uint32_t batch_size;   /* customers evaluated per loop turn */
     int64_t shutdown_timeout_ms;
+    /* dispatch: global caps over every channel */
+    double dispatch_rate;          /* touches per second, 0 = unlimited */
+    uint32_t dispatch_burst;
+    uint32_t dispatch_concurrency; /* transfers in flight over all channels */
     char *default_timezone; /* owned: IANA zone of customers that name none ("UTC") */
     /* channel settings, indexed like playbook.channels */
     cad_channel_config_t channel_config[CAD_MAX_CHANNELS];
