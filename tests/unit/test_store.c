@@ -1126,6 +1126,142 @@ static void test_store_show_customer_contacts_alerts_and_report(void **state)
     cad_snapshot_buf_free(&buf);
 }
 
+typedef struct ops {
+    int n;
+    char rows[8][200];
+} ops_t;
+
+static void ops_add(ops_t *o, const char *text)
+{
+    if (o->n < 8)
+        snprintf(o->rows[o->n++], sizeof(o->rows[0]), "%s", text);
+}
+
+static void on_customer_list(const cad_customer_row_t *row, void *arg)
+{
+    ops_add(arg, row->id);
+}
+
+static void on_calendar(const cad_calendar_row_t *row, void *arg)
+{
+    char text[200];
+    snprintf(text, sizeof(text), "%s|%s|%s|%lld", row->customer_id, row->rule, row->verdict,
+             (long long)row->until);
+    ops_add(arg, text);
+}
+
+static void on_key(int64_t key, void *arg)
+{
+    char text[32];
+    snprintf(text, sizeof(text), "%lld", (long long)key);
+    ops_add(arg, text);
+}
+
+static void on_holdout(const cad_holdout_row_t *row, void *arg)
+{
+    char text[200];
+    snprintf(text, sizeof(text), "%s|%s|%lld|%lld|%lld", row->rule, row->group,
+             (long long)row->customers, (long long)row->churned, (long long)row->reactivated);
+    ops_add(arg, text);
+}
+
+static void on_touch_count(const char *state, const char *channel, int64_t count, void *arg)
+{
+    char text[200];
+    snprintf(text, sizeof(text), "%s|%s|%lld", state, channel, (long long)count);
+    ops_add(arg, text);
+}
+
+static void test_store_listings_calendar_holdout_and_per_channel_claims(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    int64_t k2 = add_customer(f, "c2", "former", "enterprise", NULL);
+    v[2].kind = CAD_VERDICT_WAIT;
+    v[2].until = T0 + 10 * CAD_DAY;
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+
+    ops_t o = {0};
+    assert_int_equal(
+        cad_store_customers_foreach(f->st, "active", NULL, 0, on_customer_list, &o, f->err), 1);
+    assert_string_equal(o.rows[0], "c1");
+    assert_int_equal(
+        cad_store_customers_foreach(f->st, NULL, "enterprise", 0, on_customer_list, &o, f->err), 1);
+    assert_string_equal(o.rows[1], "c2");
+    assert_int_equal(
+        cad_store_customers_foreach(f->st, NULL, NULL, 1, on_customer_list, &o, f->err), 1);
+
+    /* the calendar: soonest first, with the verdict that explains the wait */
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(cad_store_calendar_foreach(f->st, NULL, NULL, 10, on_calendar, &o, f->err), 2);
+    assert_string_equal(o.rows[0], "c2|||0");
+    char want[200];
+    snprintf(want, sizeof(want), "c1|anniversary_thanks|wait|%lld", (long long)(T0 + 10 * CAD_DAY));
+    assert_string_equal(o.rows[1], want);
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(
+        cad_store_calendar_foreach(f->st, NULL, "anniversary_thanks", 10, on_calendar, &o, f->err),
+        1);
+    assert_string_equal(o.rows[0], want);
+
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(cad_store_due_between_foreach(f->st, T0, T0 + CAD_HOUR, on_key, &o, f->err),
+                     2);
+    assert_int_equal(
+        cad_store_due_between_foreach(f->st, T0 + 1, T0 + CAD_HOUR, on_key, &o, f->err), 1);
+    char k1text[32];
+    snprintf(k1text, sizeof(k1text), "%lld", (long long)key);
+    assert_string_equal(o.rows[2], k1text);
+
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(cad_store_touch_counts_foreach(f->st, on_touch_count, &o, f->err), 2);
+    assert_string_equal(o.rows[0], "dropped||1");
+    assert_string_equal(o.rows[1], "queued|email|1");
+
+    /* holdout: c2 held out of welcome_guide and churned later; c1 treated */
+    sqlite3 *db;
+    sqlite3_open(f->path, &db);
+    char sql[512];
+    snprintf(
+        sql, sizeof(sql),
+        "INSERT INTO touches (idempotency_key, customer_key, rule, purpose, trigger_key, state,"
+        " decided_at, due_at, expires_at, updated_at, last_error) VALUES ('c2/welcome_guide/x',"
+        " %lld, 'welcome_guide', 'value', 1, 'dropped', %lld, %lld, %lld, %lld, 'held_out')",
+        (long long)k2, (long long)T0, (long long)T0, (long long)T0, (long long)T0);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    add_event(f, "c2-churn", "c2", "churned", T0 + 10);
+    memset(&o, 0, sizeof(o));
+    assert_int_equal(cad_store_holdout_foreach(f->st, T0, T0 + CAD_DAY, on_holdout, &o, f->err), 2);
+    assert_string_equal(o.rows[0], "welcome_guide|held_out|1|1|0");
+    assert_string_equal(o.rows[1], "welcome_guide|treated|1|0|0");
+    assert_int_equal(cad_store_holdout_foreach(f->st, T0, T0 - 1, on_holdout, &o, f->err),
+                     -CAD_EINVAL);
+
+    /* per channel: the dispatcher claims and releases */
+    assert_int_equal(cad_store_outbox_next_due_channel(f->st, "email"), T0);
+    assert_int_equal(cad_store_outbox_next_due_channel(f->st, "sms"), CAD_TIME_NEVER);
+    claimed_t c = {0};
+    assert_int_equal(cad_store_outbox_claim_channel(f->st, "sms", T0, 10, on_claim, &c, f->err), 0);
+    assert_int_equal(cad_store_outbox_claim_channel(f->st, "", T0, 10, on_claim, &c, f->err),
+                     -CAD_EINVAL);
+    assert_int_equal(cad_store_outbox_claim_channel(f->st, "email", T0, 10, on_claim, &c, f->err),
+                     1);
+    assert_int_equal(c.attempt[0], 0);
+    /* released at shutdown: queued again, the attempt not counted */
+    assert_int_equal(cad_store_outbox_release(f->st, c.keys[0], T0 + 5, f->err), 0);
+    assert_int_equal(query_int(f, "SELECT attempt FROM touches WHERE state = 'queued'"), 0);
+    assert_int_equal(cad_store_outbox_release(f->st, c.keys[0], T0 + 6, f->err), -CAD_EINVAL);
+    assert_int_equal(cad_store_outbox_next_due_channel(f->st, "email"), T0 + 5);
+    cad_snapshot_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1166,6 +1302,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_show_customer_contacts_alerts_and_report, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_store_listings_calendar_holdout_and_per_channel_claims,
+                                        setup, teardown),
     };
     int r = cmocka_run_group_tests_name("store", tests, NULL, NULL);
     cad_tz_registry_free();
