@@ -5,6 +5,7 @@
  * Exit status: 0 after an orderly stop (or a valid --check), 1 when the
  * daemon cannot start or the config is invalid, 2 for a usage error.
  */
+#include "commands.h"
 #include "config.h"
 #include "daemon.h"
 #include "loader.h"
@@ -281,7 +282,14 @@ int main(int argc, char **argv)
         cad_log_err("cadenced cannot start: %s", err);
         return 1;
     }
+    cad_commands_t *commands = NULL;
+    if (cad_commands_register(d, &commands, err) != 0) {
+        cad_log_err("cadenced cannot start: %s", err);
+        cad_daemon_free(d);
+        return 1;
+    }
     int status = cad_daemon_run(d);
     cad_daemon_free(d);
+    cad_commands_free(commands);
     return status;
 }

@@ -377,10 +377,10 @@ int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *
                                 int limit, void (*fn)(const cad_customer_row_t *row, void *arg),
                                 void *arg, char *err);
 
-/* The store key of a contact's customer; -CAD_ENOTFOUND when no contact has
- * that id. */
+/* The store key and external id (copied into customer_id, CAD_ID_MAX + 1
+ * bytes) of a contact's customer; -CAD_ENOTFOUND when no contact has that id. */
 int cad_store_contact_customer(cad_store_t *st, const char *contact_id, int64_t *customer_key,
-                               char *err);
+                               char *customer_id, char *err);
 
 /* One line of the calendar: a customer's next evaluation and the pending
  * verdict of its latest evaluation that explains it (a window that opens, a

@@ -222,6 +222,7 @@ enum stmt_id {
     S_DUE_BETWEEN,
     S_HOLDOUT,
     S_TOUCH_COUNTS,
+    S_CONTACT_OWNER,
     S_COUNT
 };
 
@@ -429,6 +430,8 @@ static const char *const stmt_sql[S_COUNT] = {
         " GROUP BY t.rule, grp ORDER BY t.rule, grp",
     [S_TOUCH_COUNTS] = "SELECT state, CASE WHEN state = 'dropped' THEN '' ELSE channel END,"
                        " COUNT(*) FROM touches GROUP BY 1, 2 ORDER BY 1, 2",
+    [S_CONTACT_OWNER] = "SELECT c.customer_key, cu.id FROM contacts c JOIN customers cu"
+                        " ON cu.key = c.customer_key WHERE c.id = ?1",
 };
 
 /* Outbox states as stored; "dropped" marks a final suppression (history only). */
@@ -2299,16 +2302,18 @@ int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *
 }
 
 int cad_store_contact_customer(cad_store_t *st, const char *contact_id, int64_t *customer_key,
-                               char *err)
+                               char *customer_id, char *err)
 {
     int r = check_id(contact_id, "contact", err);
     if (r < 0)
         return r;
-    sqlite3_stmt *s = stmt(st, S_CONTACT_KEY);
+    sqlite3_stmt *s = stmt(st, S_CONTACT_OWNER);
     bind_text(s, 1, contact_id);
     int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *customer_key = sqlite3_column_int64(s, 1);
+    if (rc == SQLITE_ROW) {
+        *customer_key = sqlite3_column_int64(s, 0);
+        snprintf(customer_id, CAD_ID_MAX + 1, "%s", col_text(s, 1));
+    }
     sqlite3_reset(s);
     if (rc == SQLITE_DONE)
         return cad_fail(err, CAD_ENOTFOUND, "contact '%s' does not exist", contact_id);
