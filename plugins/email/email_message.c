@@ -326,7 +326,14 @@ int cad_email_append_mailbox(cad_email_buf_t *buf, size_t column, const char *na
     if (is_empty(name))
         return cad_email_buf_puts(buf, address) < 0 ? message_fail(err, "out of memory") : 0;
     int rc = 0;
-    if (is_printable_ascii(name) && !strstr(name, "=?")) {
+    /* A plain name is written as it is (an atom phrase or a quoted string)
+     * only when it fits on its line: a longer one becomes encoded-words,
+     * which fold, so no header line grows past its limit. */
+    size_t quoted_width = strlen(name) + 2;
+    for (const char *p = name; *p; p++)
+        quoted_width += *p == '"' || *p == '\\';
+    if (is_printable_ascii(name) && !strstr(name, "=?") &&
+        column + quoted_width <= LINE_MAX_COLUMNS) {
         bool atoms = name[0] != ' ' && name[strlen(name) - 1] != ' ';
         for (const char *p = name; *p && atoms; p++)
             atoms = is_phrase_char((unsigned char)*p);

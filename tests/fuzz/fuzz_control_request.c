@@ -25,7 +25,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -177,10 +176,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             else
                 FUZZ_CHECK(errno == EAGAIN, "recv: %s", strerror(errno));
             break;
-        }
-        if (!eof) {
-            struct pollfd p = {.fd = fd, .events = POLLIN | (sent < size ? POLLOUT : 0)};
-            poll(&p, 1, 1);
         }
     }
     close(fd);

@@ -142,7 +142,7 @@ static void check_qp(const char *text)
             continue;
         }
         FUZZ_CHECK(col != 0 || q[i] != '.', "a quoted-printable line starts with '.'");
-        FUZZ_CHECK((unsigned char)q[i] >= 0x20 && (unsigned char)q[i] < 0x7f,
+        FUZZ_CHECK(q[i] == '\t' || ((unsigned char)q[i] >= 0x20 && (unsigned char)q[i] < 0x7f),
                    "byte 0x%02x in quoted-printable", (unsigned char)q[i]);
         if (q[i] == '=') {
             if (i + 2 < qp.len && q[i + 1] == '\r' && q[i + 2] == '\n') {
