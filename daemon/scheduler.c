@@ -42,6 +42,8 @@ struct cad_scheduler {
     cad_scheduler_stats_t stats;
     void (*done)(void *arg);
     void *done_arg;
+    void (*on_decided)(void *arg);
+    void *on_decided_arg;
 };
 
 static cad_time_t wall_clock(void)
@@ -192,6 +194,7 @@ static void run_batch(cad_scheduler_t *s)
     }
     size_t n = 0;
     int failed = 0;
+    int64_t decided_before = s->stats.touches_decided;
     cad_calendar_entry_t e;
     while (n < s->batch_cap && cad_calendar_pop_due(&s->cal, now, &e)) {
         s->batch_keys[n++] = e.key;
@@ -212,7 +215,16 @@ static void run_batch(cad_scheduler_t *s)
                         CAD_SCHEDULER_RETRY_DELAY, n);
         for (size_t i = 0; i < n; i++)
             cad_calendar_set(&s->cal, s->batch_keys[i], now + CAD_SCHEDULER_RETRY_DELAY);
+        return;
     }
+    if (s->stats.touches_decided > decided_before && s->on_decided)
+        s->on_decided(s->on_decided_arg);
+}
+
+void cad_scheduler_on_decided(cad_scheduler_t *s, void (*fn)(void *arg), void *arg)
+{
+    s->on_decided = fn;
+    s->on_decided_arg = arg;
 }
 
 static void on_timer(uv_timer_t *timer)

@@ -49,6 +49,10 @@ void cad_scheduler_set_config(cad_scheduler_t *s, const cad_config_t *cfg);
 /* A customer changed (event, import, pause): evaluate it on the next turn. */
 void cad_scheduler_customer_changed(cad_scheduler_t *s, int64_t key);
 
+/* Calls fn(arg) after every committed batch that decided at least one touch
+ * (the dispatcher claims them at once). One hook; NULL removes it. */
+void cad_scheduler_on_decided(cad_scheduler_t *s, void (*fn)(void *arg), void *arg);
+
 /* Stops taking new work (no further evaluations); pending writes are committed. */
 void cad_scheduler_stop(cad_scheduler_t *s);
 
