@@ -8,9 +8,11 @@
  * firing a day of work at once or stalling the calendar.
  *
  * When it fires, one batch of at most engine.batch_size due customers is
- * evaluated inside one store transaction (group commit), and if more are due
- * the timer is re-armed at 0 ms so the loop serves sockets and signals
- * between batches. A failed batch is rolled back and its customers are
+ * evaluated inside one store transaction (group commit). While more are due,
+ * an idle handle runs one further batch per loop iteration: libuv polls for
+ * I/O between idle callbacks (a 0 ms timer would not do: libuv runs a timer
+ * re-armed from its own callback again in the same pass), so sockets and
+ * signals are served between batches. A failed batch is rolled back and its customers are
  * retried a minute later: decisions are re-derived, never half-recorded.
  */
 #include "scheduler.h"
@@ -29,6 +31,7 @@
 struct cad_scheduler {
     uv_loop_t *loop;
     uv_timer_t timer;
+    uv_idle_t idle; /* active while due customers remain after a batch */
     cad_store_t *store;
     const cad_config_t *cfg;
     cad_time_t (*clock_fn)(void);
@@ -39,7 +42,9 @@ struct cad_scheduler {
     int64_t *batch_keys; /* keys of the batch in progress, to retry on failure */
     size_t batch_cap;
     bool started, stopped;
+    cad_time_t backoff_until; /* after a failed batch, no batch before this */
     cad_scheduler_stats_t stats;
+    cad_scheduler_stats_t batch; /* counted in the open batch, added on commit */
     void (*done)(void *arg);
     void *done_arg;
     void (*on_decided)(void *arg);
@@ -98,13 +103,18 @@ int cad_scheduler_new(uv_loop_t *loop, cad_store_t *store, const cad_config_t *c
         return n;
     }
     uv_timer_init(loop, &s->timer);
+    uv_idle_init(loop, &s->idle);
     s->timer.data = s;
+    s->idle.data = s;
     *out = s;
     return 0;
 }
 
 static void on_timer(uv_timer_t *timer);
+static void on_idle(uv_idle_t *idle);
 
+/* Arms the timer for the earliest entry, or the idle handle when some
+ * customer is due already. */
 static void arm(cad_scheduler_t *s)
 {
     if (!s->started || s->stopped)
@@ -112,15 +122,20 @@ static void arm(cad_scheduler_t *s)
     const cad_calendar_entry_t *next = cad_calendar_peek(&s->cal);
     if (!next) {
         uv_timer_stop(&s->timer);
+        uv_idle_stop(&s->idle);
         return;
     }
     cad_time_t now = s->clock_fn();
-    uint64_t delay = 0;
-    if (next->when > now) {
-        int64_t seconds = next->when - now;
-        delay = seconds > CAD_SCHEDULER_MAX_SLEEP_MS / 1000 ? CAD_SCHEDULER_MAX_SLEEP_MS
-                                                            : (uint64_t)seconds * 1000;
+    cad_time_t when = next->when > s->backoff_until ? next->when : s->backoff_until;
+    if (when <= now) {
+        uv_timer_stop(&s->timer);
+        uv_idle_start(&s->idle, on_idle);
+        return;
     }
+    uv_idle_stop(&s->idle);
+    int64_t seconds = when - now;
+    uint64_t delay = seconds > CAD_SCHEDULER_MAX_SLEEP_MS / 1000 ? CAD_SCHEDULER_MAX_SLEEP_MS
+                                                                 : (uint64_t)seconds * 1000;
     uv_timer_start(&s->timer, on_timer, delay, 0);
 }
 
@@ -154,12 +169,12 @@ static int evaluate(cad_scheduler_t *s, int64_t key, cad_time_t now)
         cad_log_err("cannot record decision: %s customer=%s", err, snap.customer.id);
         return rc;
     }
-    s->stats.evaluations++;
+    s->batch.evaluations++;
     for (int i = 0; i < dec.n_verdicts; i++) {
         switch (dec.verdicts[i].kind) {
-        case CAD_VERDICT_SEND: s->stats.touches_decided++; break;
-        case CAD_VERDICT_SUPPRESS: s->stats.suppressed++; break;
-        case CAD_VERDICT_DEFER: s->stats.deferred++; break;
+        case CAD_VERDICT_SEND: s->batch.touches_decided++; break;
+        case CAD_VERDICT_SUPPRESS: s->batch.suppressed++; break;
+        case CAD_VERDICT_DEFER: s->batch.deferred++; break;
         default: break;
         }
     }
@@ -184,6 +199,8 @@ static void run_batch(cad_scheduler_t *s)
 {
     char err[CAD_ERRBUF];
     cad_time_t now = s->clock_fn();
+    if (now < s->backoff_until)
+        return;
     if (ensure_verdicts(s) != 0) {
         cad_log_err("scheduler: out of memory for verdicts; retrying in a minute");
         return;
@@ -194,6 +211,7 @@ static void run_batch(cad_scheduler_t *s)
     }
     size_t n = 0;
     int failed = 0;
+    memset(&s->batch, 0, sizeof(s->batch));
     int64_t decided_before = s->stats.touches_decided;
     cad_calendar_entry_t e;
     while (n < s->batch_cap && cad_calendar_pop_due(&s->cal, now, &e)) {
@@ -207,10 +225,18 @@ static void run_batch(cad_scheduler_t *s)
         cad_log_err("cannot commit a decision batch: %s customers=%zu", err, n);
         failed = 1;
     }
-    if (failed) {
+    if (!failed) {
+        s->stats.evaluations += s->batch.evaluations;
+        s->stats.touches_decided += s->batch.touches_decided;
+        s->stats.suppressed += s->batch.suppressed;
+        s->stats.deferred += s->batch.deferred;
+    } else {
         cad_store_batch_rollback(s->store);
         s->stats.errors++;
-        cad_log_warning("decision batch rolled back; its customers are retried in %d s "
+        /* The store is failing (disk full, I/O): pause every evaluation
+         * rather than fail through the whole calendar. */
+        s->backoff_until = now + CAD_SCHEDULER_RETRY_DELAY;
+        cad_log_warning("decision batch rolled back; evaluations pause for %d s "
                         "customers=%zu",
                         CAD_SCHEDULER_RETRY_DELAY, n);
         for (size_t i = 0; i < n; i++)
@@ -234,6 +260,11 @@ static void on_timer(uv_timer_t *timer)
         return;
     run_batch(s);
     arm(s);
+}
+
+static void on_idle(uv_idle_t *idle)
+{
+    on_timer(&((cad_scheduler_t *)idle->data)->timer);
 }
 
 int cad_scheduler_start(cad_scheduler_t *s)
@@ -265,11 +296,16 @@ void cad_scheduler_stop(cad_scheduler_t *s)
 {
     s->stopped = true;
     uv_timer_stop(&s->timer);
+    uv_idle_stop(&s->idle);
 }
 
 static void on_close(uv_handle_t *handle)
 {
     cad_scheduler_t *s = handle->data;
+    if (!uv_is_closing((uv_handle_t *)&s->idle)) {
+        uv_close((uv_handle_t *)&s->idle, on_close); /* the timer is closed: now the idle */
+        return;
+    }
     void (*done)(void *) = s->done;
     void *arg = s->done_arg;
     cad_calendar_free(&s->cal);
