@@ -46,6 +46,8 @@ typedef struct subcommand subcommand_t;
 typedef json_t *(*build_fn)(const subcommand_t *sc, int argc, char **argv);
 /* Prints a successful result for humans. */
 typedef void (*print_fn)(json_t *result);
+/* Runs a subcommand that talks to the daemon itself; returns the exit status. */
+typedef int (*run_fn)(const ctl_t *ctl, const subcommand_t *sc, int argc, char **argv);
 
 #define MAX_FIELDS 4
 
@@ -58,6 +60,8 @@ struct subcommand {
     const char *cmd;                /* the daemon's command name when it differs from `name` */
     const char *fields[MAX_FIELDS]; /* build_fields: request fields the positional
                                        arguments fill, in order, as strings */
+    run_fn run;                     /* instead of build + one exchange: a subcommand that needs
+                                       several requests (import, simulate) */
 };
 
 /* ---- output helpers ------------------------------------------------------ */
@@ -367,6 +371,833 @@ static json_t *build_raw(const subcommand_t *sc, int argc, char **argv)
     return req;
 }
 
+/* ---- operator subcommands: options, verbs and printers ------------------- */
+
+static int connect_socket(const ctl_t *ctl);
+static int send_all(int fd, const char *p, size_t n);
+static char *read_line(int fd, int timeout_ms, const char *path);
+static void usage_one(FILE *out, const subcommand_t *sc);
+
+enum opt_kind { OPT_STRING, OPT_INT, OPT_FLAG };
+
+/* A subcommand option: "--limit N" fills the request field "limit". */
+typedef struct opt_spec {
+    const char *flag;
+    const char *field;
+    enum opt_kind kind;
+} opt_spec_t;
+
+/* Splits args into options (set on req) and positionals (kept in order in
+ * pos[]). Returns the number of positionals, or -1 after a usage message. */
+static int parse_args(const subcommand_t *sc, int argc, char **argv, const opt_spec_t *specs,
+                      json_t *req, char **pos, int max_pos)
+{
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || strlen(a) == 2) {
+            if (n == max_pos) {
+                fprintf(stderr, "cadencectl %s: unexpected argument \"%s\"\n", sc->name, a);
+                return -1;
+            }
+            pos[n++] = argv[i];
+            continue;
+        }
+        const opt_spec_t *o = specs;
+        while (o && o->flag && strcmp(o->flag, a) != 0)
+            o++;
+        if (!o || !o->flag) {
+            fprintf(stderr, "cadencectl %s: unknown option \"%s\"\n", sc->name, a);
+            return -1;
+        }
+        if (o->kind == OPT_FLAG) {
+            json_object_set_new(req, o->field, json_true());
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "cadencectl %s: %s needs a value\n", sc->name, a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (o->kind == OPT_INT) {
+            char *end;
+            long long x = strtoll(v, &end, 10);
+            if (!*v || *end) {
+                fprintf(stderr, "cadencectl %s: %s: expected a number, got \"%s\"\n", sc->name, a,
+                        v);
+                return -1;
+            }
+            json_object_set_new(req, o->field, json_integer(x));
+        } else if (json_object_set_new(req, o->field, json_string(v)) != 0) {
+            fprintf(stderr, "cadencectl %s: %s: not valid UTF-8\n", sc->name, a);
+            return -1;
+        }
+    }
+    return n;
+}
+
+static json_t *new_request(const char *cmd)
+{
+    return json_pack("{s:s}", "cmd", cmd);
+}
+
+/* Turns FIELD=VALUE arguments into an object: list fields (interests,
+ * roles) split on commas, JSON fields (attributes, data, consent) parsed,
+ * paused as a boolean, everything else a string. */
+static int fill_fields(const subcommand_t *sc, json_t *obj, char **args, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(args[i], '=');
+        if (!eq || eq == args[i]) {
+            fprintf(stderr, "cadencectl %s: expected FIELD=VALUE, got \"%s\"\n", sc->name, args[i]);
+            return -1;
+        }
+        char key[64];
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - args[i]), args[i]);
+        const char *v = eq + 1;
+        json_t *val = NULL;
+        if (strcmp(key, "interests") == 0 || strcmp(key, "roles") == 0) {
+            val = json_array();
+            char *copy = strdup(v);
+            for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t;
+                 t = strtok_r(NULL, ",", &save))
+                json_array_append_new(val, json_string(t));
+            free(copy);
+        } else if (strcmp(key, "attributes") == 0 || strcmp(key, "data") == 0 ||
+                   strcmp(key, "consent") == 0) {
+            json_error_t jerr;
+            val = json_loads(v, 0, &jerr);
+            if (!val) {
+                fprintf(stderr, "cadencectl %s: %s: not valid JSON: %s\n", sc->name, key,
+                        jerr.text);
+                return -1;
+            }
+        } else if (strcmp(key, "paused") == 0) {
+            if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+                fprintf(stderr, "cadencectl %s: paused: expected true or false\n", sc->name);
+                return -1;
+            }
+            val = json_boolean(strcmp(v, "true") == 0);
+        } else {
+            val = json_string(v);
+        }
+        if (!val || json_object_set_new(obj, key, val) != 0) {
+            fprintf(stderr, "cadencectl %s: %s: not valid UTF-8\n", sc->name, key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *verb_of(const subcommand_t *sc, int argc, char **argv, const char *const *verbs)
+{
+    if (argc < 2) {
+        fprintf(stderr, "cadencectl %s: missing the action\n", sc->name);
+        return NULL;
+    }
+    for (int i = 0; verbs[i]; i++)
+        if (strcmp(argv[1], verbs[i]) == 0)
+            return verbs[i];
+    fprintf(stderr, "cadencectl %s: unknown action \"%s\"\n", sc->name, argv[1]);
+    return NULL;
+}
+
+static json_t *build_customer(const subcommand_t *sc, int argc, char **argv)
+{
+    static const char *const verbs[] = {"add", "update", "show", "list", NULL};
+    static const opt_spec_t list_opts[] = {{"--stage", "stage", OPT_STRING},
+                                           {"--segment", "segment", OPT_STRING},
+                                           {"--limit", "limit", OPT_INT},
+                                           {NULL, NULL, 0}};
+    const char *verb = verb_of(sc, argc, argv, verbs);
+    if (!verb)
+        return NULL;
+    char cmd[32];
+    snprintf(cmd, sizeof(cmd), "customer.%s", verb);
+    json_t *req = new_request(cmd);
+    char *pos[64];
+    int n = parse_args(sc, argc - 2, argv + 2, strcmp(verb, "list") == 0 ? list_opts : NULL, req,
+                       pos, strcmp(verb, "list") == 0 ? 0 : 64);
+    if (n < 0)
+        goto bad;
+    if (strcmp(verb, "list") == 0)
+        return req;
+    if (n < 1) {
+        fprintf(stderr, "cadencectl %s %s: missing the customer ID\n", sc->name, verb);
+        goto bad;
+    }
+    if (strcmp(verb, "show") == 0) {
+        if (n > 1) {
+            fprintf(stderr, "cadencectl %s show: unexpected argument \"%s\"\n", sc->name, pos[1]);
+            goto bad;
+        }
+        json_object_set_new(req, "customer", json_string(pos[0]));
+        return req;
+    }
+    json_t *obj = json_pack("{s:s}", "id", pos[0]);
+    json_object_set_new(req, "customer", obj);
+    if (!obj || fill_fields(sc, obj, pos + 1, n - 1) != 0)
+        goto bad;
+    return req;
+bad:
+    json_decref(req);
+    return NULL;
+}
+
+static json_t *build_contact(const subcommand_t *sc, int argc, char **argv)
+{
+    static const char *const verbs[] = {"add", "update", "consent", NULL};
+    static const opt_spec_t consent_opts[] = {
+        {"--source", "source", OPT_STRING}, {"--at", "at", OPT_STRING}, {NULL, NULL, 0}};
+    const char *verb = verb_of(sc, argc, argv, verbs);
+    if (!verb)
+        return NULL;
+    char cmd[32];
+    snprintf(cmd, sizeof(cmd), "contact.%s", verb);
+    json_t *req = new_request(cmd);
+    char *pos[64];
+    bool consent = strcmp(verb, "consent") == 0;
+    int n = parse_args(sc, argc - 2, argv + 2, consent ? consent_opts : NULL, req, pos, 64);
+    if (n < 0)
+        goto bad;
+    if (consent) {
+        if (n != 3 || (strcmp(pos[2], "in") != 0 && strcmp(pos[2], "out") != 0)) {
+            fprintf(stderr, "cadencectl contact consent: expected CONTACT email|sms in|out\n");
+            goto bad;
+        }
+        json_object_set_new(req, "contact", json_string(pos[0]));
+        json_object_set_new(req, "kind", json_string(pos[1]));
+        json_object_set_new(req, "opted_in", json_boolean(strcmp(pos[2], "in") == 0));
+        return req;
+    }
+    bool add = strcmp(verb, "add") == 0;
+    if (n < (add ? 2 : 1)) {
+        fprintf(stderr, "cadencectl contact %s: expected %s\n", verb,
+                add ? "ID CUSTOMER [FIELD=VALUE...]" : "ID [FIELD=VALUE...]");
+        goto bad;
+    }
+    json_t *obj = json_pack("{s:s}", "id", pos[0]);
+    json_object_set_new(req, "contact", obj);
+    if (add)
+        json_object_set_new(obj, "customer", json_string(pos[1]));
+    if (!obj || fill_fields(sc, obj, pos + (add ? 2 : 1), n - (add ? 2 : 1)) != 0)
+        goto bad;
+    return req;
+bad:
+    json_decref(req);
+    return NULL;
+}
+
+static json_t *build_event(const subcommand_t *sc, int argc, char **argv)
+{
+    static const char *const verbs[] = {"add", NULL};
+    if (!verb_of(sc, argc, argv, verbs))
+        return NULL;
+    json_t *req = new_request("event.add");
+    char *pos[64];
+    int n = parse_args(sc, argc - 2, argv + 2, NULL, req, pos, 64);
+    if (n < 3) {
+        if (n >= 0)
+            fprintf(stderr, "cadencectl event add: expected ID CUSTOMER TYPE [FIELD=VALUE...]\n");
+        json_decref(req);
+        return NULL;
+    }
+    json_t *obj = json_pack("{s:s, s:s, s:s}", "id", pos[0], "customer", pos[1], "type", pos[2]);
+    json_object_set_new(req, "event", obj);
+    if (!obj || fill_fields(sc, obj, pos + 3, n - 3) != 0) {
+        json_decref(req);
+        return NULL;
+    }
+    return req;
+}
+
+/* Options only (and at most `max_pos` positionals filling `fields`). */
+static json_t *build_with(const subcommand_t *sc, int argc, char **argv, const char *cmd,
+                          const opt_spec_t *specs, const char *const *fields, int n_fields)
+{
+    json_t *req = new_request(cmd);
+    char *pos[8];
+    int n = parse_args(sc, argc, argv, specs, req, pos, n_fields);
+    if (n < 0 || n < n_fields) {
+        if (n >= 0)
+            fprintf(stderr, "cadencectl %s: missing %s\n", sc->name, fields[n]);
+        json_decref(req);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++)
+        if (json_object_set_new(req, fields[i], json_string(pos[i])) != 0) {
+            fprintf(stderr, "cadencectl %s: %s is not valid UTF-8\n", sc->name, fields[i]);
+            json_decref(req);
+            return NULL;
+        }
+    return req;
+}
+
+static json_t *build_calendar(const subcommand_t *sc, int argc, char **argv)
+{
+    static const opt_spec_t opts[] = {{"--limit", "limit", OPT_INT},
+                                      {"--customer", "customer", OPT_STRING},
+                                      {"--rule", "rule", OPT_STRING},
+                                      {NULL, NULL, 0}};
+    return build_with(sc, argc - 1, argv + 1, "calendar", opts, NULL, 0);
+}
+
+static json_t *build_why(const subcommand_t *sc, int argc, char **argv)
+{
+    static const opt_spec_t opts[] = {{"--limit", "limit", OPT_INT}, {NULL, NULL, 0}};
+    static const char *const fields[] = {"customer"};
+    return build_with(sc, argc - 1, argv + 1, "why", opts, fields, 1);
+}
+
+static json_t *build_outbox(const subcommand_t *sc, int argc, char **argv)
+{
+    static const char *const verbs[] = {"list", "retry", "cancel", NULL};
+    static const opt_spec_t list_opts[] = {{"--state", "state", OPT_STRING},
+                                           {"--customer", "customer", OPT_STRING},
+                                           {"--limit", "limit", OPT_INT},
+                                           {NULL, NULL, 0}};
+    static const char *const key_field[] = {"key"};
+    const char *verb = verb_of(sc, argc, argv, verbs);
+    if (!verb)
+        return NULL;
+    if (strcmp(verb, "list") == 0)
+        return build_with(sc, argc - 2, argv + 2, "outbox.list", list_opts, NULL, 0);
+    return build_with(sc, argc - 2, argv + 2,
+                      strcmp(verb, "retry") == 0 ? "outbox.retry" : "outbox.cancel", NULL,
+                      key_field, 1);
+}
+
+static json_t *build_alerts(const subcommand_t *sc, int argc, char **argv)
+{
+    static const opt_spec_t opts[] = {
+        {"--all", "all", OPT_FLAG}, {"--limit", "limit", OPT_INT}, {NULL, NULL, 0}};
+    return build_with(sc, argc - 1, argv + 1, "alerts", opts, NULL, 0);
+}
+
+static json_t *build_period(const subcommand_t *sc, int argc, char **argv)
+{
+    static const opt_spec_t opts[] = {
+        {"--since", "since", OPT_STRING}, {"--until", "until", OPT_STRING}, {NULL, NULL, 0}};
+    return build_with(sc, argc - 1, argv + 1, sc->name, opts, NULL, 0);
+}
+
+/* Prints a list of objects with the chosen columns (key, heading). */
+static void print_columns(json_t *list, const char *const *cols)
+{
+    json_t *rows = json_array();
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        json_t *r = json_object();
+        for (int c = 0; cols[c]; c += 2) {
+            json_t *v = json_object_get(item, cols[c]);
+            json_object_set(r, cols[c + 1], v ? v : json_null());
+        }
+        json_array_append_new(rows, r);
+    }
+    if (json_array_size(rows) == 0)
+        printf("(none)\n");
+    else
+        print_table(rows);
+    json_decref(rows);
+}
+
+static void print_customers(json_t *r)
+{
+    static const char *const cols[] = {"id",
+                                       "ID",
+                                       "name",
+                                       "NAME",
+                                       "stage",
+                                       "STAGE",
+                                       "segment",
+                                       "SEGMENT",
+                                       "timezone",
+                                       "TIME ZONE",
+                                       "paused",
+                                       "PAUSED",
+                                       "next_eval_local",
+                                       "NEXT EVALUATION",
+                                       NULL};
+    print_columns(json_object_get(r, "customers"), cols);
+    if (json_is_true(json_object_get(r, "more")))
+        printf("(more: raise --limit or narrow with --stage/--segment)\n");
+}
+
+static void print_customer_or_list(json_t *r)
+{
+    if (json_object_get(r, "customers"))
+        print_customers(r);
+    else
+        print_generic(r);
+}
+
+static void print_calendar(json_t *r)
+{
+    static const char *const cols[] = {
+        "due_local", "DUE (CUSTOMER'S TIME)", "customer", "CUSTOMER", "rule", "RULE", "why", "WHY",
+        NULL};
+    print_columns(json_object_get(r, "entries"), cols);
+}
+
+static void print_why(json_t *r)
+{
+    printf("%s (%s), %s, segment %s, time zone %s%s\n", str(r, "id"), str(r, "name"),
+           str(r, "stage"), str(r, "segment"), str(r, "timezone"),
+           json_is_true(json_object_get(r, "paused")) ? ", PAUSED" : "");
+    printf("%s\n", str(r, "summary"));
+    json_t *ds = json_object_get(r, "decisions");
+    printf("\nDecisions, newest first (times in the customer's zone):\n");
+    if (json_array_size(ds) == 0)
+        printf("  (none recorded yet)\n");
+    size_t i;
+    json_t *d;
+    json_array_foreach(ds, i, d)
+    {
+        printf("  %s  %s\n", str(d, "at_local"), str(d, "text"));
+    }
+    json_t *ts = json_object_get(r, "touches");
+    if (json_array_size(ts) > 0) {
+        printf("\nTouches:\n");
+        json_array_foreach(ts, i, d)
+        {
+            const char *e = str(d, "last_error");
+            printf("  %s  %s by %s to %s: %s%s%s\n", str(d, "decided_local"), str(d, "rule"),
+                   str(d, "channel"), str(d, "contact"), str(d, "state"),
+                   *e && *e != '-' ? " — " : "", *e && *e != '-' ? e : "");
+        }
+    }
+}
+
+static void print_outbox(json_t *r)
+{
+    static const char *const cols[] = {
+        "key",     "KEY",     "state",    "STATE",    "customer",   "CUSTOMER",   "rule", "RULE",
+        "channel", "CHANNEL", "attempts", "ATTEMPTS", "last_error", "LAST ERROR", NULL};
+    if (json_object_get(r, "touches"))
+        print_columns(json_object_get(r, "touches"), cols);
+    else
+        printf("touch %lld: %s\n", num(r, "key"), str(r, "state"));
+}
+
+static void print_alerts(json_t *r)
+{
+    printf("open: %lld content gaps, %lld feedback loops overdue, %lld silent customers, %lld "
+           "dead touches\n\n",
+           num(r, "open.content_gap"), num(r, "open.loop_overdue"), num(r, "open.silent"),
+           num(r, "open.dead_touches"));
+    static const char *const cols[] = {"kind", "KIND",   "customer", "CUSTOMER", "rule",
+                                       "RULE", "detail", "DETAIL",   NULL};
+    print_columns(json_object_get(r, "alerts"), cols);
+}
+
+static void format_pct(json_t *v, char *buf, size_t n)
+{
+    if (json_is_number(v))
+        snprintf(buf, n, "%.0f%%", json_number_value(v));
+    else
+        snprintf(buf, n, "-");
+}
+
+static void print_report(json_t *r)
+{
+    char from[32], to[32], pct[16];
+    format_time(json_object_get(r, "from"), from, sizeof(from));
+    format_time(json_object_get(r, "to"), to, sizeof(to));
+    printf("Playbook report %s .. %s\n", from, to);
+    printf("expected = times the rule applied; executed = delivered. A low share is a playbook\n"
+           "step that is not happening; 'mostly' names the reason it was suppressed.\n\n");
+    printf("%-22s %-13s %8s %8s %6s  %-10s %6s %6s %10s  %s\n", "RULE", "PURPOSE", "EXPECTED",
+           "EXECUTED", "SHARE", "", "QUEUED", "FAILED", "SUPPRESSED", "MOSTLY");
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(r, "rules"), i, l)
+    {
+        char bar[11] = "";
+        json_t *p = json_object_get(l, "executed_pct");
+        int filled = json_is_number(p) ? (int)(json_number_value(p) / 10.0 + 0.5) : 0;
+        for (int k = 0; k < 10; k++)
+            bar[k] = json_is_number(p) ? (k < filled ? '#' : '.') : ' ';
+        bar[10] = '\0';
+        format_pct(p, pct, sizeof(pct));
+        const char *top = str(l, "top_reason");
+        printf("%-22s %-13s %8lld %8lld %6s  %-10s %6lld %6lld %10lld  %s\n", str(l, "rule"),
+               str(l, "purpose"), num(l, "expected"), num(l, "executed"), pct, bar,
+               num(l, "pending"), num(l, "failed"), num(l, "suppressed"), *top ? top : "");
+    }
+    format_pct(json_object_get(json_object_get(r, "totals"), "executed_pct"), pct, sizeof(pct));
+    printf("\ntotal: %lld expected, %lld executed (%s), %lld queued, %lld failed, %lld "
+           "suppressed\n",
+           num(r, "totals.eligible"), num(r, "totals.delivered"), pct, num(r, "totals.pending"),
+           num(r, "totals.failed"), num(r, "totals.suppressed"));
+    json_t *ratio = json_object_get(r, "give_ask_ratio");
+    if (json_is_number(ratio))
+        printf("give/ask: %lld value or appreciation touches delivered for %lld asks (%.2f)\n",
+               num(r, "give"), num(r, "ask"), json_number_value(ratio));
+    else
+        printf("give/ask: %lld value or appreciation touches delivered, no asks\n", num(r, "give"));
+    printf("silent past max_silence: %lld customers", num(r, "silent.count"));
+    json_array_foreach(json_object_get(json_object_get(r, "silent"), "customers"), i, l)
+    {
+        printf("%s%s", i ? ", " : ": ", json_string_value(l));
+    }
+    printf("\nfeedback loops open past their SLA: %lld\n", num(r, "open_loops_overdue"));
+    json_t *h = json_object_get(r, "holdout");
+    if (json_array_size(h) > 0) {
+        printf("\nholdout (churn after the decision, treated vs held out):\n");
+        json_array_foreach(h, i, l)
+        {
+            printf("  %-22s treated %lld customers, %lld churned, %lld reactivated; held out "
+                   "%lld, %lld churned, %lld reactivated\n",
+                   str(l, "rule"), num(l, "treated.customers"), num(l, "treated.churned"),
+                   num(l, "treated.reactivated"), num(l, "held_out.customers"),
+                   num(l, "held_out.churned"), num(l, "held_out.reactivated"));
+        }
+    }
+}
+
+static void print_holdout(json_t *r)
+{
+    json_t *rules = json_object_get(r, "rules");
+    if (json_array_size(rules) == 0) {
+        printf("no rule holds customers out (set holdout = 0.05; on a rule to measure it)\n");
+        return;
+    }
+    printf("%-22s %8s  %-28s  %-28s  %s\n", "RULE", "HELD OUT", "TREATED: CUST CHURN REACT",
+           "HELD OUT: CUST CHURN REACT", "CHURN POINTS SAVED");
+    size_t i;
+    json_t *l;
+    json_array_foreach(rules, i, l)
+    {
+        char pct[16], saved[16];
+        format_pct(json_object_get(l, "holdout_pct"), pct, sizeof(pct));
+        json_t *s = json_object_get(l, "churn_pct_points_saved");
+        if (json_is_number(s))
+            snprintf(saved, sizeof(saved), "%+.1f", json_number_value(s));
+        else
+            snprintf(saved, sizeof(saved), "-");
+        printf("%-22s %8s  %9lld %8lld %9lld  %9lld %8lld %9lld  %s\n", str(l, "rule"), pct,
+               num(l, "treated.customers"), num(l, "treated.churned"),
+               num(l, "treated.reactivated"), num(l, "held_out.customers"),
+               num(l, "held_out.churned"), num(l, "held_out.reactivated"), saved);
+    }
+}
+
+static void print_metrics(json_t *r)
+{
+    fputs(str(r, "text"), stdout);
+}
+
+static void print_plugins(json_t *r)
+{
+    static const char *const cols[] = {
+        "channel", "CHANNEL",     "plugin",      "PLUGIN",    "loaded",    "LOADED",    "version",
+        "VERSION", "concurrency", "CONCURRENCY", "in_flight", "IN FLIGHT", "delivered", "DELIVERED",
+        "failed",  "FAILED",      "error",       "ERROR",     NULL};
+    print_columns(json_object_get(r, "plugins"), cols);
+}
+
+/* ---- multi-request subcommands: import, simulate -------------------------- */
+
+/* Sends one request on an open connection and returns the reply object,
+ * or NULL after a message. */
+static json_t *call(const ctl_t *ctl, int fd, json_t *req)
+{
+    char *line = json_dumps(req, JSON_COMPACT);
+    if (!line) {
+        fprintf(stderr, "cadencectl: cannot encode the request\n");
+        return NULL;
+    }
+    size_t n = strlen(line);
+    line[n] = '\n';
+    int rc = send_all(fd, line, n + 1);
+    free(line);
+    if (rc != 0) {
+        fprintf(stderr, "cadencectl: cannot send to %s: %s\n", ctl->socket_path, strerror(errno));
+        return NULL;
+    }
+    char *text = read_line(fd, ctl->timeout_ms, ctl->socket_path);
+    if (!text)
+        return NULL;
+    json_error_t jerr;
+    json_t *reply = json_loads(text, 0, &jerr);
+    free(text);
+    if (!json_is_object(reply)) {
+        fprintf(stderr, "cadencectl: the reply from %s is not a JSON object\n", ctl->socket_path);
+        json_decref(reply);
+        return NULL;
+    }
+    return reply;
+}
+
+static bool reply_ok(const char *name, json_t *reply)
+{
+    if (json_is_true(json_object_get(reply, "ok")))
+        return true;
+    json_t *e = json_object_get(reply, "error");
+    fprintf(stderr, "cadencectl %s: %s: %s\n", name, str(e, "code"), str(e, "message"));
+    return false;
+}
+
+/* Bytes a string takes once JSON-encoded (quotes included). */
+static size_t json_encoded_len(const char *s, size_t n)
+{
+    size_t len = 2;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\' || ch == '\n' || ch == '\r' || ch == '\t' || ch == '\b' ||
+            ch == '\f')
+            len += 2;
+        else if (ch < 0x20 || ch == 0x7f)
+            len += 6;
+        else
+            len += 1;
+    }
+    return len + 1; /* the comma */
+}
+
+typedef struct import_totals {
+    long long records, accepted, rejected, duplicates;
+} import_totals_t;
+
+static int import_send(const ctl_t *ctl, int fd, json_t *req, import_totals_t *t)
+{
+    json_t *reply = call(ctl, fd, req);
+    if (!reply)
+        return EXIT_CONNECT;
+    if (!reply_ok("import", reply)) {
+        json_decref(reply);
+        return EXIT_ERROR;
+    }
+    json_t *res = json_object_get(reply, "result");
+    t->records += num(res, "records");
+    t->accepted += num(res, "accepted");
+    t->rejected += num(res, "rejected");
+    t->duplicates += num(res, "duplicates");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(res, "errors"), i, e)
+    {
+        fprintf(stderr, "%s\n", str(e, "message"));
+    }
+    if (json_is_true(json_object_get(res, "errors_truncated")))
+        fprintf(stderr, "(more rejected rows in lines %lld.. not listed)\n",
+                num(res, "first_line"));
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char **argv)
+{
+    static const opt_spec_t opts[] = {{"--format", "format", OPT_STRING},
+                                      {"--chunk-bytes", "chunk_bytes", OPT_INT},
+                                      {NULL, NULL, 0}};
+    json_t *o = json_object();
+    char *pos[2];
+    int n = parse_args(sc, argc - 1, argv + 1, opts, o, pos, 2);
+    if (n != 2) {
+        if (n >= 0)
+            fprintf(stderr, "cadencectl import: expected KIND FILE\n");
+        json_decref(o);
+        usage_one(stderr, sc);
+        return EXIT_USAGE;
+    }
+    const char *kind = pos[0], *path = pos[1];
+    const char *format = json_string_value(json_object_get(o, "format"));
+    long long chunk_bytes = json_is_integer(json_object_get(o, "chunk_bytes"))
+                                ? json_integer_value(json_object_get(o, "chunk_bytes"))
+                                : 60000;
+    if (!format) {
+        const char *dot = strrchr(path, '.');
+        format = dot && (strcmp(dot, ".csv") == 0 || strcmp(dot, ".CSV") == 0) ? "csv" : "jsonl";
+    }
+    bool csv = strcmp(format, "csv") == 0;
+    if (!csv && strcmp(format, "jsonl") != 0) {
+        fprintf(stderr, "cadencectl import: --format: expected csv or jsonl, got \"%s\"\n", format);
+        json_decref(o);
+        return EXIT_USAGE;
+    }
+    if (chunk_bytes < 1024 || chunk_bytes > 16 * 1024 * 1024) {
+        fprintf(stderr, "cadencectl import: --chunk-bytes: expected 1024 to 16777216\n");
+        json_decref(o);
+        return EXIT_USAGE;
+    }
+    FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!in) {
+        fprintf(stderr, "cadencectl import: cannot open %s: %s\n", path, strerror(errno));
+        json_decref(o);
+        return EXIT_ERROR;
+    }
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    int fd = connect_socket(ctl);
+    if (fd < 0) {
+        if (in != stdin)
+            fclose(in);
+        json_decref(o);
+        return EXIT_CONNECT;
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    import_totals_t tot = {0};
+    char *line = NULL, *header = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long long lineno = 0, first = 0, local_rejects = 0;
+    size_t base_bytes = 200 + strlen(base) + strlen(kind), bytes = 0;
+    json_t *lines = json_array();
+    bool in_quotes = false;
+    int status = EXIT_OK;
+    while (status == EXIT_OK && (len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        if (csv && lineno == 1) {
+            header = strdup(line);
+            base_bytes += json_encoded_len(line, (size_t)len);
+            continue;
+        }
+        size_t enc = json_encoded_len(line, (size_t)len);
+        if (memchr(line, '\0', (size_t)len) || base_bytes + enc > (size_t)chunk_bytes) {
+            fprintf(stderr, "%s:%lld: %s; skipped\n", base, lineno,
+                    memchr(line, '\0', (size_t)len) ? "the line holds a NUL byte"
+                                                    : "the line is longer than one request may be");
+            local_rejects++;
+            continue;
+        }
+        if (!in_quotes && json_array_size(lines) > 0 &&
+            (base_bytes + bytes + enc > (size_t)chunk_bytes || json_array_size(lines) >= 10000)) {
+            json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O}", "cmd", "import", "kind", kind,
+                                    "format", csv ? "csv" : "jsonl", "source", base, "first_line",
+                                    (json_int_t)first, "lines", lines);
+            if (csv && header)
+                json_object_set_new(req, "header", json_string(header));
+            status = import_send(ctl, fd, req, &tot);
+            json_decref(req);
+            json_array_clear(lines);
+            bytes = 0;
+        }
+        if (json_array_size(lines) == 0)
+            first = lineno;
+        json_t *s = json_stringn(line, (size_t)len);
+        if (!s) {
+            fprintf(stderr, "%s:%lld: the line is not valid UTF-8; skipped\n", base, lineno);
+            local_rejects++;
+            continue;
+        }
+        json_array_append_new(lines, s);
+        bytes += enc;
+        if (csv)
+            for (ssize_t k = 0; k < len; k++)
+                if (line[k] == '"')
+                    in_quotes = !in_quotes;
+    }
+    if (status == EXIT_OK && json_array_size(lines) > 0) {
+        json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O}", "cmd", "import", "kind", kind,
+                                "format", csv ? "csv" : "jsonl", "source", base, "first_line",
+                                (json_int_t)first, "lines", lines);
+        if (csv && header)
+            json_object_set_new(req, "header", json_string(header));
+        status = import_send(ctl, fd, req, &tot);
+        json_decref(req);
+    }
+    if (ferror(in)) {
+        fprintf(stderr, "cadencectl import: reading %s: %s\n", path, strerror(errno));
+        status = EXIT_ERROR;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    tot.rejected += local_rejects;
+    tot.records += local_rejects;
+    if (ctl->json)
+        printf("{\"file\": \"%s\", \"kind\": \"%s\", \"records\": %lld, \"accepted\": %lld, "
+               "\"rejected\": %lld, \"duplicates\": %lld, \"seconds\": %.3f, \"rows_per_second\": "
+               "%.0f}\n",
+               base, kind, tot.records, tot.accepted, tot.rejected, tot.duplicates, secs,
+               secs > 0 ? (double)tot.records / secs : 0.0);
+    else
+        printf("%s: %lld %s accepted, %lld rejected, %lld duplicates in %.2f s (%.0f rows/s)\n",
+               path, tot.accepted, kind, tot.rejected, tot.duplicates, secs,
+               secs > 0 ? (double)tot.records / secs : 0.0);
+    free(line);
+    free(header);
+    json_decref(lines);
+    json_decref(o);
+    close(fd);
+    if (in != stdin)
+        fclose(in);
+    if (status == EXIT_OK && tot.rejected > 0)
+        status = EXIT_ERROR;
+    return status;
+}
+
+static int run_simulate(const ctl_t *ctl, const subcommand_t *sc, int argc, char **argv)
+{
+    static const opt_spec_t opts[] = {
+        {"--days", "days", OPT_INT}, {"--customer", "customer", OPT_STRING}, {NULL, NULL, 0}};
+    json_t *req = new_request("simulate");
+    if (parse_args(sc, argc - 1, argv + 1, opts, req, NULL, 0) < 0 ||
+        !json_object_get(req, "days")) {
+        if (!json_object_get(req, "days"))
+            fprintf(stderr, "cadencectl simulate: --days N is required\n");
+        json_decref(req);
+        usage_one(stderr, sc);
+        return EXIT_USAGE;
+    }
+    if (ctl->json)
+        json_object_set_new(req, "json", json_true());
+    int fd = connect_socket(ctl);
+    if (fd < 0) {
+        json_decref(req);
+        return EXIT_CONNECT;
+    }
+    json_t *reply = call(ctl, fd, req);
+    json_decref(req);
+    if (!reply || !reply_ok("simulate", reply)) {
+        json_decref(reply);
+        close(fd);
+        return reply ? EXIT_ERROR : EXIT_CONNECT;
+    }
+    long long job = num(json_object_get(reply, "result"), "job");
+    json_decref(reply);
+    long long offset = 0;
+    int status = EXIT_CONNECT;
+    for (;;) {
+        json_t *q = json_pack("{s:s, s:I, s:I}", "cmd", "simulate.output", "job", (json_int_t)job,
+                              "offset", (json_int_t)offset);
+        reply = call(ctl, fd, q);
+        json_decref(q);
+        if (!reply)
+            break;
+        if (!reply_ok("simulate", reply)) {
+            json_decref(reply);
+            status = EXIT_ERROR;
+            break;
+        }
+        json_t *res = json_object_get(reply, "result");
+        json_t *out = json_object_get(res, "output");
+        fwrite(json_string_value(out), 1, json_string_length(out), stdout);
+        fflush(stdout);
+        long long next = num(res, "offset");
+        if (json_is_true(json_object_get(res, "finished"))) {
+            const char *errors = str(res, "errors");
+            if (*errors && strcmp(errors, "-") != 0)
+                fputs(errors, stderr);
+            if (json_is_true(json_object_get(res, "truncated")))
+                fprintf(stderr, "cadencectl simulate: the output was cut at the daemon's limit\n");
+            status = num(res, "exit_status") == 0 ? EXIT_OK : EXIT_ERROR;
+            json_decref(reply);
+            break;
+        }
+        json_decref(reply);
+        if (next == offset)
+            usleep(100 * 1000);
+        offset = next;
+    }
+    close(fd);
+    return status;
+}
+
 /* One entry per subcommand. Most need only a name, a summary, the daemon's
  * command and the request fields their arguments fill; build and print
  * default to build_fields and print_generic. */
@@ -377,28 +1208,155 @@ static const subcommand_t subcommands[] = {
      NULL,
      print_status,
      NULL,
-     {NULL}},
+     {NULL},
+     NULL},
     {"reload",
      "re-read the configuration (admin; like SIGHUP); prints every error if rejected",
      "",
      NULL,
      print_reload,
      NULL,
-     {NULL}},
+     {NULL},
+     NULL},
     {"commands",
      "list the commands the daemon answers and the role each needs",
      "",
      NULL,
      print_help_reply,
      "help",
-     {NULL}},
+     {NULL},
+     NULL},
     {"raw",
      "send one request object as given and print the result",
      "'{\"cmd\": \"NAME\", ...}'",
      build_raw,
      NULL,
      NULL,
-     {NULL}},
+     {NULL},
+     NULL},
+    {"customer",
+     "add, change, show or list customers (add/update: admin)",
+     "add ID [FIELD=VALUE...] | update ID [FIELD=VALUE...] | show ID |\n"
+     "       list [--stage STAGE] [--segment SEGMENT] [--limit N]\n"
+     "  FIELDs: name, timezone, stage, segment, interests=a,b, attributes=JSON, created_at,\n"
+     "  paused=true|false",
+     build_customer,
+     print_customer_or_list,
+     NULL,
+     {NULL},
+     NULL},
+    {"contact",
+     "add or change a contact, or record a consent (admin)",
+     "add ID CUSTOMER [FIELD=VALUE...] | update ID [FIELD=VALUE...] |\n"
+     "       consent CONTACT email|sms in|out [--source TEXT] [--at TIME]\n"
+     "  FIELDs: name, first_name, roles=a,b, email, phone (E.164), customer, consent=JSON",
+     build_contact,
+     NULL,
+     NULL,
+     {NULL},
+     NULL},
+    {"event",
+     "record an event; its customer is evaluated at once (admin)",
+     "add ID CUSTOMER TYPE [at=TIME] [data=JSON]\n"
+     "  TIME: 2026-03-08T09:30:00Z, 2026-03-08, now, now-2d (default now)",
+     build_event,
+     NULL,
+     NULL,
+     {NULL},
+     NULL},
+    {"import",
+     "stream a CSV or JSONL file of customers, contacts or events to the daemon (admin)",
+     "customers|contacts|events FILE [--format csv|jsonl] [--chunk-bytes N]\n"
+     "  Rows go in chunks of at most --chunk-bytes (default 60000, below the daemon's\n"
+     "  control.max_line); bad rows are printed as FILE:LINE: and skipped, good rows kept.\n"
+     "  FILE - reads standard input. Exit status 1 when any row was rejected.",
+     NULL,
+     NULL,
+     NULL,
+     {NULL},
+     run_import},
+    {"calendar",
+     "who is due next, and the pending verdict that explains it",
+     "[--limit N] [--customer ID] [--rule RULE]",
+     build_calendar,
+     print_calendar,
+     NULL,
+     {NULL},
+     NULL},
+    {"why",
+     "a customer's decision trace in plain sentences, newest first",
+     "CUSTOMER [--limit N]",
+     build_why,
+     print_why,
+     NULL,
+     {NULL},
+     NULL},
+    {"simulate",
+     "forecast the next N days of touches without sending anything",
+     "--days N [--customer ID]",
+     NULL,
+     NULL,
+     NULL,
+     {NULL},
+     run_simulate},
+    {"pause",
+     "pause a customer: nothing is sent until resume (admin)",
+     "",
+     NULL,
+     NULL,
+     NULL,
+     {"customer"},
+     NULL},
+    {"resume", "resume a paused customer (admin)", "", NULL, NULL, NULL, {"customer"}, NULL},
+    {"outbox",
+     "list touches, send a dead one again or cancel one (retry/cancel: admin)",
+     "list [--state STATE] [--customer ID] [--limit N] | retry KEY | cancel KEY\n"
+     "  STATE: queued, in_flight, retry_wait, delivered, dead, cancelled",
+     build_outbox,
+     print_outbox,
+     NULL,
+     {NULL},
+     NULL},
+    {"alerts",
+     "content gaps, overdue feedback loops, silent customers, dead touches",
+     "[--all] [--limit N]",
+     build_alerts,
+     print_alerts,
+     NULL,
+     {NULL},
+     NULL},
+    {"report",
+     "per rule: expected vs executed touches, suppressions by reason, give/ask, silence",
+     "[--since TIME] [--until TIME]   (default: the last 30 days; TIME as for event)",
+     build_period,
+     print_report,
+     NULL,
+     {NULL},
+     NULL},
+    {"holdout",
+     "churn and reactivation of treated vs held-out customers, per rule",
+     "[--since TIME] [--until TIME]",
+     build_period,
+     print_holdout,
+     NULL,
+     {NULL},
+     NULL},
+    {"plugins",
+     "the channels, their plugins and counters",
+     "",
+     NULL,
+     print_plugins,
+     NULL,
+     {NULL},
+     NULL},
+    {"metrics",
+     "Prometheus text exposition of the daemon's counters",
+     "",
+     NULL,
+     print_metrics,
+     NULL,
+     {NULL},
+     NULL},
 };
 
 static const subcommand_t *find_subcommand(const char *name)
@@ -674,6 +1632,8 @@ int main(int argc, char **argv)
             i--;
         }
     }
+    if (sc->run)
+        return sc->run(&ctl, sc, sargc, sargv);
     json_t *req = sc->build ? sc->build(sc, sargc, sargv) : build_fields(sc, sargc, sargv);
     if (!req) {
         usage_one(stderr, sc);
