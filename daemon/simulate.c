@@ -268,6 +268,7 @@ int cad_simulate_run(const cad_config_t *cfg, const cad_simulate_options_t *opt,
     rc = cad_store_open_copy(opt->db_path, &sim.store, err);
     if (rc < 0)
         goto done;
+    cad_store_set_traces(sim.store, false);
     if (opt->customer_id) {
         rc = cad_store_customer_key(sim.store, opt->customer_id, &sim.only_key, err);
         if (rc < 0)

@@ -43,6 +43,11 @@ int cad_store_open_copy(const char *path, cad_store_t **out, char *err);
 /* Commits any open batch, finalizes statements, closes. NULL-safe. */
 void cad_store_close(cad_store_t *st);
 
+/* Turns the recording of decision traces and alerts on (the default) or
+ * off. The simulator turns them off on its in-memory copy: it needs the
+ * touches a decision writes, not the explanations. */
+void cad_store_set_traces(cad_store_t *st, bool on);
+
 /* Caps the database at about `max_bytes` (PRAGMA max_page_count); a write
  * that would grow it further fails with -CAD_EFULL and is rolled back, as on
  * a full disk. 0 lifts the cap. Returns 0 or an error. */

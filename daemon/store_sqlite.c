@@ -465,6 +465,7 @@ struct cad_store {
     char *path;
     bool readonly;
     bool in_batch;
+    bool no_traces; /* the simulator's copy: decisions without traces and alerts */
     bool light; /* the current write runs in the batch without a savepoint */
     int depth;  /* nesting of write scopes within one call */
     claim_row_t *claim_rows;
@@ -884,6 +885,11 @@ void cad_store_close(cad_store_t *st)
     free(st->claim_strings);
     free(st->path);
     free(st);
+}
+
+void cad_store_set_traces(cad_store_t *st, bool on)
+{
+    st->no_traces = !on;
 }
 
 int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err)
@@ -1685,6 +1691,11 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
         const cad_verdict_t *v = &dec->verdicts[i];
         if (v->kind == CAD_VERDICT_SKIP)
             continue;
+        if (st->no_traces) {
+            if (v->kind == CAD_VERDICT_SUPPRESS && v->final)
+                r = write_touch(st, pb, snap, v, true, now, cad_reason_name(v->reason), err);
+            continue;
+        }
         cad_verdict_describe(pb, snap, v, sentence, sizeof(sentence));
         sqlite3_stmt *s = stmt(st, S_TRACE_INSERT);
         sqlite3_bind_int64(s, 1, ckey);
@@ -1707,7 +1718,7 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
         if (r == 0 && v->kind == CAD_VERDICT_SUPPRESS && v->final)
             r = write_touch(st, pb, snap, v, true, now, cad_reason_name(v->reason), err);
     }
-    if (r == 0) {
+    if (r == 0 && !st->no_traces) {
         sqlite3_stmt *s = stmt(st, S_TRACE_TRIM);
         sqlite3_bind_int64(s, 1, ckey);
         sqlite3_bind_int(s, 2, TRACE_KEEP);
@@ -1729,7 +1740,7 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
     }
     static const uint32_t alert_bits[] = {CAD_ALERT_CONTENT_GAP, CAD_ALERT_LOOP_OVERDUE,
                                           CAD_ALERT_SILENT};
-    for (unsigned i = 0; r == 0 && i < CAD_ARRAY_LEN(alert_bits); i++) {
+    for (unsigned i = 0; r == 0 && !st->no_traces && i < CAD_ARRAY_LEN(alert_bits); i++) {
         uint32_t bit = alert_bits[i];
         sqlite3_stmt *s;
         if (dec->alerts & bit) {
