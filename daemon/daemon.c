@@ -55,6 +55,9 @@ struct cad_daemon {
     cad_store_t *store;
     cad_scheduler_t *scheduler;
     cad_control_t *control;
+    cad_plugin_host_t *host;  /* the channel plugins, rebuilt on reload */
+    cad_dispatch_t *dispatch; /* the outbox dispatcher */
+    bool dispatch_stopping;   /* stop asked; host and dispatcher finishing */
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t watchdog, status_timer, shutdown_timer, last_resort;
     uint64_t watchdog_usec;
@@ -405,6 +408,92 @@ int cad_daemon_reload(cad_daemon_t *d, json_t **errors)
     return 0;
 }
 
+/* ---- the dispatcher and the plugin host ----------------------------------- */
+
+static void on_dispatch_part_stopped(cad_daemon_t *d)
+{
+    if (!d->dispatch && !d->host && d->n_services > 0)
+        cad_daemon_service_stopped(d, "dispatch");
+}
+
+static void on_dispatch_stopped(void *arg)
+{
+    cad_daemon_t *d = arg;
+    d->dispatch = NULL;
+    on_dispatch_part_stopped(d);
+}
+
+static void on_host_closed(void *arg)
+{
+    cad_daemon_t *d = arg;
+    d->host = NULL;
+    on_dispatch_part_stopped(d);
+}
+
+/* Shutdown service: no new claims; transfers in flight get most of
+ * engine.shutdown_timeout, then are cancelled and queued again. */
+static void stop_dispatch(cad_daemon_t *d, void *arg)
+{
+    if (d->dispatch_stopping)
+        return;
+    d->dispatch_stopping = true;
+    int64_t grace = d->finishing ? 0 : d->cfg->shutdown_timeout_ms * 3 / 4;
+    if (d->dispatch)
+        cad_dispatch_stop(d->dispatch, on_dispatch_stopped, d);
+    if (d->host)
+        cad_plugin_host_close(d->host, grace, on_host_closed, d);
+}
+
+static void on_old_host_closed(void *arg)
+{
+    cad_log_info("reload: the previous plugin host is closed");
+}
+
+/* Reload: a new host for the new channels; the old one finishes what it has. */
+static void reload_dispatch(const cad_config_t *cfg, void *arg)
+{
+    cad_daemon_t *d = arg;
+    if (!d->dispatch || d->dispatch_stopping)
+        return;
+    char err[CAD_ERRBUF];
+    cad_plugin_host_t *host = NULL;
+    if (cad_plugin_host_new(&d->loop, cfg, &host, err) != 0) {
+        cad_log_err("reload: cannot load the channel plugins, touches stay queued: %s", err);
+        cad_dispatch_set_host(d->dispatch, NULL);
+    } else {
+        cad_dispatch_set_host(d->dispatch, host);
+    }
+    cad_dispatch_set_config(d->dispatch, cfg);
+    /* The old host borrows the old config, freed when this hook returns:
+     * close it at once. Its transfers come back cancelled and are queued
+     * again (same idempotency keys) for the new host. */
+    if (d->host)
+        cad_plugin_host_close(d->host, 0, on_old_host_closed, NULL);
+    d->host = host;
+}
+
+static void on_touches_decided(void *arg)
+{
+    cad_daemon_t *d = arg;
+    cad_dispatch_kick(d->dispatch);
+}
+
+static int start_dispatch(cad_daemon_t *d, char *err)
+{
+    int rc = cad_plugin_host_new(&d->loop, d->cfg, &d->host, err);
+    if (rc == 0)
+        rc = cad_dispatch_new(&d->loop, d->store, d->host, d->cfg, d->scheduler, &d->dispatch, err);
+    if (rc == 0)
+        rc = cad_daemon_add_service(d, "dispatch", stop_dispatch, NULL);
+    if (rc == 0)
+        rc = cad_daemon_on_reload(d, reload_dispatch, d);
+    if (rc != 0)
+        return err && !err[0] ? cad_fail(err, -rc, "cannot start the dispatcher") : rc;
+    cad_scheduler_on_decided(d->scheduler, on_touches_decided, d);
+    cad_dispatch_kick(d->dispatch);
+    return 0;
+}
+
 /* ---- shutdown ------------------------------------------------------------ */
 
 static void on_handle_closed(uv_handle_t *h)
@@ -432,12 +521,16 @@ static void close_any(uv_handle_t *h, void *arg)
     close_handle(h);
 }
 
+static void stop_dispatch(cad_daemon_t *d, void *arg);
+
 /* Closes every handle we own; uv_run returns when the last one is released. */
 static void finish(cad_daemon_t *d)
 {
     if (d->finishing)
         return;
     d->finishing = true;
+    if (!d->dispatch_stopping)
+        stop_dispatch(d, NULL); /* never ran, or no service wait: stop with no grace */
     if (d->scheduler) {
         cad_scheduler_close(d->scheduler, NULL, NULL);
         d->scheduler = NULL;
@@ -650,6 +743,8 @@ int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *e
     if (rc != 0) {
         if (err && !err[0])
             cad_fail(err, -rc, "cannot register the built-in commands: %s", cad_strerror(rc));
+        if (d->dispatch || d->host)
+            stop_dispatch(d, NULL);
         if (d->scheduler)
             cad_scheduler_close(d->scheduler, NULL, NULL);
         cad_control_close(d->control, NULL, NULL);
@@ -716,6 +811,12 @@ int cad_daemon_run(cad_daemon_t *d)
                        (unsigned long long)(d->watchdog_usec / 1000));
         cad_notify_ready();
         refresh_status(d);
+        /* After the "running" line: loading plugins logs per channel. */
+        if (start_dispatch(d, err) != 0) {
+            cad_log_err("start: the dispatcher did not start: %s", err);
+            d->exit_code = 1;
+            cad_daemon_shutdown(d);
+        }
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     close_loop(d);
@@ -752,6 +853,16 @@ cad_scheduler_t *cad_daemon_scheduler(cad_daemon_t *d)
 const cad_config_t *cad_daemon_config(cad_daemon_t *d)
 {
     return d->cfg;
+}
+
+cad_dispatch_t *cad_daemon_dispatch(cad_daemon_t *d)
+{
+    return d->dispatch;
+}
+
+cad_plugin_host_t *cad_daemon_plugin_host(cad_daemon_t *d)
+{
+    return d->host;
 }
 
 int cad_daemon_on_reload(cad_daemon_t *d, cad_daemon_reload_fn fn, void *arg)

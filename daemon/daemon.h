@@ -21,6 +21,8 @@
 #include "common.h"
 #include "config.h"
 #include "control.h"
+#include "dispatch.h"
+#include "plugin_host.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -70,6 +72,10 @@ cad_control_t *cad_daemon_control(cad_daemon_t *d);
 cad_store_t *cad_daemon_store(cad_daemon_t *d);
 cad_scheduler_t *cad_daemon_scheduler(cad_daemon_t *d);
 const cad_config_t *cad_daemon_config(cad_daemon_t *d);
+/* The outbox dispatcher and the plugin host (replaced on reload: look them
+ * up per use). NULL once shutdown has stopped them. */
+cad_dispatch_t *cad_daemon_dispatch(cad_daemon_t *d);
+cad_plugin_host_t *cad_daemon_plugin_host(cad_daemon_t *d);
 
 /* Called after a reload with the new config, before the old one is freed. */
 typedef void (*cad_daemon_reload_fn)(const cad_config_t *cfg, void *arg);

@@ -333,6 +333,10 @@ class DaemonTestCase(unittest.TestCase):
         """Starts a daemon (writing the small config unless given) and waits for READY=1."""
         if config is None:
             config = write_config(self.tmp, **config_kw)
+        args = list(args)
+        if "--plugin-dir" not in args and plugins_built("file", "webhook"):
+            # The daemon loads its channels' plugins: use the build's.
+            args += ["--plugin-dir", PLUGIN_BUILD_DIR]
         d = Daemon(self.tmp, config, args=args, env=env)
         self.daemons.append(d)
         if ready:
