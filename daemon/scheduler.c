@@ -201,12 +201,21 @@ static void run_batch(cad_scheduler_t *s)
     cad_time_t now = s->clock_fn();
     if (now < s->backoff_until)
         return;
+    /* A batch that cannot even start (out of memory, another process
+     * holding the write lock) pauses evaluations like a failed one, so the
+     * loop does not retry it on every iteration. */
     if (ensure_verdicts(s) != 0) {
-        cad_log_err("scheduler: out of memory for verdicts; retrying in a minute");
+        s->stats.errors++;
+        s->backoff_until = now + CAD_SCHEDULER_RETRY_DELAY;
+        cad_log_err("scheduler: out of memory for verdicts; evaluations pause for %d s",
+                    CAD_SCHEDULER_RETRY_DELAY);
         return;
     }
     if (cad_store_batch_begin(s->store, err) < 0) {
-        cad_log_err("cannot start a decision batch: %s", err);
+        s->stats.errors++;
+        s->backoff_until = now + CAD_SCHEDULER_RETRY_DELAY;
+        cad_log_err("cannot start a decision batch: %s; evaluations pause for %d s", err,
+                    CAD_SCHEDULER_RETRY_DELAY);
         return;
     }
     size_t n = 0;
