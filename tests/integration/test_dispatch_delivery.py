@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""The dispatcher against a recording webhook receiver on loopback:
+every decided touch delivered once with its idempotency key, throughput and
+group commit; a receiver answering 500 for a while (retries, the circuit
+opens, then closes, nothing lost); a receiver that hangs or is SIGSTOPped
+mid-request (timeouts and retries, the control socket keeps answering, the
+late answer changes nothing); a permanent failure (410) marks the contact's
+channel unusable and the next decision uses the other channel; bad
+dispatcher settings in the config name file and line."""
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cadence_harness as h  # noqa: E402
+import receiver as rx  # noqa: E402
+
+N = 300 if rx.SANITIZED else 2000
+
+
+class DispatchCase(h.DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        if not h.plugins_built("webhook", "file"):
+            self.fail("the webhook and file plugins are not built in %r" % h.PLUGIN_BUILD_DIR)
+        self.rx = rx.Receiver(self.tmp.path)
+        self.db = self.tmp.join("state", "cadence.db")
+
+    def tearDown(self):
+        self.rx.stop()
+        super().tearDown()
+
+    def setup_daemon(self, n, **kw):
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(), **kw)
+        rx.import_customers(h.CADENCED, cfg, rx.write_customers(self.tmp, n))
+        return cfg
+
+    def states(self):
+        out = {}
+        for row in rx.outbox_rows(self.db):
+            out[row[2]] = out.get(row[2], 0) + 1
+        return out
+
+    def wait_delivered(self, n, timeout):
+        return rx.wait_until(lambda: self.states().get("delivered", 0) >= n, timeout)
+
+
+class Delivery(DispatchCase):
+    def test_every_touch_delivered_once_with_its_key(self):
+        cfg = self.setup_daemon(N, concurrency=32)
+        t0 = time.monotonic()
+        d = self.start(config=cfg)
+        self.assertTrue(self.wait_delivered(N, 120), "not all delivered: %r" % self.states())
+        elapsed = time.monotonic() - t0
+        ids = self.rx.ids()
+        rows = rx.outbox_rows(self.db)
+        self.assertEqual(len(rows), N)
+        keys = {r[1] for r in rows}
+        self.assertEqual(set(ids), keys, "the receiver saw other keys than the store holds")
+        self.assertEqual(len(ids), len(set(ids)), "a key was received twice without a crash")
+        self.assertTrue(all(r[3] == 1 for r in rows), "a touch needed more than one attempt")
+        self.assertEqual(d.stop(), 0)
+        log = d.read_log()
+        m = re.search(r"dispatch: stopped delivered=(\d+) retried=(\d+) dead=(\d+) commits=(\d+)",
+                      log)
+        self.assertIsNotNone(m, log[-2000:])
+        commits = int(m.group(4))
+        sys.stderr.write("dispatch: %d touches in %.2f s (%.0f/s from start to last delivered), "
+                         "%d outcome commits (%.1f outcomes per commit)\n"
+                         % (N, elapsed, N / elapsed, commits, N / max(commits, 1)))
+        self.assertLess(commits, N, "outcomes were not grouped into transactions")
+
+    def test_receiver_failing_then_recovering_loses_nothing(self):
+        n = 40
+        self.rx.set(status=500)
+        cfg = self.setup_daemon(n, concurrency=4, circuit_threshold=3)
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: "circuit open" in d.read_log(), 20),
+                        "the circuit never opened:\n" + d.read_log()[-3000:])
+        # While open, the channel is probed about once a second, not hammered.
+        before = len(self.rx.records())
+        time.sleep(2.5)
+        during = len(self.rx.records()) - before
+        self.assertLessEqual(during, 8, "the open circuit let %d attempts through" % during)
+        self.assertEqual(self.states().get("dead", 0), 0)
+        self.rx.set(status=200)
+        self.assertTrue(self.wait_delivered(n, 60), "not all delivered: %r" % self.states())
+        self.assertIn("circuit closed", d.read_log())
+        rows = rx.outbox_rows(self.db)
+        self.assertTrue(any(r[3] > 1 for r in rows), "no touch was retried")
+        delivered_ids = [r["id"] for r in self.rx.records() if r["status"] == 200]
+        self.assertEqual(sorted(delivered_ids), sorted(r[1] for r in rows),
+                         "each touch must be accepted exactly once")
+        self.assertEqual(d.stop(), 0)
+
+    def test_retry_after_is_honoured(self):
+        self.rx.set(status=503, retry_after=3)
+        cfg = self.setup_daemon(1, circuit_threshold=0)
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 1, 20))
+        self.rx.set(status=200)
+        self.assertTrue(self.wait_delivered(1, 20), d.read_log()[-2000:])
+        recs = self.rx.records()
+        self.assertEqual(len(recs), 2)
+        # Our own backoff is at most 2 s here; the receiver asked for 3.
+        self.assertGreaterEqual(recs[1]["t"] - recs[0]["t"], 2.9)
+        d.stop()
+
+
+class Stalls(DispatchCase):
+    def test_stopped_receiver_times_out_and_retries_without_stalling(self):
+        n = 20
+        self.rx.set(hang=True)
+        cfg = self.setup_daemon(n, concurrency=4, timeout="1s", circuit_threshold=0)
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 1, 20),
+                        d.read_log()[-2000:])
+        self.rx.pause()  # SIGSTOP with requests in the middle of being answered
+        try:
+            # The loop does not stall: status answers quickly during the outage.
+            worst = 0.0
+            for _ in range(10):
+                t = time.monotonic()
+                r = d.ctl("status", timeout=5)
+                worst = max(worst, time.monotonic() - t)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                time.sleep(0.2)
+            self.assertLess(worst, 1.0, "status took %.2f s while transfers hung" % worst)
+            self.assertTrue(rx.wait_until(lambda: "touch retry" in d.read_log(), 10),
+                            d.read_log()[-2000:])
+        finally:
+            self.rx.resume()
+        self.rx.set(hang=False)
+        self.assertTrue(self.wait_delivered(n, 60), "not all delivered: %r" % self.states())
+        rows = rx.outbox_rows(self.db)
+        self.assertTrue(any(r[3] > 1 for r in rows), "no touch needed a second attempt")
+        self.assertEqual(self.states(), {"delivered": n})
+        # The late answers to the first attempts changed nothing: every touch
+        # is delivered once in the store, whatever the receiver saw.
+        self.assertEqual(set(self.rx.ids()), {r[1] for r in rows})
+        self.assertEqual(d.stop(), 0)
+
+
+class Feedback(DispatchCase):
+    def test_gone_marks_the_channel_unusable_and_the_next_decision_respects_it(self):
+        n = 6
+        self.rx.set(gone=["cust-00002"])
+        cfg = self.setup_daemon(n)
+        d = self.start(config=cfg)
+        self.assertTrue(self.wait_delivered(n - 1, 30), "%r" % self.states())
+        self.assertTrue(rx.wait_until(lambda: self.states().get("dead", 0) == 1, 10))
+        dead = [r for r in rx.outbox_rows(self.db) if r[2] == "dead"]
+        self.assertIn("410", dead[0][5])
+        unusable = rx.query(self.db, "SELECT co.id, cc.channel, cc.reason FROM contact_channels cc"
+                                     " JOIN contacts co ON co.key = cc.contact_key")
+        self.assertEqual([(u[0], u[1]) for u in unusable], [("cust-00002-dm", "hook")])
+        self.assertIn("provider:", unusable[0][2])
+        # A new order from the same customer goes through the other channel.
+        for eid, cust in (("cust-00002-order2", "cust-00002"), ("cust-00003-order2", "cust-00003")):
+            r = d.ctl("event", "add", eid, cust, "purchase", "at=now")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(rx.wait_until(lambda: len(rx.outbox_rows(self.db)) == n + 2, 20),
+                        d.read_log()[-3000:])
+        self.assertTrue(self.wait_delivered(n + 1, 30), "%r" % self.states())
+        chans = dict(rx.query(self.db, "SELECT e.id, t.channel FROM touches t JOIN events e"
+                                       " ON e.key = t.trigger_key"))
+        self.assertEqual(chans["cust-00002-order2"], "files")
+        self.assertEqual(chans["cust-00003-order2"], "hook")
+        self.assertEqual(d.stop(), 0)
+
+
+class BadConfig(DispatchCase):
+    def test_bad_dispatch_settings_name_file_and_line(self):
+        good = rx.write_dispatch_config(self.tmp, self.rx.url(), name="good.conf")
+        text = h.read_text(good)
+        cases = [
+            ('retry_schedule = "exponential";', 'retry_schedule = "linear";', "retry_schedule"),
+            ('retry_cap = "2s";', 'retry_cap = "500ms";', "retry_cap"),
+            ('retry_base = "1s";', 'retry_base = "10s";', "retry_cap"),
+            ('circuit_threshold = 5;', 'circuit_threshold = 5; account_rate = 5.0;', "account"),
+            ('circuit_threshold = 5;', 'circuit_threshold = -1;', "circuit_threshold"),
+            ('circuit_interval = "1s";', 'circuit_interval = "0s";', "circuit_interval"),
+            ('circuit_threshold = 5;', 'circuit_threshold = 5; domain_per_minute = "ten";',
+             "domain_per_minute"),
+            ('shutdown_timeout = "5s";', 'shutdown_timeout = "5s"; dispatch_rate = -3.0;',
+             "dispatch_rate"),
+        ]
+        for old, new, word in cases:
+            self.assertIn(old, text)
+            bad = self.tmp.join("bad.conf")
+            h.write_text(bad, text.replace(old, new, 1))
+            r = __import__("subprocess").run([h.CADENCED, "--config", bad, "--check"],
+                                             capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 1, "%s accepted:\n%s%s" % (new, r.stdout, r.stderr))
+            self.assertRegex(r.stderr, r"bad\.conf:\d+: .*%s" % word, new)
+
+
+if __name__ == "__main__":
+    h.main()
