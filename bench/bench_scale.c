@@ -146,6 +146,7 @@ int main(int argc, char **argv)
             dir = argv[i + 1];
     }
     char tmpl[] = "/tmp/cadence-bench-XXXXXX";
+    bool own_dir = !dir;
     if (!dir && !(dir = mkdtemp(tmpl)))
         fail("mkdtemp", "cannot create a temporary directory");
     char err[CAD_ERRBUF], cfg_path[1024], db[1024], sim_db[1024];
@@ -205,5 +206,15 @@ int main(int argc, char **argv)
     }
     cad_config_free(cfg);
     cad_tz_registry_free();
+    if (own_dir) {
+        static const char *const files[] = {"scale.db", "scale.db-wal", "scale.db-shm",
+                                            "sim.db",   "sim.db-wal",   "sim.db-shm"};
+        char path[1100];
+        for (size_t i = 0; i < CAD_ARRAY_LEN(files); i++) {
+            snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+            unlink(path);
+        }
+        rmdir(dir);
+    }
     return 0;
 }

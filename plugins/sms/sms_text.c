@@ -148,8 +148,10 @@ int cad_sms_count_segments(const char *text, cad_sms_count_t *count, char *err)
     size_t segments = 1;
     size_t used = 0;
     for (size_t i = 0; s[i];) {
-        uint32_t cp;
+        uint32_t cp = 0;
         size_t n = utf8_decode(s + i, &cp);
+        if (n == 0)
+            break; /* cannot happen: the text was validated above */
         size_t w = gsm ? (size_t)gsm7_septets(cp) : (cp >= 0x10000 ? 2 : 1);
         if (used + w > part) {
             segments++;
