@@ -94,6 +94,9 @@ int cad_scheduler_new(uv_loop_t *loop, cad_store_t *store, const cad_config_t *c
         free(s);
         return cad_fail(err, CAD_ENOMEM, "scheduler: out of memory");
     }
+    char cerr[CAD_ERRBUF];
+    if (cad_store_content_sync(store, &cfg->playbook, s->clock_fn(), cerr) < 0)
+        cad_log_warning("cannot record the content library: %s", cerr);
     int n = cad_store_schedule_foreach(store, on_load, s, err);
     if (n < 0) {
         cad_calendar_free(&s->cal);
@@ -286,6 +289,9 @@ int cad_scheduler_start(cad_scheduler_t *s)
 void cad_scheduler_set_config(cad_scheduler_t *s, const cad_config_t *cfg)
 {
     s->cfg = cfg;
+    char err[CAD_ERRBUF];
+    if (cad_store_content_sync(s->store, &cfg->playbook, s->clock_fn(), err) < 0)
+        cad_log_warning("cannot record the content library: %s", err);
     /* Every customer is due now: rules or policies may have changed. All
      * entries get the same time, so the heap order stays valid. */
     cad_time_t now = s->clock_fn();

@@ -43,6 +43,12 @@ int cad_store_open_copy(const char *path, cad_store_t **out, char *err);
 /* Commits any open batch, finalizes statements, closes. NULL-safe. */
 void cad_store_close(cad_store_t *st);
 
+/* Records the playbook's content library (id, purpose, title, url, topics,
+ * stages, validity) so touches and reports can name content items; items no
+ * longer in the library stay, marked retired. Called at start and after each
+ * reload. Returns 0 or an error. */
+int cad_store_content_sync(cad_store_t *st, const cad_playbook_t *pb, cad_time_t now, char *err);
+
 /* Turns the recording of decision traces and alerts on (the default) or
  * off. The simulator turns them off on its in-memory copy: it needs the
  * touches a decision writes, not the explanations. */

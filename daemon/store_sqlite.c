@@ -147,7 +147,25 @@ static const char schema_v2[] =
     "CREATE UNIQUE INDEX alerts_open ON alerts(kind, customer_key, rule) WHERE open = 1;"
     "CREATE INDEX touches_state_due ON touches(state, due_at);";
 
-static const char *const migrations[] = {schema_v1, schema_v2};
+/* Version 3: the content library as the daemon last loaded it, so touches,
+ * traces and reports can name content items even after the config drops
+ * them (in_library = 0 then). */
+static const char schema_v3[] =
+    "CREATE TABLE content ("
+    " id TEXT PRIMARY KEY,"
+    " purpose TEXT NOT NULL,"
+    " title TEXT NOT NULL DEFAULT '',"
+    " url TEXT NOT NULL DEFAULT '',"
+    " topics TEXT NOT NULL DEFAULT '',"
+    " stages TEXT NOT NULL DEFAULT '',"
+    " valid_from INTEGER NOT NULL DEFAULT 0,"
+    " valid_until INTEGER NOT NULL DEFAULT 0,"
+    " in_library INTEGER NOT NULL DEFAULT 1,"
+    " first_seen INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL);"
+    "CREATE INDEX touches_content ON touches(content_id) WHERE content_id <> '';";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3};
 
 int cad_store_schema_version(void)
 {
@@ -223,6 +241,8 @@ enum stmt_id {
     S_HOLDOUT,
     S_TOUCH_COUNTS,
     S_CONTACT_OWNER,
+    S_CONTENT_RETIRE,
+    S_CONTENT_UPSERT,
     S_COUNT
 };
 
@@ -363,6 +383,14 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COUNT_OUTBOX] = "SELECT state, COUNT(*) FROM touches GROUP BY state",
     [S_COUNT_ALERTS] = "SELECT COUNT(*) FROM alerts WHERE open = 1",
     [S_USER_VERSION] = "PRAGMA user_version",
+    [S_CONTENT_RETIRE] = "UPDATE content SET in_library = 0, updated_at = ?1 WHERE in_library = 1",
+    [S_CONTENT_UPSERT] =
+        "INSERT INTO content (id, purpose, title, url, topics, stages, valid_from, valid_until,"
+        " in_library, first_seen, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)"
+        " ON CONFLICT(id) DO UPDATE SET purpose = excluded.purpose, title = excluded.title,"
+        " url = excluded.url, topics = excluded.topics, stages = excluded.stages,"
+        " valid_from = excluded.valid_from, valid_until = excluded.valid_until, in_library = 1,"
+        " updated_at = excluded.updated_at",
     [S_OUTBOX_LIST] = OUTBOX_SELECT " WHERE t.state <> 'dropped' AND (?1 IS NULL OR t.state = ?1)"
                                     " AND (?2 IS NULL OR cu.id = ?2)"
                                     " ORDER BY t.decided_at DESC, t.key DESC LIMIT ?3",
@@ -885,6 +913,57 @@ void cad_store_close(cad_store_t *st)
     free(st->claim_strings);
     free(st->path);
     free(st);
+}
+
+/* Appends the names of the set bits of `mask` to buf as "a,b,c". */
+static void join_names(char *buf, size_t size, uint64_t mask, int n,
+                       const char *(*name)(const void *table, int i), const void *table)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && len < size; i++)
+        if (mask & (UINT64_C(1) << i))
+            len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? "," : "",
+                                    name(table, i));
+}
+
+static const char *topic_name(const void *table, int i)
+{
+    return ((const cad_playbook_t *)table)->topics[i];
+}
+
+static const char *stage_name_at(const void *table, int i)
+{
+    (void)table;
+    return cad_stage_name((enum cad_stage)i);
+}
+
+int cad_store_content_sync(cad_store_t *st, const cad_playbook_t *pb, cad_time_t now, char *err)
+{
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CONTENT_RETIRE);
+    sqlite3_bind_int64(s, 1, now);
+    r = exec_stmt(st, s, err, "retiring content items");
+    char topics[1024], stages[128];
+    for (int i = 0; r == 0 && i < pb->n_content; i++) {
+        const cad_content_t *c = &pb->content[i];
+        join_names(topics, sizeof(topics), c->topics, pb->n_topics, topic_name, pb);
+        join_names(stages, sizeof(stages), c->stages, CAD_STAGE_COUNT, stage_name_at, NULL);
+        s = stmt(st, S_CONTENT_UPSERT);
+        bind_text(s, 1, c->id);
+        bind_text(s, 2, cad_purpose_name(c->purpose));
+        bind_text(s, 3, c->title ? c->title : "");
+        bind_text(s, 4, c->url ? c->url : "");
+        bind_text(s, 5, topics);
+        bind_text(s, 6, stages);
+        sqlite3_bind_int64(s, 7, c->valid_from);
+        sqlite3_bind_int64(s, 8, c->valid_until == CAD_TIME_NEVER ? 0 : c->valid_until);
+        sqlite3_bind_int64(s, 9, now);
+        r = exec_stmt(st, s, err, "recording a content item");
+    }
+    return write_end(st, r, err);
 }
 
 void cad_store_set_traces(cad_store_t *st, bool on)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "config.h"
 #include "scheduler.h"
@@ -232,6 +233,35 @@ static void test_scheduler_rolls_back_a_failed_batch_and_retries_later(void **st
     assert_int_equal(st.touches_decided, N);
 }
 
+static int count_rows(fixture_t *f, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_scheduler_records_the_content_library(void **state)
+{
+    fixture_t *f = *state;
+    start(f);
+    int n = f->cfg->playbook.n_content;
+    assert_true(n > 1);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM content WHERE in_library = 1"), n);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM content WHERE topics <> ''"), n);
+    /* A reload whose library lost its last item keeps the item, retired. */
+    f->cfg->playbook.n_content--;
+    cad_scheduler_set_config(f->sched, f->cfg);
+    f->cfg->playbook.n_content++;
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM content WHERE in_library = 1"), n - 1);
+    assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM content WHERE in_library = 0"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +275,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_scheduler_rolls_back_a_failed_batch_and_retries_later,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scheduler_records_the_content_library, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("scheduler", tests, NULL, NULL);
 }

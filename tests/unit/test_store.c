@@ -196,8 +196,9 @@ static void test_store_migrates_v1_database_keeping_data(void **state)
     assert_int_equal(query_int(f, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'alerts'"), 0);
 
     open_store(f);
-    assert_int_equal(cad_store_user_version(f->st), 2);
+    assert_int_equal(cad_store_user_version(f->st), cad_store_schema_version());
     assert_int_equal(query_int(f, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'alerts'"), 1);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'content'"), 1);
     assert_int_equal(
         query_int(f, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'touches_state_due'"), 1);
     /* v1 data survived and reads through the current API */
