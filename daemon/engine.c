@@ -1244,6 +1244,13 @@ int cad_touch_key(const cad_playbook_t *pb, const cad_snapshot_t *snap, const ca
     if (!pb || !snap || !v || v->rule < 0 || v->rule >= pb->n_rules)
         return cad_fail(NULL, CAD_EINVAL, "touch key: no such rule");
     const cad_rule_t *rule = &pb->rules[v->rule];
+    /* An event-triggered touch is keyed by the event's external id, which
+     * survives re-imports and restored backups; the store key is the
+     * fallback for snapshots without ids. */
+    if (rule->trigger == CAD_TRIGGER_EVENT && v->event >= 0 && v->event < snap->n_events &&
+        snap->events[v->event].id && snap->events[v->event].id[0])
+        return snprintf(buf, size, "%s/%s/e:%s", snap->customer.id ? snap->customer.id : "",
+                        rule->name, snap->events[v->event].id);
     char kind = rule->trigger == CAD_TRIGGER_EVENT       ? 'e'
                 : rule->trigger == CAD_TRIGGER_RECURRING ? 'p'
                                                          : 's';

@@ -117,7 +117,8 @@ int cad_verdict_describe(const cad_playbook_t *pb, const cad_snapshot_t *snap,
                          const cad_verdict_t *v, char *buf, size_t size);
 
 /* The idempotency key of a touch: "<customer id>/<rule name>/<trigger>" where
- * trigger is "e<event key>" or "p<period>" or "s<day>"; written into buf. */
+ * trigger is "e:<event id>" (the event's external id; "e<store key>" when the
+ * snapshot has none), "p<period>" or "s<day>"; written into buf. */
 int cad_touch_key(const cad_playbook_t *pb, const cad_snapshot_t *snap, const cad_verdict_t *v,
                   char *buf, size_t size);
 
