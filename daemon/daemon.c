@@ -71,6 +71,7 @@ struct cad_daemon {
     service_t *services;
     int n_services;
     bool stopping, finishing, loop_forced, loop_open;
+    bool work_abandoned; /* shutdown left a plugin's send() running (close_loop) */
     int exit_code;
 };
 
@@ -579,6 +580,11 @@ void cad_daemon_service_stopped(cad_daemon_t *d, const char *name)
         finish(d);
 }
 
+bool cad_daemon_work_abandoned(const cad_daemon_t *d)
+{
+    return d && d->work_abandoned;
+}
+
 void cad_daemon_shutdown(cad_daemon_t *d)
 {
     if (d->stopping) {
@@ -777,8 +783,22 @@ int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *e
 static void close_loop(cad_daemon_t *d)
 {
     close_handle((uv_handle_t *)&d->last_resort);
-    if (d->loop_forced) /* a module left handles open: release them so the loop closes */
+    if (d->loop_forced) { /* a module left handles open: release them so the loop closes */
         uv_walk(&d->loop, close_any, NULL);
+        /* A plugin's send() that never returns keeps its thread-pool job,
+         * and so the loop, alive for good: the close callbacks run, the job
+         * is abandoned (its touch stays in flight in the store and is sent
+         * again at the next start, with the same idempotency key). */
+        for (int i = 0; i < 16 && uv_loop_alive(&d->loop); i++)
+            uv_run(&d->loop, UV_RUN_NOWAIT);
+        if (uv_loop_alive(&d->loop)) {
+            cad_log_err("shutdown: a plugin is still inside send(); exiting without it, its "
+                        "touch is sent again at the next start");
+            d->work_abandoned = true;
+            d->loop_open = false;
+            return;
+        }
+    }
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&d->loop) != 0)
         cad_log_warning("shutdown: the event loop still had open handles");

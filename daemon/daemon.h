@@ -65,6 +65,12 @@ int cad_daemon_reload(cad_daemon_t *d, json_t **errors);
 /* Begins the orderly shutdown (what SIGTERM does). */
 void cad_daemon_shutdown(cad_daemon_t *d);
 
+/* True after cad_daemon_run when shutdown had to leave a plugin's send()
+ * running on the thread pool (a plugin stuck past engine.shutdown_timeout).
+ * The process must then end with _exit() once cad_daemon_free has closed
+ * the store: exit() would wait for that thread in libuv's exit handler. */
+bool cad_daemon_work_abandoned(const cad_daemon_t *d);
+
 /* Borrowed accessors. The config pointer changes on reload: look it up per
  * use (or use cad_daemon_on_reload), never keep it across loop turns. */
 uv_loop_t *cad_daemon_loop(cad_daemon_t *d);

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CONFIG "/etc/cadence/cadenced.conf"
 
@@ -289,7 +290,12 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = cad_daemon_run(d);
+    bool abandoned = cad_daemon_work_abandoned(d);
     cad_daemon_free(d);
     cad_commands_free(commands);
+    if (abandoned) { /* a plugin thread is stuck: libuv's exit handler would join it */
+        fflush(NULL);
+        _exit(status);
+    }
     return status;
 }

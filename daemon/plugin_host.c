@@ -685,11 +685,43 @@ static void job_free(job_t *j)
     free(j);
 }
 
+/* A plugin's outcome is input like any other: an unknown kind becomes a
+ * RETRY naming the plugin's mistake (the touch is neither lost nor counted
+ * as delivered; max_attempts ends it), an unknown effect or a negative
+ * retry_after is dropped, and the strings end inside their buffers. */
+static void check_outcome(struct cad_plugin_env *env, cad_plugin_outcome_t *o)
+{
+    o->provider_id[sizeof o->provider_id - 1] = '\0';
+    o->reason[sizeof o->reason - 1] = '\0';
+    int kind, effect; /* as integers: the plugin may have stored any bits */
+    memcpy(&kind, &o->kind, sizeof kind);
+    memcpy(&effect, &o->effect, sizeof effect);
+    if (kind != CAD_OUTCOME_DELIVERED && kind != CAD_OUTCOME_RETRY &&
+        kind != CAD_OUTCOME_PERMANENT) {
+        cad_log_err("plugin %s returned an invalid outcome kind %d; treated as a retry "
+                    "channel=%s",
+                    env->plugin, kind, env->channel);
+        memset(o, 0, sizeof *o);
+        set_outcome(o, CAD_OUTCOME_RETRY, "plugin %s returned an invalid outcome kind %d",
+                    env->plugin, kind);
+        return;
+    }
+    if (kind != CAD_OUTCOME_PERMANENT ||
+        (effect != CAD_EFFECT_CONTACT_UNUSABLE && effect != CAD_EFFECT_CONSENT_REVOKED &&
+         effect != CAD_EFFECT_CHANNEL_DISABLED))
+        o->effect = CAD_EFFECT_NONE;
+    if (o->kind != CAD_OUTCOME_RETRY || o->retry_after < 0)
+        o->retry_after = 0;
+    if (o->kind == CAD_OUTCOME_DELIVERED)
+        o->reason[0] = '\0';
+}
+
 static void job_complete(job_t *j)
 {
     cad_plugin_host_t *h = j->host;
     struct cad_plugin_env *env = j->env;
     cad_plugin_outcome_t *o = &j->outcome;
+    check_outcome(env, o);
     switch (o->kind) {
     case CAD_OUTCOME_DELIVERED: env->delivered++; break;
     case CAD_OUTCOME_RETRY: env->retried++; break;
