@@ -181,6 +181,11 @@ static int attribute_value(render_ctx_t *rc, const char *attr, const char *var, 
             text = "{}";
         json_error_t jerr;
         rc->attributes = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+        /* jansson names no error when it could not even start (out of memory) */
+        if (!rc->attributes &&
+            (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0'))
+            return cad_fail(err, CAD_ENOMEM, "out of memory reading the attributes of customer %s",
+                            rc->touch->customer.id);
         if (!rc->attributes || !json_is_object(rc->attributes))
             return cad_fail(err, CAD_EINVAL,
                             "attributes of customer %s are not a JSON object (%s), needed by "
