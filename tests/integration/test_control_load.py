@@ -160,10 +160,16 @@ class ControlLoad(h.DaemonTestCase):
         makes them (they wait while the listen backlog is full), so that the
         load that follows is CLIENTS connections at once."""
         socks = []
-        for _ in range(CLIENTS):
+        deadline = time.monotonic() + 30
+        while len(socks) < CLIENTS:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(30)
-            s.connect(self.tmp.join("control.sock"))
+            try:
+                s.connect(self.tmp.join("control.sock"))
+            except BlockingIOError:  # the listen backlog is full: wait for accept()
+                s.close()
+                self.assertLess(time.monotonic(), deadline, "the daemon stopped accepting")
+                time.sleep(0.01)
+                continue
             s.setblocking(False)
             socks.append(s)
         return socks
