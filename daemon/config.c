@@ -90,12 +90,24 @@ static void report_at(struct loader *ld, const config_setting_t *s, const char *
     ld->n_errors++;
     if (!ld->errors)
         return;
+    /* Names quoted in a message come from the file and may hold any byte:
+     * control characters are written escaped, so every error stays one
+     * line and no text in a config can pass for another error line. */
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    print_location(ld->errors, ld->path, ld->dir, file, line);
-    vfprintf(ld->errors, fmt, ap);
-    fputc('\n', ld->errors);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    print_location(ld->errors, ld->path, ld->dir, file, line);
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", ld->errors);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(ld->errors, "\\x%02x", *p);
+        else
+            fputc(*p, ld->errors);
+    }
+    fputc('\n', ld->errors);
 }
 
 static const char *type_name(const config_setting_t *s)
