@@ -961,20 +961,96 @@ typedef struct import_totals {
     long long records, accepted, rejected, duplicates;
 } import_totals_t;
 
-static int import_send(const ctl_t *ctl, int fd, json_t *req, import_totals_t *t)
+/* Requests sent before their replies are read: the daemon imports one chunk
+ * while the next is read and encoded here. */
+#define IMPORT_WINDOW 2
+
+typedef struct import_run {
+    const ctl_t *ctl;
+    int fd;
+    import_totals_t tot;
+    int outstanding;
+    int status;
+    long long max_line; /* from the daemon's first reply */
+    char *in;           /* replies received and not yet read: several may come at once */
+    size_t in_len, in_cap;
+} import_run_t;
+
+/* The next reply line (malloc'd), reading as much as needed; NULL with a
+ * message on timeout, EOF or error. */
+static char *import_next_line(import_run_t *r)
 {
-    json_t *reply = call(ctl, fd, req);
-    if (!reply)
-        return EXIT_CONNECT;
+    for (;;) {
+        char *nl = r->in ? memchr(r->in, '\n', r->in_len) : NULL;
+        if (nl) {
+            size_t n = (size_t)(nl - r->in);
+            char *line = malloc(n + 1);
+            if (!line)
+                return NULL;
+            memcpy(line, r->in, n);
+            line[n] = '\0';
+            memmove(r->in, nl + 1, r->in_len - n - 1);
+            r->in_len -= n + 1;
+            return line;
+        }
+        if (r->in_len + 4096 > r->in_cap) {
+            size_t cap = r->in_cap ? r->in_cap * 2 : 65536;
+            char *nb = cap <= REPLY_MAX ? realloc(r->in, cap) : NULL;
+            if (!nb) {
+                fprintf(stderr, "cadencectl import: reply too long\n");
+                return NULL;
+            }
+            r->in = nb;
+            r->in_cap = cap;
+        }
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, r->ctl->timeout_ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0) {
+            fprintf(stderr, "cadencectl: no reply from %s within %d s\n", r->ctl->socket_path,
+                    r->ctl->timeout_ms / 1000);
+            return NULL;
+        }
+        ssize_t got = pr < 0 ? -1 : recv(r->fd, r->in + r->in_len, r->in_cap - r->in_len, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            fprintf(stderr, "cadencectl: %s closed the connection before replying\n",
+                    r->ctl->socket_path);
+            return NULL;
+        }
+        r->in_len += (size_t)got;
+    }
+}
+
+/* Reads one chunk's reply, prints its rejected rows and adds its counts. */
+static void import_read_reply(import_run_t *r)
+{
+    char *text = import_next_line(r);
+    r->outstanding--;
+    json_error_t jerr;
+    json_t *reply = text ? json_loads(text, 0, &jerr) : NULL;
+    free(text);
+    if (!json_is_object(reply)) {
+        if (text)
+            fprintf(stderr, "cadencectl import: the reply is not a JSON object\n");
+        json_decref(reply);
+        r->status = EXIT_CONNECT;
+        return;
+    }
     if (!reply_ok("import", reply)) {
         json_decref(reply);
-        return EXIT_ERROR;
+        if (r->status == EXIT_OK)
+            r->status = EXIT_ERROR;
+        return;
     }
     json_t *res = json_object_get(reply, "result");
-    t->records += num(res, "records");
-    t->accepted += num(res, "accepted");
-    t->rejected += num(res, "rejected");
-    t->duplicates += num(res, "duplicates");
+    r->tot.records += num(res, "records");
+    r->tot.accepted += num(res, "accepted");
+    r->tot.rejected += num(res, "rejected");
+    r->tot.duplicates += num(res, "duplicates");
+    r->max_line = num(res, "max_line");
     size_t i;
     json_t *e;
     json_array_foreach(json_object_get(res, "errors"), i, e)
@@ -982,10 +1058,45 @@ static int import_send(const ctl_t *ctl, int fd, json_t *req, import_totals_t *t
         fprintf(stderr, "%s\n", str(e, "message"));
     }
     if (json_is_true(json_object_get(res, "errors_truncated")))
-        fprintf(stderr, "(more rejected rows in lines %lld.. not listed)\n",
+        fprintf(stderr, "(more rejected rows from line %lld on are not listed)\n",
                 num(res, "first_line"));
     json_decref(reply);
-    return EXIT_OK;
+}
+
+/* Sends one chunk; reads a reply first when the window is full. */
+static void import_send(import_run_t *r, json_t *req)
+{
+    while (r->status == EXIT_OK && r->outstanding >= IMPORT_WINDOW)
+        import_read_reply(r);
+    if (r->status != EXIT_OK)
+        return;
+    char *line = json_dumps(req, JSON_COMPACT);
+    if (!line) {
+        fprintf(stderr, "cadencectl import: cannot encode a request\n");
+        r->status = EXIT_ERROR;
+        return;
+    }
+    size_t n = strlen(line);
+    line[n] = '\n';
+    if (send_all(r->fd, line, n + 1) != 0) {
+        fprintf(stderr, "cadencectl import: cannot send to %s: %s\n", r->ctl->socket_path,
+                strerror(errno));
+        r->status = EXIT_CONNECT;
+    } else {
+        r->outstanding++;
+    }
+    free(line);
+}
+
+static json_t *import_request(const char *kind, bool csv, const char *source, long long first,
+                              const char *header, json_t *lines)
+{
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O}", "cmd", "import", "kind", kind,
+                            "format", csv ? "csv" : "jsonl", "source", source, "first_line",
+                            (json_int_t)first, "lines", lines);
+    if (req && csv)
+        json_object_set_new(req, "header", json_string(header ? header : ""));
+    return req;
 }
 
 static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char **argv)
@@ -1005,9 +1116,8 @@ static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char *
     }
     const char *kind = pos[0], *path = pos[1];
     const char *format = json_string_value(json_object_get(o, "format"));
-    long long chunk_bytes = json_is_integer(json_object_get(o, "chunk_bytes"))
-                                ? json_integer_value(json_object_get(o, "chunk_bytes"))
-                                : 60000;
+    json_t *cb = json_object_get(o, "chunk_bytes");
+    long long chunk_bytes = json_is_integer(cb) ? json_integer_value(cb) : 0;
     if (!format) {
         const char *dot = strrchr(path, '.');
         format = dot && (strcmp(dot, ".csv") == 0 || strcmp(dot, ".CSV") == 0) ? "csv" : "jsonl";
@@ -1018,7 +1128,7 @@ static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char *
         json_decref(o);
         return EXIT_USAGE;
     }
-    if (chunk_bytes < 1024 || chunk_bytes > 16 * 1024 * 1024) {
+    if (cb && (chunk_bytes < 1024 || chunk_bytes > 16 * 1024 * 1024)) {
         fprintf(stderr, "cadencectl import: --chunk-bytes: expected 1024 to 16777216\n");
         json_decref(o);
         return EXIT_USAGE;
@@ -1030,8 +1140,8 @@ static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char *
         return EXIT_ERROR;
     }
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    int fd = connect_socket(ctl);
-    if (fd < 0) {
+    import_run_t run = {.ctl = ctl, .fd = connect_socket(ctl), .status = EXIT_OK};
+    if (run.fd < 0) {
         if (in != stdin)
             fclose(in);
         json_decref(o);
@@ -1039,16 +1149,14 @@ static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char *
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    import_totals_t tot = {0};
     char *line = NULL, *header = NULL;
     size_t cap = 0;
     ssize_t len;
     long long lineno = 0, first = 0, local_rejects = 0;
     size_t base_bytes = 200 + strlen(base) + strlen(kind), bytes = 0;
     json_t *lines = json_array();
-    bool in_quotes = false;
-    int status = EXIT_OK;
-    while (status == EXIT_OK && (len = getline(&line, &cap, in)) >= 0) {
+    bool in_quotes = false, probed = false;
+    while (run.status == EXIT_OK && (len = getline(&line, &cap, in)) >= 0) {
         lineno++;
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = '\0';
@@ -1057,22 +1165,35 @@ static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char *
             base_bytes += json_encoded_len(line, (size_t)len);
             continue;
         }
+        if (!probed) {
+            /* An empty chunk checks kind, format and header and tells how long a
+             * request line may be; the chunks are sized from it. */
+            json_t *req = import_request(kind, csv, base, lineno, header, lines);
+            import_send(&run, req);
+            json_decref(req);
+            while (run.status == EXIT_OK && run.outstanding > 0)
+                import_read_reply(&run);
+            probed = true;
+            if (!cb) {
+                long long m = run.max_line > 0 ? run.max_line : 65536;
+                chunk_bytes = m - 256 < 4 * 1024 * 1024 ? m - 256 : 4 * 1024 * 1024;
+            }
+            if (run.status != EXIT_OK)
+                break;
+        }
         size_t enc = json_encoded_len(line, (size_t)len);
-        if (memchr(line, '\0', (size_t)len) || base_bytes + enc > (size_t)chunk_bytes) {
+        bool nul = memchr(line, '\0', (size_t)len) != NULL;
+        if (nul || base_bytes + enc > (size_t)chunk_bytes) {
             fprintf(stderr, "%s:%lld: %s; skipped\n", base, lineno,
-                    memchr(line, '\0', (size_t)len) ? "the line holds a NUL byte"
-                                                    : "the line is longer than one request may be");
+                    nul ? "the line holds a NUL byte"
+                        : "the line is longer than one request may be (control.max_line)");
             local_rejects++;
             continue;
         }
         if (!in_quotes && json_array_size(lines) > 0 &&
-            (base_bytes + bytes + enc > (size_t)chunk_bytes || json_array_size(lines) >= 10000)) {
-            json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O}", "cmd", "import", "kind", kind,
-                                    "format", csv ? "csv" : "jsonl", "source", base, "first_line",
-                                    (json_int_t)first, "lines", lines);
-            if (csv && header)
-                json_object_set_new(req, "header", json_string(header));
-            status = import_send(ctl, fd, req, &tot);
+            (base_bytes + bytes + enc > (size_t)chunk_bytes || json_array_size(lines) >= 50000)) {
+            json_t *req = import_request(kind, csv, base, first, header, lines);
+            import_send(&run, req);
             json_decref(req);
             json_array_clear(lines);
             bytes = 0;
@@ -1092,43 +1213,42 @@ static int run_import(const ctl_t *ctl, const subcommand_t *sc, int argc, char *
                 if (line[k] == '"')
                     in_quotes = !in_quotes;
     }
-    if (status == EXIT_OK && json_array_size(lines) > 0) {
-        json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:I, s:O}", "cmd", "import", "kind", kind,
-                                "format", csv ? "csv" : "jsonl", "source", base, "first_line",
-                                (json_int_t)first, "lines", lines);
-        if (csv && header)
-            json_object_set_new(req, "header", json_string(header));
-        status = import_send(ctl, fd, req, &tot);
+    if (run.status == EXIT_OK && json_array_size(lines) > 0) {
+        json_t *req = import_request(kind, csv, base, first, header, lines);
+        import_send(&run, req);
         json_decref(req);
     }
+    while (run.outstanding > 0 && run.status != EXIT_CONNECT)
+        import_read_reply(&run);
     if (ferror(in)) {
         fprintf(stderr, "cadencectl import: reading %s: %s\n", path, strerror(errno));
-        status = EXIT_ERROR;
+        run.status = EXIT_ERROR;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    import_totals_t tot = run.tot;
     tot.rejected += local_rejects;
     tot.records += local_rejects;
+    double rate = secs > 0 ? (double)tot.records / secs : 0.0;
     if (ctl->json)
         printf("{\"file\": \"%s\", \"kind\": \"%s\", \"records\": %lld, \"accepted\": %lld, "
                "\"rejected\": %lld, \"duplicates\": %lld, \"seconds\": %.3f, \"rows_per_second\": "
                "%.0f}\n",
-               base, kind, tot.records, tot.accepted, tot.rejected, tot.duplicates, secs,
-               secs > 0 ? (double)tot.records / secs : 0.0);
+               base, kind, tot.records, tot.accepted, tot.rejected, tot.duplicates, secs, rate);
     else
         printf("%s: %lld %s accepted, %lld rejected, %lld duplicates in %.2f s (%.0f rows/s)\n",
-               path, tot.accepted, kind, tot.rejected, tot.duplicates, secs,
-               secs > 0 ? (double)tot.records / secs : 0.0);
+               path, tot.accepted, kind, tot.rejected, tot.duplicates, secs, rate);
     free(line);
     free(header);
     json_decref(lines);
     json_decref(o);
-    close(fd);
+    close(run.fd);
+    free(run.in);
     if (in != stdin)
         fclose(in);
-    if (status == EXIT_OK && tot.rejected > 0)
-        status = EXIT_ERROR;
-    return status;
+    if (run.status == EXIT_OK && tot.rejected > 0)
+        return EXIT_ERROR;
+    return run.status;
 }
 
 static int run_simulate(const ctl_t *ctl, const subcommand_t *sc, int argc, char **argv)

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #define RESCAN_DELAY_MS       200
+#define RESCAN_MAX_WAIT_MS    5000
 #define DEFAULT_LIST_LIMIT    100
 #define MAX_LIST_LIMIT        100000
 #define SIMULATE_SLICE        (192 * 1024)
@@ -69,6 +70,7 @@ struct cad_commands {
     uv_timer_t rescan;
     bool rescan_init, rescan_armed;
     cad_time_t rescan_from;
+    uint64_t rescan_first_ms; /* loop time of the first chunk the armed timer covers */
     sim_job_t *jobs;
     int next_job;
     bool stopping, stop_reported;
@@ -219,7 +221,10 @@ static void on_rescan(uv_timer_t *t)
 }
 
 /* Customers whose next evaluation was set to `since` or later by a change
- * are handed to the scheduler from a timer, once for many chunks. */
+ * are handed to the scheduler from a timer, once for many chunks: the timer
+ * restarts with every chunk (so evaluations do not compete with a running
+ * import for the loop) but fires at most RESCAN_MAX_WAIT_MS after the first
+ * chunk it covers. */
 static void rescan_soon(cad_commands_t *c, cad_time_t since)
 {
     if (c->stopping)
@@ -230,12 +235,19 @@ static void rescan_soon(cad_commands_t *c, cad_time_t since)
         c->rescan_init = true;
         c->open_handles++;
     }
-    if (!c->rescan_armed || since < c->rescan_from)
-        c->rescan_from = since;
+    uint64_t now_ms = uv_now(cad_daemon_loop(c->d));
     if (!c->rescan_armed) {
         c->rescan_armed = true;
-        uv_timer_start(&c->rescan, on_rescan, RESCAN_DELAY_MS, 0);
+        c->rescan_from = since;
+        c->rescan_first_ms = now_ms;
+    } else if (since < c->rescan_from) {
+        c->rescan_from = since;
     }
+    uint64_t waited = now_ms - c->rescan_first_ms;
+    uint64_t delay = waited >= RESCAN_MAX_WAIT_MS ? 0 : RESCAN_MAX_WAIT_MS - waited;
+    if (delay > RESCAN_DELAY_MS)
+        delay = RESCAN_DELAY_MS;
+    uv_timer_start(&c->rescan, on_rescan, delay, 0);
 }
 
 /* ---- one row through the loader ----------------------------------------- */
@@ -758,12 +770,15 @@ static json_t *cmd_import(json_t *req, const cad_control_peer_t *peer, void *arg
                                     (long long)rep.accepted);
         }
     }
-    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:b}", "kind",
+    uint32_t max_line = cad_daemon_config(c->d)->max_line;
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:b, s:I, s:i}", "kind",
                      cad_import_kind_name((enum cad_import_kind)kind), "first_line",
                      (json_int_t)first_line, "records", (json_int_t)rep.records, "accepted",
                      (json_int_t)rep.accepted, "rejected", (json_int_t)rep.rejected, "duplicates",
                      (json_int_t)rep.duplicates, "errors", errors, "errors_truncated",
-                     x.rejected > (int64_t)json_array_size(errors));
+                     x.rejected > (int64_t)json_array_size(errors), "max_line",
+                     (json_int_t)(max_line ? max_line : CAD_CONTROL_DEFAULT_MAX_LINE), "max_lines",
+                     CAD_COMMANDS_IMPORT_MAX_LINES);
 }
 
 /* ---- calendar and why ------------------------------------------------------ */
@@ -1238,11 +1253,12 @@ static json_t *cmd_simulate_output(json_t *req, const cad_control_peer_t *peer, 
     if (!out)
         return oom(error);
     const char *state = job_state(j);
-    bool finished = strcmp(state, "running") != 0 && start + take == j->len;
+    bool running = j->open_handles > 0;
+    bool finished = !running && start + take == j->len;
     json_t *r = json_pack("{s:i, s:s, s:o, s:I, s:b, s:b}", "job", j->id, "state", state, "output",
                           out, "offset", (json_int_t)(start + take), "finished", finished,
                           "truncated", j->truncated);
-    if (r && strcmp(state, "running") != 0) {
+    if (r && !running) {
         json_object_set_new(r, "exit_status", json_integer(j->exit_status));
         json_object_set_new(r, "errors", json_string(j->errtext));
     }
