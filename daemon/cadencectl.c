@@ -787,6 +787,17 @@ static void print_alerts(json_t *r)
            "dead touches\n\n",
            num(r, "open.content_gap"), num(r, "open.loop_overdue"), num(r, "open.silent"),
            num(r, "open.dead_touches"));
+    size_t i;
+    json_t *ch;
+    json_array_foreach(json_object_get(r, "channels"), i, ch)
+    {
+        const char *e = str(ch, "last_error");
+        printf("channel %s (%s): %s, circuit %s%s%s\n", str(ch, "channel"), str(ch, "plugin"),
+               str(ch, "kind"), str(ch, "circuit"), *e && *e != '-' ? ", last error: " : "",
+               *e && *e != '-' ? e : "");
+    }
+    if (json_array_size(json_object_get(r, "channels")) > 0)
+        putchar('\n');
     static const char *const cols[] = {"kind", "KIND",   "customer", "CUSTOMER", "rule",
                                        "RULE", "detail", "DETAIL",   NULL};
     print_columns(json_object_get(r, "alerts"), cols);

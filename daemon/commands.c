@@ -1396,6 +1396,9 @@ static json_t *outbox_change(cad_commands_t *c, json_t *req, bool retry,
                    : cad_store_outbox_cancel(st, key, now_seconds(), err);
     if (rc != 0)
         return store_fail(error, rc, err);
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    if (retry && disp)
+        cad_dispatch_kick(disp);
     cad_log_info("control: touch %s key=%lld uid=%u pid=%d", retry ? "queued again" : "cancelled",
                  (long long)key, (unsigned)peer->uid, (int)peer->pid);
     return json_pack("{s:I, s:s}", "key", (json_int_t)key, "state", retry ? "queued" : "cancelled");
@@ -1451,13 +1454,33 @@ static json_t *cmd_alerts(json_t *req, const cad_control_peer_t *peer, void *arg
         json_decref(list);
         return store_fail(error, rc, err);
     }
+    /* Open circuits: a channel the dispatcher stopped sending to. */
+    json_t *circuits = json_array();
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    cad_dispatch_stats_t ds = {0};
+    if (disp)
+        cad_dispatch_get_stats(disp, &ds);
+    for (int i = 0; circuits && i < ds.n_channels; i++) {
+        const cad_dispatch_channel_stats_t *ch = &ds.channels[i];
+        if (ch->circuit == CAD_CIRCUIT_CLOSED && ch->ready)
+            continue;
+        json_t *item =
+            json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "kind",
+                      ch->ready ? "circuit_open" : "plugin_not_loaded", "channel", ch->channel,
+                      "plugin", ch->plugin, "circuit", cad_circuit_state_name(ch->circuit), "since",
+                      time_or_null(ch->circuit_since), "consecutive_failures",
+                      (json_int_t)ch->consecutive_failures, "last_error", ch->last_error);
+        if (item)
+            json_array_append_new(circuits, item);
+    }
     /* Dead touches are alerts too: a touch decided and never delivered. */
-    return json_pack("{s:o, s:{s:I, s:I, s:I, s:I, s:I}}", "alerts", list, "open", "content_gap",
-                     (json_int_t)counts.alerts_content_gap, "loop_overdue",
-                     (json_int_t)counts.alerts_loop_overdue, "silent",
-                     (json_int_t)counts.alerts_silent, "dead_touches",
-                     (json_int_t)counts.outbox[CAD_OUTBOX_DEAD], "total",
-                     (json_int_t)counts.alerts_open);
+    return json_pack(
+        "{s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "alerts", list, "channels",
+        circuits ? circuits : json_array(), "open", "circuits",
+        (json_int_t)json_array_size(circuits), "content_gap", (json_int_t)counts.alerts_content_gap,
+        "loop_overdue", (json_int_t)counts.alerts_loop_overdue, "silent",
+        (json_int_t)counts.alerts_silent, "dead_touches",
+        (json_int_t)counts.outbox[CAD_OUTBOX_DEAD], "total", (json_int_t)counts.alerts_open);
 }
 
 /* ---- report and holdout ------------------------------------------------------ */
@@ -1546,6 +1569,13 @@ static json_t *cmd_plugins(json_t *req, const cad_control_peer_t *peer, void *ar
     if (check_fields(req, fields, error) != 0)
         return NULL;
     const cad_config_t *cfg = cad_daemon_config(c->d);
+    cad_plugin_host_t *host = cad_daemon_plugin_host(c->d);
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    cad_plugin_info_t info[CAD_MAX_CHANNELS];
+    int n = host ? cad_plugin_host_list(host, info, CAD_MAX_CHANNELS) : 0;
+    cad_dispatch_stats_t ds = {0};
+    if (disp)
+        cad_dispatch_get_stats(disp, &ds);
     json_t *list = json_array();
     if (!list)
         return oom(error);
@@ -1557,8 +1587,33 @@ static json_t *cmd_plugins(json_t *req, const cad_control_peer_t *peer, void *ar
                                  "timeout", (json_int_t)cc->timeout, "max_attempts",
                                  (int)cc->max_attempts, "max_age", (json_int_t)cc->max_age,
                                  "rate_per_second", cc->rate_per_second, "burst", (int)cc->burst);
-        if (item)
-            json_array_append_new(list, item);
+        if (!item)
+            continue;
+        for (int k = 0; k < n; k++) {
+            if (strcmp(info[k].channel, ch->name) != 0)
+                continue;
+            json_object_set_new(item, "loaded", json_boolean(info[k].loaded));
+            json_object_set_new(item, "path", json_string(info[k].path ? info[k].path : ""));
+            json_object_set_new(item, "error", json_string(info[k].error ? info[k].error : ""));
+            json_object_set_new(item, "version",
+                                json_string(info[k].version ? info[k].version : ""));
+            json_object_set_new(item, "description",
+                                json_string(info[k].description ? info[k].description : ""));
+            json_object_set_new(item, "abi",
+                                json_sprintf("%u.%u", info[k].abi_major, info[k].abi_minor));
+            json_object_set_new(item, "in_flight", json_integer(info[k].in_flight));
+            json_object_set_new(item, "queued", json_integer(info[k].queued));
+            json_object_set_new(item, "delivered", json_integer(info[k].delivered));
+            json_object_set_new(item, "retried", json_integer(info[k].retried));
+            json_object_set_new(item, "failed", json_integer(info[k].failed));
+        }
+        for (int k = 0; k < ds.n_channels; k++)
+            if (strcmp(ds.channels[k].channel, ch->name) == 0) {
+                json_object_set_new(item, "circuit",
+                                    json_string(cad_circuit_state_name(ds.channels[k].circuit)));
+                json_object_set_new(item, "last_error", json_string(ds.channels[k].last_error));
+            }
+        json_array_append_new(list, item);
     }
     return json_pack("{s:s, s:o}", "plugin_dir", cfg->plugin_dir ? cfg->plugin_dir : "", "plugins",
                      list);
@@ -1640,6 +1695,47 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
     cad_metrics_sample(&m, "cadence_alerts_open", loop, (double)counts.alerts_loop_overdue);
     cad_metrics_sample(&m, "cadence_alerts_open", silent, (double)counts.alerts_silent);
     cad_metrics_sample(&m, "cadence_alerts_open", dead, (double)counts.outbox[CAD_OUTBOX_DEAD]);
+
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    cad_dispatch_stats_t ds = {0};
+    if (disp)
+        cad_dispatch_get_stats(disp, &ds);
+    cad_metrics_family(&m, "cadence_dispatch_outcomes_total", "counter",
+                       "Dispatch outcomes since the daemon started, by channel and outcome.");
+    for (int i = 0; i < ds.n_channels; i++) {
+        const cad_dispatch_channel_stats_t *ch = &ds.channels[i];
+        const char *l1[] = {"channel", ch->channel, "outcome", "delivered", NULL};
+        const char *l2[] = {"channel", ch->channel, "outcome", "retry", NULL};
+        const char *l3[] = {"channel", ch->channel, "outcome", "dead", NULL};
+        cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l1, (double)ch->delivered);
+        cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l2, (double)ch->retried);
+        cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l3, (double)ch->dead);
+    }
+    cad_metrics_family(&m, "cadence_dispatch_in_flight", "gauge",
+                       "Touches handed to a plugin, outcome pending, by channel.");
+    for (int i = 0; i < ds.n_channels; i++) {
+        const char *l[] = {"channel", ds.channels[i].channel, NULL};
+        cad_metrics_sample(&m, "cadence_dispatch_in_flight", l, ds.channels[i].in_flight);
+    }
+    cad_metrics_family(&m, "cadence_circuit_open", "gauge",
+                       "1 when the channel's circuit is open or half-open (not sending freely).");
+    for (int i = 0; i < ds.n_channels; i++) {
+        const char *l[] = {"channel", ds.channels[i].channel, NULL};
+        cad_metrics_sample(&m, "cadence_circuit_open", l,
+                           ds.channels[i].circuit != CAD_CIRCUIT_CLOSED);
+    }
+    static const double bounds[] = {1, 5, 30, 60, 300, 900, 3600, 14400, 86400};
+    int64_t buckets[CAD_ARRAY_LEN(bounds) + 1];
+    double sum = 0;
+    if (rc >= 0)
+        rc = cad_store_delivery_latency(st, now_seconds() - CAD_DAY, bounds,
+                                        (int)CAD_ARRAY_LEN(bounds), buckets, &sum, err);
+    if (rc >= 0) {
+        cad_metrics_family(&m, "cadence_delivery_latency_seconds", "histogram",
+                           "Decision to delivery of the touches delivered in the last 24 hours.");
+        cad_metrics_histogram(&m, "cadence_delivery_latency_seconds", bounds, buckets,
+                              (int)CAD_ARRAY_LEN(bounds), sum);
+    }
 
     int clients = 0;
     int64_t requests = 0;

@@ -441,4 +441,12 @@ int cad_store_touch_counts_foreach(cad_store_t *st,
                                               int64_t count, void *arg),
                                    void *arg, char *err);
 
+/* Delivery latency (decision to delivered, seconds) of the touches
+ * delivered since `since` (due at most a week before it; the index on state
+ * and due time keeps this a range scan): counts[i] gets those in (bounds[i-1], bounds[i]],
+ * counts[n] those above the last bound, *sum their total. Returns the
+ * number of touches or an error. */
+int cad_store_delivery_latency(cad_store_t *st, cad_time_t since, const double *bounds, int n,
+                               int64_t *counts, double *sum, char *err);
+
 #endif

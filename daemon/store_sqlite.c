@@ -241,6 +241,7 @@ enum stmt_id {
     S_HOLDOUT,
     S_TOUCH_COUNTS,
     S_CONTACT_OWNER,
+    S_DELIVERY_LATENCY,
     S_CONTENT_RETIRE,
     S_CONTENT_UPSERT,
     S_COUNT
@@ -460,6 +461,9 @@ static const char *const stmt_sql[S_COUNT] = {
                        " COUNT(*) FROM touches GROUP BY 1, 2 ORDER BY 1, 2",
     [S_CONTACT_OWNER] = "SELECT c.customer_key, cu.id FROM contacts c JOIN customers cu"
                         " ON cu.key = c.customer_key WHERE c.id = ?1",
+    [S_DELIVERY_LATENCY] = "SELECT updated_at - decided_at FROM touches"
+                           " WHERE state = 'delivered' AND due_at >= ?1 - 604800"
+                           " AND updated_at >= ?1",
 };
 
 /* Outbox states as stored; "dropped" marks a final suppression (history only). */
@@ -2503,4 +2507,28 @@ int cad_store_touch_counts_foreach(cad_store_t *st,
     if (rc != SQLITE_DONE)
         return db_fail(st, err, rc, "counting touches");
     return n;
+}
+
+int cad_store_delivery_latency(cad_store_t *st, cad_time_t since, const double *bounds, int n,
+                               int64_t *counts, double *sum, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_DELIVERY_LATENCY);
+    sqlite3_bind_int64(s, 1, since);
+    for (int i = 0; i <= n; i++)
+        counts[i] = 0;
+    *sum = 0;
+    int total = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        double v = (double)sqlite3_column_int64(s, 0);
+        int b = 0;
+        while (b < n && v > bounds[b])
+            b++;
+        counts[b]++;
+        *sum += v;
+        total++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "measuring delivery latency");
+    return total;
 }
