@@ -608,6 +608,8 @@ static json_t *build_event(const subcommand_t *sc, int argc, char **argv)
         json_decref(req);
         return NULL;
     }
+    if (!json_object_get(obj, "at"))
+        json_object_set_new(obj, "at", json_string("now"));
     return req;
 }
 
