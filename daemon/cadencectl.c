@@ -737,9 +737,22 @@ static void print_customer_or_list(json_t *r)
 
 static void print_calendar(json_t *r)
 {
-    static const char *const cols[] = {
-        "due_local", "DUE (CUSTOMER'S TIME)", "customer", "CUSTOMER", "rule", "RULE", "why", "WHY",
-        NULL};
+    static const char *const cols[] = {"in",       "IN",       "due_local", "DUE (CUSTOMER'S TIME)",
+                                       "customer", "CUSTOMER", "rule",      "RULE",
+                                       "why",      "WHY",      NULL};
+    long long now = num(r, "now");
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(r, "entries"), i, e)
+    {
+        char buf[32];
+        long long due = num(e, "due");
+        if (due <= now)
+            snprintf(buf, sizeof(buf), "now");
+        else
+            format_duration(due - now, buf, sizeof(buf));
+        json_object_set_new(e, "in", json_string(buf));
+    }
     print_columns(json_object_get(r, "entries"), cols);
 }
 
