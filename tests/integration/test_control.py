@@ -338,7 +338,7 @@ class Cadencectl(h.DaemonTestCase):
         self.assertRegex(r.stdout, r"(?m)^  reload\s+admin$")
         r = d.ctl("raw", '{"cmd": "help"}')  # a list of objects prints as a table
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertRegex(r.stdout, r"(?m)^commands:\ncmd     role\nhelp    read\n")
+        self.assertRegex(r.stdout, r"(?m)^commands:\ncmd +role\nhelp +read\n")
 
 
 if __name__ == "__main__":
