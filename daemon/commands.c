@@ -1778,9 +1778,9 @@ static void on_stop(cad_daemon_t *d, void *arg)
 {
     cad_commands_t *c = arg;
     c->stopping = true;
+    /* Customers an import touched moments ago keep their next evaluation in
+     * the store; the calendar is rebuilt from it at the next start. */
     if (c->rescan_init && !uv_is_closing((uv_handle_t *)&c->rescan)) {
-        if (c->rescan_armed)
-            on_rescan(&c->rescan); /* hand the last imported customers over (stored anyway) */
         uv_close((uv_handle_t *)&c->rescan, on_handle_closed);
     }
     for (sim_job_t *j = c->jobs; j; j = j->next)

@@ -384,9 +384,9 @@ int cad_store_report_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
 /* Lists customers ordered by id: `stage` and `segment` NULL for any, `limit`
  * <= 0 for no limit. Rows are as in cad_store_customer_get; strings valid
  * during fn. Returns the count or an error. */
-int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *segment,
-                                int limit, void (*fn)(const cad_customer_row_t *row, void *arg),
-                                void *arg, char *err);
+int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *segment, int limit,
+                                void (*fn)(const cad_customer_row_t *row, void *arg), void *arg,
+                                char *err);
 
 /* The store key and external id (copied into customer_id, CAD_ID_MAX + 1
  * bytes) of a contact's customer; -CAD_ENOTFOUND when no contact has that id. */
@@ -437,8 +437,8 @@ int cad_store_holdout_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
 /* Touches by state (outbox states and "dropped") and channel ("" for a
  * dropped one), for metrics. Returns the number of rows or an error. */
 int cad_store_touch_counts_foreach(cad_store_t *st,
-                                   void (*fn)(const char *state, const char *channel,
-                                              int64_t count, void *arg),
+                                   void (*fn)(const char *state, const char *channel, int64_t count,
+                                              void *arg),
                                    void *arg, char *err);
 
 /* Delivery latency (decision to delivered, seconds) of the touches

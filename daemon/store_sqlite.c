@@ -2374,9 +2374,9 @@ static void customer_row_read(sqlite3_stmt *s, cad_customer_row_t *row)
     };
 }
 
-int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *segment,
-                                int limit, void (*fn)(const cad_customer_row_t *row, void *arg),
-                                void *arg, char *err)
+int cad_store_customers_foreach(cad_store_t *st, const char *stage, const char *segment, int limit,
+                                void (*fn)(const cad_customer_row_t *row, void *arg), void *arg,
+                                char *err)
 {
     sqlite3_stmt *s = stmt(st, S_CUSTOMER_LIST);
     bind_text(s, 1, stage);
@@ -2493,8 +2493,8 @@ int cad_store_holdout_foreach(cad_store_t *st, cad_time_t from, cad_time_t to,
 }
 
 int cad_store_touch_counts_foreach(cad_store_t *st,
-                                   void (*fn)(const char *state, const char *channel,
-                                              int64_t count, void *arg),
+                                   void (*fn)(const char *state, const char *channel, int64_t count,
+                                              void *arg),
                                    void *arg, char *err)
 {
     sqlite3_stmt *s = stmt(st, S_TOUCH_COUNTS);
