@@ -175,7 +175,7 @@ class ControlLoad(h.DaemonTestCase):
         return socks
 
     def test_100_clients_query_and_import_while_the_daemon_dispatches(self):
-        d = self.start(config=self.config)
+        d = self.start(config=self.config, args=["--plugin-dir", h.PLUGIN_BUILD_DIR])
         latencies, imported, errors = [], [], []
         socks = self.connect_all()
         t0 = time.monotonic()

@@ -138,7 +138,7 @@ class FullDisk(h.DaemonTestCase):
         return r["result"]["touches"]
 
     def test_full_disk_refuses_new_work_loses_nothing_and_recovers(self):
-        d = self.start(config=self.config)
+        d = self.start(config=self.config, args=["--plugin-dir", h.PLUGIN_BUILD_DIR])
         r = self.import_events(d, invoice_lines(0, WAVE1))
         self.assertTrue(r["ok"], r)
         self.assertEqual(r["result"]["accepted"], WAVE1)
