@@ -1249,9 +1249,11 @@ static json_t *cmd_simulate_output(json_t *req, const cad_control_peer_t *peer, 
         while (take > 0 && (j->buf[start + take] & 0xC0) == 0x80) /* whole UTF-8 characters */
             take--;
     }
-    json_t *out = json_stringn_nocheck(j->len ? j->buf + start : "", take);
+    json_t *out = json_stringn(j->len ? j->buf + start : "", take);
     if (!out)
-        return oom(error);
+        return cad_control_fail(error, CAD_CONTROL_INTERNAL,
+                                "forecast %d: output at offset %zu is not UTF-8 text", j->id,
+                                start);
     const char *state = job_state(j);
     bool running = j->open_handles > 0;
     bool finished = !running && start + take == j->len;
