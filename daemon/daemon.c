@@ -32,6 +32,8 @@
 #define LAST_RESORT_MS      3000
 #define DEFAULT_SHUTDOWN_MS 10000
 
+#define DAEMON_BUSY_TIMEOUT_MS 250 /* a write waiting for another process's lock */
+
 typedef struct reload_hook {
     cad_daemon_reload_fn fn;
     void *arg;
@@ -734,6 +736,10 @@ int cad_daemon_new(const cad_daemon_options_t *opts, cad_daemon_t **out, char *e
     snprintf(db, sizeof(db), "%s/cadence.db", d->cfg->state_dir);
     rc = cad_store_open(db, d->cfg->sync, &d->store, err);
     if (rc == 0) {
+        /* Another process holding the write lock must not stall the loop
+         * for seconds: a write waits this long, then fails busy and its
+         * module tries again later. Longer than a --import batch holds it. */
+        cad_store_set_busy_timeout(d->store, DAEMON_BUSY_TIMEOUT_MS);
         char rqerr[CAD_ERRBUF];
         int n = cad_store_outbox_requeue_in_flight(d->store, (cad_time_t)time(NULL), rqerr);
         if (n > 0)

@@ -877,7 +877,9 @@ static void pump(cad_dispatch_t *d)
             if (probe[c])
                 cad_circuit_abandon(&d->by_index[c]->circuit);
         cad_log_warning("dispatch: cannot open a batch, trying again: %s", err);
-        pump_in(d, rc == -CAD_EBUSY ? 10 : STORE_RETRY_MS);
+        /* Busy with a batch of our own: soon. Locked by another process:
+         * like any store failure, so the loop is not spent waiting on it. */
+        pump_in(d, rc == -CAD_EBUSY && cad_store_in_batch(d->store) ? 10 : STORE_RETRY_MS);
         return;
     }
     int rows = d->n_pending;

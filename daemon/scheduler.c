@@ -27,6 +27,7 @@
 
 #define CAD_SCHEDULER_MAX_SLEEP_MS 60000
 #define CAD_SCHEDULER_RETRY_DELAY  60
+#define CAD_SCHEDULER_BUSY_DELAY   5 /* another process holds the write lock */
 
 struct cad_scheduler {
     uv_loop_t *loop;
@@ -214,11 +215,12 @@ static void run_batch(cad_scheduler_t *s)
                     CAD_SCHEDULER_RETRY_DELAY);
         return;
     }
-    if (cad_store_batch_begin(s->store, err) < 0) {
+    int begun = cad_store_batch_begin(s->store, err);
+    if (begun < 0) {
+        int pause = begun == -CAD_EBUSY ? CAD_SCHEDULER_BUSY_DELAY : CAD_SCHEDULER_RETRY_DELAY;
         s->stats.errors++;
-        s->backoff_until = now + CAD_SCHEDULER_RETRY_DELAY;
-        cad_log_err("cannot start a decision batch: %s; evaluations pause for %d s", err,
-                    CAD_SCHEDULER_RETRY_DELAY);
+        s->backoff_until = now + pause;
+        cad_log_err("cannot start a decision batch: %s; evaluations pause for %d s", err, pause);
         return;
     }
     size_t n = 0;

@@ -59,6 +59,12 @@ void cad_store_set_traces(cad_store_t *st, bool on);
  * a full disk. 0 lifts the cap. Returns 0 or an error. */
 int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err);
 
+/* How long a write waits for a lock another process holds (an operator's
+ * sqlite3 shell, a one-shot `cadenced --import`) before failing with
+ * -CAD_EBUSY; 5000 ms after open. The daemon's loop thread sets a short
+ * wait: the loop serves nothing while SQLite waits. */
+void cad_store_set_busy_timeout(cad_store_t *st, int ms);
+
 /* The schema version this build writes. */
 int cad_store_schema_version(void);
 /* The schema version of the open database. */

@@ -975,6 +975,11 @@ void cad_store_set_traces(cad_store_t *st, bool on)
     st->no_traces = !on;
 }
 
+void cad_store_set_busy_timeout(cad_store_t *st, int ms)
+{
+    sqlite3_busy_timeout(st->db, ms > 0 ? ms : 0);
+}
+
 int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err)
 {
     if (max_bytes < 0)
