@@ -35,10 +35,13 @@
 #include "ratelimit.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +54,9 @@
 #define DOMAIN_MAP_KEYS    4096
 #define CIRCUIT_MAX_FACTOR 16 /* longest open interval: circuit_interval times this */
 #define CANCELLED_PREFIX   "cancelled:"
+#define RESERVE_BYTES      (8 * 1024 * 1024) /* disk kept free for the outbox */
+#define RESERVE_HEADROOM   (4 * 1024 * 1024) /* store growth allowed once it is released */
+#define RESERVE_RETRY_MS   5000
 
 typedef struct chan chan_t;
 
@@ -134,6 +140,10 @@ struct cad_dispatch {
     void (*done)(void *arg);
     void *done_arg;
     long crash_at, steps;
+    char *reserve_path;    /* <db>.reserve; NULL when it could not be made */
+    bool reserve_released; /* disk full: released, the store capped */
+    bool reserve_fresh;    /* released just now: retry the batch at once */
+    uint64_t reserve_retry_at;
 };
 
 static cad_time_t wall_now(void)
@@ -744,6 +754,83 @@ static void unclaim_all(cad_dispatch_t *d)
     }
 }
 
+/* ---- the disk reserve ----------------------------------------------------------------------
+ *
+ * On a full disk SQLite cannot append the outcomes of touches already sent
+ * to its WAL. The dispatcher keeps RESERVE_BYTES allocated in a file next to
+ * the database; when a batch fails with "disk full" it frees that space and
+ * caps the database at its current page count, so writes that only change
+ * existing rows (outcomes, claims) go through while anything that needs new
+ * pages (decisions, imports) is refused. When the reserve can be allocated
+ * again, the cap is lifted. */
+
+static bool reserve_make(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return false;
+    int rc = posix_fallocate(fd, 0, RESERVE_BYTES);
+    if (rc == EOPNOTSUPP || rc == EINVAL) { /* file systems without fallocate */
+        static const char zeros[65536];
+        rc = 0;
+        for (off_t off = 0; rc == 0 && off < RESERVE_BYTES; off += (off_t)sizeof zeros)
+            if (pwrite(fd, zeros, sizeof zeros, off) != (ssize_t)sizeof zeros)
+                rc = errno ? errno : EIO;
+        if (rc == 0 && fsync(fd) != 0)
+            rc = errno;
+    }
+    close(fd);
+    if (rc != 0)
+        unlink(path);
+    return rc == 0;
+}
+
+/* A batch failed with "disk full": free the reserve and cap the store. */
+static void reserve_release(cad_dispatch_t *d)
+{
+    if (!d->reserve_path || d->reserve_released)
+        return;
+    char err[CAD_ERRBUF];
+    unlink(d->reserve_path);
+    /* The cap: what the database and its WAL hold now, plus a little room
+     * for index pages that outcome updates split. */
+    int64_t bytes = RESERVE_HEADROOM;
+    struct stat st;
+    char wal[4200];
+    const char *db = cad_store_path(d->store);
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    if (stat(db, &st) == 0)
+        bytes += st.st_size;
+    if (stat(wal, &st) == 0)
+        bytes += st.st_size;
+    if (cad_store_limit_size(d->store, bytes, err) < 0)
+        cad_log_err("dispatch: cannot cap the store on a full disk: %s", err);
+    d->reserve_released = true;
+    d->reserve_fresh = true;
+    d->reserve_retry_at = uv_now(d->loop) + RESERVE_RETRY_MS;
+    cad_log_err("dispatch: disk full: released the %d MiB reserve so outcomes of touches in "
+                "flight are recorded and the outbox drains; new decisions and imports are refused "
+                "until space is freed reserve=%s",
+                RESERVE_BYTES >> 20, d->reserve_path);
+}
+
+/* While released: is there space again? Then restore the reserve and lift the cap. */
+static void reserve_check(cad_dispatch_t *d)
+{
+    if (!d->reserve_released || uv_now(d->loop) < d->reserve_retry_at)
+        return;
+    d->reserve_retry_at = uv_now(d->loop) + RESERVE_RETRY_MS;
+    if (!reserve_make(d->reserve_path))
+        return;
+    char err[CAD_ERRBUF];
+    if (cad_store_limit_size(d->store, 0, err) < 0) {
+        cad_log_err("dispatch: cannot lift the store's size cap: %s", err);
+        return;
+    }
+    d->reserve_released = false;
+    cad_log_notice("dispatch: disk space is back; reserve restored, decisions accepted again");
+}
+
 /* ---- the pump ------------------------------------------------------------------------------- */
 
 static void changed_add(cad_dispatch_t *d, int64_t customer_key)
@@ -852,6 +939,8 @@ static void pump(cad_dispatch_t *d)
     int64_t wake_ms = MAX_SLEEP_MS;
     char err[CAD_ERRBUF];
 
+    reserve_check(d);
+
     for (int i = 0; i < d->n_chans; i++)
         if (d->chans[i]->n_waiting)
             send_waiting(d, d->chans[i], now_ms, &wake_ms);
@@ -859,7 +948,7 @@ static void pump(cad_dispatch_t *d)
     int room[CAD_MAX_CHANNELS] = {0};
     bool probe[CAD_MAX_CHANNELS] = {false};
     int total_room = 0;
-    if (!d->stopping && !d->store_failing)
+    if (!d->stopping && !(d->store_failing && d->n_pending > 0))
         for (int c = 0; c < d->n_channels; c++) {
             room[c] = claim_room(d, d->by_index[c], now_ms, &wake_ms, &probe[c]);
             total_room += room[c];
@@ -885,7 +974,9 @@ static void pump(cad_dispatch_t *d)
     int rows = d->n_pending;
     d->n_changed = 0;
     for (int i = 0; rc == 0 && i < d->n_pending; i++)
-        rc = apply_pending(d, &d->pending[i], now);
+        if ((rc = apply_pending(d, &d->pending[i], now)) < 0)
+            cad_fail(err, -rc, "recording the outcome of touch %lld failed: %s",
+                     (long long)d->pending[i].key, cad_strerror(rc));
     bool more[CAD_MAX_CHANNELS] = {false};
     for (int c = 0; rc == 0 && c < d->n_channels; c++) {
         if (room[c] <= 0)
@@ -911,12 +1002,15 @@ static void pump(cad_dispatch_t *d)
         cad_store_batch_rollback(d->store);
         unclaim_all(d);
         d->store_errors++;
+        if (rc == -CAD_EFULL)
+            reserve_release(d);
         if (!d->store_failing)
             cad_log_err("dispatch: cannot record outcomes and claims; keeping them in memory and "
                         "trying again every %d ms: %s pending=%d",
                         STORE_RETRY_MS, err, d->n_pending);
         d->store_failing = true;
-        pump_in(d, STORE_RETRY_MS);
+        pump_in(d, d->reserve_fresh ? 10 : STORE_RETRY_MS);
+        d->reserve_fresh = false;
         return;
     }
     if (d->store_failing)
@@ -972,6 +1066,8 @@ rearm_idle:
     }
     if (d->store_failing)
         wake_ms = STORE_RETRY_MS;
+    if (d->reserve_released && wake_ms > RESERVE_RETRY_MS)
+        wake_ms = RESERVE_RETRY_MS;
     pump_in(d, wake_ms);
 }
 
@@ -1000,6 +1096,21 @@ int cad_dispatch_new(uv_loop_t *loop, cad_store_t *store, cad_plugin_host_t *hos
         }
         free(d);
         return rc;
+    }
+    const char *db = cad_store_path(store);
+    if (db && *db && strcmp(db, ":memory:") != 0) {
+        size_t n = strlen(db) + sizeof ".reserve";
+        d->reserve_path = malloc(n);
+        if (d->reserve_path) {
+            snprintf(d->reserve_path, n, "%s.reserve", db);
+            if (!reserve_make(d->reserve_path)) {
+                cad_log_warning("dispatch: cannot keep %d MiB free next to the store; on a full "
+                                "disk the outbox stops until space is freed reserve=%s",
+                                RESERVE_BYTES >> 20, d->reserve_path);
+                free(d->reserve_path);
+                d->reserve_path = NULL;
+            }
+        }
     }
     uv_timer_init(loop, &d->timer);
     d->timer.data = d;
@@ -1033,6 +1144,7 @@ static void on_closed(uv_handle_t *h)
     pending_clear(d);
     free(d->pending);
     free(d->changed);
+    free(d->reserve_path);
     free(d);
     if (done)
         done(arg);
