@@ -108,6 +108,31 @@ class Delivery(DispatchCase):
         d.stop()
 
 
+class Limits(DispatchCase):
+    def test_channel_rate_spreads_sends(self):
+        n = 12
+        cfg = self.setup_daemon(n, hook_extra="rate = 4.0; burst = 1;")
+        d = self.start(config=cfg)
+        self.assertTrue(self.wait_delivered(n, 30), "%r" % self.states())
+        t = sorted(r["t"] for r in self.rx.records())
+        # One token every 250 ms: eleven intervals at least.
+        self.assertGreaterEqual(t[-1] - t[0], 2.5, "12 sends at 4/s took %.2f s" % (t[-1] - t[0]))
+        self.assertEqual(d.stop(), 0)
+
+    def test_domain_limit_holds_touches_and_shutdown_queues_them_again(self):
+        n = 5
+        cfg = self.setup_daemon(n, hook_extra="domain_per_minute = 2;")
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 2, 20))
+        time.sleep(2)
+        # Every contact is at example.com: two a minute.
+        self.assertEqual(len(self.rx.records()), 2)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(self.states(), {"delivered": 2, "queued": 3})
+        rows = [r for r in rx.outbox_rows(self.db) if r[2] == "queued"]
+        self.assertTrue(all(r[3] == 0 for r in rows), "a held touch counted an attempt: %r" % rows)
+
+
 class Stalls(DispatchCase):
     def test_stopped_receiver_times_out_and_retries_without_stalling(self):
         n = 20
