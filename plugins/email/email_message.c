@@ -442,10 +442,16 @@ int cad_email_append_qp(cad_email_buf_t *buf, const char *text)
     return 0;
 }
 
+/* URIs are written unfolded in List-Unsubscribe: this bound keeps that
+ * line within RFC 5322's 998 bytes. */
+#define URI_MAX 900
+
 static int check_uri(const char *field, const char *uri, char *err)
 {
     if (cad_email_check_header(field, uri, err) < 0)
         return -1;
+    if (strlen(uri) > URI_MAX)
+        return message_fail(err, "%s is longer than %d bytes", field, URI_MAX);
     for (const unsigned char *p = (const unsigned char *)uri; *p; p++) {
         if (*p <= 0x20 || *p >= 0x7f || *p == '<' || *p == '>' || *p == '"')
             return message_fail(err, "%s \"%s\" has a character not allowed in a URI", field, uri);
