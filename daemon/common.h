@@ -19,15 +19,15 @@
 /* Error codes, always returned negated (-CAD_EINVAL). */
 enum cad_error {
     CAD_OK = 0,
-    CAD_EINVAL = 1,   /* bad input: config, request, import row */
-    CAD_ENOMEM = 2,   /* allocation failed */
-    CAD_EIO = 3,      /* file or socket error */
-    CAD_ESTORE = 4,   /* the store (SQLite) failed */
-    CAD_ENOTFOUND = 5,/* the named object does not exist */
-    CAD_EEXIST = 6,   /* the object exists already */
-    CAD_EFULL = 7,    /* disk full or a limit reached */
-    CAD_EBUSY = 8,    /* try again later */
-    CAD_EPERM = 9,    /* refused by an access rule */
+    CAD_EINVAL = 1,    /* bad input: config, request, import row */
+    CAD_ENOMEM = 2,    /* allocation failed */
+    CAD_EIO = 3,       /* file or socket error */
+    CAD_ESTORE = 4,    /* the store (SQLite) failed */
+    CAD_ENOTFOUND = 5, /* the named object does not exist */
+    CAD_EEXIST = 6,    /* the object exists already */
+    CAD_EFULL = 7,     /* disk full or a limit reached */
+    CAD_EBUSY = 8,     /* try again later */
+    CAD_EPERM = 9,     /* refused by an access rule */
 };
 
 /* An instant: seconds since 1970-01-01T00:00:00Z. */
@@ -36,8 +36,8 @@ typedef int64_t cad_time_t;
 #define CAD_TIME_NEVER INT64_MAX
 
 #define CAD_MINUTE ((int64_t)60)
-#define CAD_HOUR ((int64_t)3600)
-#define CAD_DAY ((int64_t)86400)
+#define CAD_HOUR   ((int64_t)3600)
+#define CAD_DAY    ((int64_t)86400)
 
 #define CAD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -37,7 +37,7 @@
 #define DEFAULT_STATE_DIR          "/var/lib/cadenced"
 #define DEFAULT_SOCKET             "/run/cadenced/control.sock"
 #define DEFAULT_TIMEZONE           "UTC"
-#define DEFAULT_TOUCH_EXPIRY (7 * CAD_DAY) /* longer than any sensible min_gap plus a weekend */
+#define DEFAULT_TOUCH_EXPIRY       (7 * CAD_DAY) /* longer than any sensible min_gap plus a weekend */
 #define DEFAULT_PHONE_WINDOW_START (8 * 60)
 #define DEFAULT_PHONE_WINDOW_END   (21 * 60)
 #define TEN_YEARS                  (3653 * CAD_DAY)

@@ -16,7 +16,7 @@
 #include <stdio.h>
 
 enum cad_log_level {
-    CAD_LOG_ERR = 3,     /* journald priorities */
+    CAD_LOG_ERR = 3, /* journald priorities */
     CAD_LOG_WARNING = 4,
     CAD_LOG_NOTICE = 5,
     CAD_LOG_INFO = 6,
@@ -32,14 +32,14 @@ enum cad_store_sync {
 typedef struct cad_access_rule {
     bool is_group;
     uint32_t id;
-    bool admin;  /* false: read-only queries */
+    bool admin; /* false: read-only queries */
 } cad_access_rule_t;
 
 /* A plugin option as written in the channel's config group, kept for the
  * plugin host to hand to the plugin (which validates its own keys). */
 typedef struct cad_channel_setting {
-    char *name;   /* owned */
-    char *value;  /* owned; numbers and booleans as text */
+    char *name;  /* owned */
+    char *value; /* owned; numbers and booleans as text */
     int line;
 } cad_channel_setting_t;
 
@@ -62,23 +62,23 @@ typedef struct cad_channel_config {
     char account[64];
     double account_rate; /* touches per second for the account, 0 = unlimited */
     uint32_t account_burst;
-    uint32_t domain_per_minute;  /* touches per minute to one recipient mail domain, 0 = any */
-    uint32_t circuit_threshold;  /* consecutive failures that open the circuit, 0 = never */
-    int64_t circuit_interval;    /* seconds before an open circuit is probed */
+    uint32_t domain_per_minute; /* touches per minute to one recipient mail domain, 0 = any */
+    uint32_t circuit_threshold; /* consecutive failures that open the circuit, 0 = never */
+    int64_t circuit_interval;   /* seconds before an open circuit is probed */
 } cad_channel_config_t;
 
 typedef struct cad_config {
-    char *path;            /* owned: the main file as given */
+    char *path; /* owned: the main file as given */
     /* store */
-    char *state_dir;       /* owned: where cadence.db lives */
+    char *state_dir; /* owned: where cadence.db lives */
     enum cad_store_sync sync;
     int64_t commit_interval_ms; /* group commit: longest wait before a batch commits */
     /* control */
-    char *socket_path;     /* owned */
-    uint32_t socket_mode;  /* default 0660 */
+    char *socket_path;         /* owned */
+    uint32_t socket_mode;      /* default 0660 */
     cad_access_rule_t *access; /* owned */
     int n_access;
-    uint32_t max_line;     /* longest request line in bytes */
+    uint32_t max_line; /* longest request line in bytes */
     uint32_t max_clients;
     /* logging */
     enum cad_log_level log_level;
@@ -86,13 +86,13 @@ typedef struct cad_config {
     char *plugin_dir;      /* owned */
     char *credentials_dir; /* owned, may be NULL: where secret files are looked up */
     /* engine */
-    uint32_t batch_size;   /* customers evaluated per loop turn */
+    uint32_t batch_size; /* customers evaluated per loop turn */
     int64_t shutdown_timeout_ms;
     /* dispatch: global caps over every channel */
-    double dispatch_rate;          /* touches per second, 0 = unlimited */
+    double dispatch_rate; /* touches per second, 0 = unlimited */
     uint32_t dispatch_burst;
     uint32_t dispatch_concurrency; /* transfers in flight over all channels */
-    char *default_timezone; /* owned: IANA zone of customers that name none ("UTC") */
+    char *default_timezone;        /* owned: IANA zone of customers that name none ("UTC") */
     /* channel settings, indexed like playbook.channels */
     cad_channel_config_t channel_config[CAD_MAX_CHANNELS];
     cad_playbook_t playbook;

@@ -20,30 +20,30 @@ struct cad_tz; /* tz.h */
 #define CAD_ID_MAX 128 /* external ids: customers, contacts, events, bytes of UTF-8 */
 
 typedef struct cad_customer {
-    int64_t key;            /* store row id */
-    const char *id;         /* external id, for traces and keys */
+    int64_t key;    /* store row id */
+    const char *id; /* external id, for traces and keys */
     enum cad_stage stage;
-    int policy;             /* index into playbook.policies (from the segment) */
-    uint64_t interests;     /* topic bitmask */
-    const struct cad_tz *tz;/* the customer's time zone */
-    bool paused;            /* R14: an operator paused this customer */
-    cad_time_t created_at;  /* first seen; anchors recurring rules */
+    int policy;              /* index into playbook.policies (from the segment) */
+    uint64_t interests;      /* topic bitmask */
+    const struct cad_tz *tz; /* the customer's time zone */
+    bool paused;             /* R14: an operator paused this customer */
+    cad_time_t created_at;   /* first seen; anchors recurring rules */
 } cad_customer_t;
 
 typedef struct cad_contact {
-    int64_t key;       /* store row id */
-    const char *id;    /* external id */
-    uint32_t roles;    /* bit per role index (a contact may hold several) */
-    uint16_t reachable;/* bit per channel index: has the address, consent opted in (or not
-                          needed), not marked unusable, not on the suppression list (R10) */
-    uint16_t unusable; /* bit per channel index: marked unusable by a permanent failure */
+    int64_t key;         /* store row id */
+    const char *id;      /* external id */
+    uint32_t roles;      /* bit per role index (a contact may hold several) */
+    uint16_t reachable;  /* bit per channel index: has the address, consent opted in (or not
+                            needed), not marked unusable, not on the suppression list (R10) */
+    uint16_t unusable;   /* bit per channel index: marked unusable by a permanent failure */
     uint16_t no_consent; /* bit per channel index: address present but consent missing/out */
 } cad_contact_t;
 
 typedef struct cad_event {
-    int64_t key;       /* store row id; also the trigger key of the touches it causes */
-    const char *id;    /* external id (idempotency key of the event, R13) */
-    int type;          /* index into playbook.event_types */
+    int64_t key;    /* store row id; also the trigger key of the touches it causes */
+    const char *id; /* external id (idempotency key of the event, R13) */
+    int type;       /* index into playbook.event_types */
     cad_time_t at;
 } cad_event_t;
 
@@ -51,19 +51,19 @@ typedef struct cad_event {
 enum cad_touch_state {
     CAD_TOUCH_PENDING = 0, /* in the outbox: queued, in flight or waiting to retry */
     CAD_TOUCH_DELIVERED,
-    CAD_TOUCH_FAILED,      /* dead or cancelled: never reached the customer */
-    CAD_TOUCH_DROPPED,     /* decided not to send, for good (stale, expired, held out...) */
+    CAD_TOUCH_FAILED,  /* dead or cancelled: never reached the customer */
+    CAD_TOUCH_DROPPED, /* decided not to send, for good (stale, expired, held out...) */
 };
 
 /* One entry of a customer's history: a touch decided for a rule and trigger,
  * or a final suppression that closes that trigger (R2, R13). */
 typedef struct cad_history {
-    int rule;              /* index into playbook.rules, -1 if the rule was removed */
+    int rule; /* index into playbook.rules, -1 if the rule was removed */
     enum cad_purpose purpose;
-    int channel;           /* channel index, -1 for dropped */
-    cad_time_t at;         /* decided (pending), delivered, or dropped at */
-    int64_t trigger_key;   /* event key, or period number for recurring rules */
-    int content;           /* content index, or -1 */
+    int channel;         /* channel index, -1 for dropped */
+    cad_time_t at;       /* decided (pending), delivered, or dropped at */
+    int64_t trigger_key; /* event key, or period number for recurring rules */
+    int content;         /* content index, or -1 */
     enum cad_touch_state state;
 } cad_history_t;
 

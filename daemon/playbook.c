@@ -15,9 +15,8 @@ static const char *const purpose_names[CAD_PURPOSE_COUNT] = {
 };
 
 static const char *const builtin_events[CAD_EVENT_BUILTIN_COUNT] = {
-    "purchase",         "project_completed", "feedback_received", "feedback_actioned",
-    "renewal_due",      "invoice_issued",    "complaint_opened",  "complaint_resolved",
-    "churned",          "reactivated",
+    "purchase",       "project_completed", "feedback_received",  "feedback_actioned", "renewal_due",
+    "invoice_issued", "complaint_opened",  "complaint_resolved", "churned",           "reactivated",
 };
 
 static const char *const builtin_roles[CAD_ROLE_BUILTIN_COUNT] = {

@@ -15,12 +15,12 @@
 
 #include "common.h"
 
-#define CAD_MAX_ROLES 32        /* built-in + config-defined contact roles */
-#define CAD_MAX_EVENT_TYPES 64  /* built-in + config-defined event types */
-#define CAD_MAX_CHANNELS 16     /* configured channels */
-#define CAD_MAX_TOPICS 64       /* distinct topic tags of the content library */
-#define CAD_MAX_CAPS 8          /* per-policy frequency caps */
-#define CAD_NAME_MAX 64         /* names of rules, channels, policies, roles */
+#define CAD_MAX_ROLES       32 /* built-in + config-defined contact roles */
+#define CAD_MAX_EVENT_TYPES 64 /* built-in + config-defined event types */
+#define CAD_MAX_CHANNELS    16 /* configured channels */
+#define CAD_MAX_TOPICS      64 /* distinct topic tags of the content library */
+#define CAD_MAX_CAPS        8  /* per-policy frequency caps */
+#define CAD_NAME_MAX        64 /* names of rules, channels, policies, roles */
 
 /* Customer lifecycle stages (SPEC §1); bit positions in cad_stage_set_t. */
 enum cad_stage {
@@ -42,7 +42,7 @@ enum cad_purpose {
     CAD_PURPOSE_FOLLOWUP,          /* "here is what we did with your feedback" (a value touch) */
     CAD_PURPOSE_APPRECIATION,      /* a pure thank-you */
     CAD_PURPOSE_FEEDBACK,          /* asking for feedback */
-    CAD_PURPOSE_ASK,               /* renew, invoice reminder, sell, review, testimonial, referral */
+    CAD_PURPOSE_ASK, /* renew, invoice reminder, sell, review, testimonial, referral */
     CAD_PURPOSE_COUNT
 };
 
@@ -118,8 +118,8 @@ typedef struct cad_policy {
     bool has_ask_balance;
     uint32_t ask_min_value; /* value/appreciation touches delivered within ask_window */
     int64_t ask_window;
-    double ask_max_share; /* asks / all touches over ask_window, 0..1 */
-    double min_relevance; /* R7: 0..1, interest overlap below this is never sent */
+    double ask_max_share;           /* asks / all touches over ask_window, 0..1 */
+    double min_relevance;           /* R7: 0..1, interest overlap below this is never sent */
     uint32_t appreciation_per_year; /* R4: default 2 */
     int line;
 } cad_policy_t;
@@ -137,25 +137,25 @@ typedef struct cad_rule {
     char name[CAD_NAME_MAX];
     enum cad_purpose purpose;
     enum cad_trigger_kind trigger;
-    int event_type;   /* CAD_TRIGGER_EVENT: index into event_types */
-    int64_t after;    /* CAD_TRIGGER_EVENT: window opens at event.at + after */
-    int64_t expires;  /* CAD_TRIGGER_EVENT: window closes at event.at + expires (R2) */
-    int64_t every;    /* CAD_TRIGGER_RECURRING: period */
-    int64_t touch_expiry; /* how long a decided/deferred touch stays sendable (R11) */
-    cad_stage_set_t stages;   /* R1: bit per enum cad_stage */
-    uint32_t roles;           /* R8: bit per role index */
+    int event_type;         /* CAD_TRIGGER_EVENT: index into event_types */
+    int64_t after;          /* CAD_TRIGGER_EVENT: window opens at event.at + after */
+    int64_t expires;        /* CAD_TRIGGER_EVENT: window closes at event.at + expires (R2) */
+    int64_t every;          /* CAD_TRIGGER_RECURRING: period */
+    int64_t touch_expiry;   /* how long a decided/deferred touch stays sendable (R11) */
+    cad_stage_set_t stages; /* R1: bit per enum cad_stage */
+    uint32_t roles;         /* R8: bit per role index */
     uint8_t channels[CAD_MAX_CHANNELS]; /* preference order, channel indexes */
     int n_channels;
-    int template_index;       /* CAD_NO_TEMPLATE when content comes from the library */
-    bool use_library;         /* R6/R7: pick the best unsent content item */
-    uint64_t topics;          /* optional topic filter for library picks, 0 = any */
+    int template_index;            /* CAD_NO_TEMPLATE when content comes from the library */
+    bool use_library;              /* R6/R7: pick the best unsent content item */
+    uint64_t topics;               /* optional topic filter for library picks, 0 = any */
     uint32_t requires_value_count; /* R3: value touches needed within requires_value_within */
     int64_t requires_value_within; /* R3: 0 = use the policy's ask_window */
-    uint64_t suppress_while;  /* R14: event types whose open state suppresses this rule */
-    bool bypass_caps;         /* transactional only: ignores gap and caps, still counted */
-    bool bypass_quiet_hours;  /* transactional only: ignores quiet hours and weekdays */
-    int64_t sla;              /* R9: follow-up due within sla of feedback_received, 0 = none */
-    uint32_t holdout_permille;/* share of eligible customers held out, 0..1000 */
+    uint64_t suppress_while;       /* R14: event types whose open state suppresses this rule */
+    bool bypass_caps;              /* transactional only: ignores gap and caps, still counted */
+    bool bypass_quiet_hours;       /* transactional only: ignores quiet hours and weekdays */
+    int64_t sla;                   /* R9: follow-up due within sla of feedback_received, 0 = none */
+    uint32_t holdout_permille;     /* share of eligible customers held out, 0..1000 */
     int line;
 } cad_rule_t;
 
@@ -172,12 +172,12 @@ typedef struct cad_template {
 typedef struct cad_content {
     char id[CAD_NAME_MAX];
     enum cad_purpose purpose;
-    uint64_t topics;          /* bit per topic index */
-    cad_stage_set_t stages;   /* stages it suits */
-    cad_time_t valid_from;    /* 0 = always */
-    cad_time_t valid_until;   /* CAD_TIME_NEVER = always */
-    char *title;              /* owned */
-    char *url;                /* owned, may be NULL */
+    uint64_t topics;        /* bit per topic index */
+    cad_stage_set_t stages; /* stages it suits */
+    cad_time_t valid_from;  /* 0 = always */
+    cad_time_t valid_until; /* CAD_TIME_NEVER = always */
+    char *title;            /* owned */
+    char *url;              /* owned, may be NULL */
     int template_index;
     int line;
 } cad_content_t;
@@ -193,7 +193,7 @@ typedef struct cad_playbook {
     int n_channels;
     cad_policy_t *policies; /* owned; policies[0] is "default" */
     int n_policies;
-    cad_rule_t *rules;      /* owned; config order is the tie-break order */
+    cad_rule_t *rules; /* owned; config order is the tie-break order */
     int n_rules;
     cad_template_t *templates; /* owned */
     int n_templates;

@@ -498,8 +498,8 @@ struct cad_store {
     bool readonly;
     bool in_batch;
     bool no_traces; /* the simulator's copy: decisions without traces and alerts */
-    bool light; /* the current write runs in the batch without a savepoint */
-    int depth;  /* nesting of write scopes within one call */
+    bool light;     /* the current write runs in the batch without a savepoint */
+    int depth;      /* nesting of write scopes within one call */
     claim_row_t *claim_rows;
     int claim_cap;
     char *claim_strings;
@@ -927,8 +927,7 @@ static void join_names(char *buf, size_t size, uint64_t mask, int n,
     buf[0] = '\0';
     for (int i = 0; i < n && len < size; i++)
         if (mask & (UINT64_C(1) << i))
-            len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? "," : "",
-                                    name(table, i));
+            len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? "," : "", name(table, i));
 }
 
 static const char *topic_name(const void *table, int i)

@@ -21,12 +21,12 @@ typedef struct cad_tz cad_tz_t;
 
 /* Local calendar fields of an instant. */
 typedef struct cad_local_time {
-    int year, month, day;   /* month 1..12, day 1..31 */
+    int year, month, day; /* month 1..12, day 1..31 */
     int hour, minute, second;
-    int weekday;            /* 0 = Monday ... 6 = Sunday */
-    int minute_of_day;      /* hour * 60 + minute */
-    int64_t day_number;     /* local days since 1970-01-01 (for "same local day") */
-    int32_t utc_offset;     /* seconds east of UTC at that instant */
+    int weekday;        /* 0 = Monday ... 6 = Sunday */
+    int minute_of_day;  /* hour * 60 + minute */
+    int64_t day_number; /* local days since 1970-01-01 (for "same local day") */
+    int32_t utc_offset; /* seconds east of UTC at that instant */
 } cad_local_time_t;
 
 /* True when `name` is a known IANA zone id (e.g. "Europe/London"). */
