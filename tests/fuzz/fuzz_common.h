@@ -15,10 +15,12 @@
 #ifndef CADENCE_FUZZ_COMMON_H
 #define CADENCE_FUZZ_COMMON_H
 
+#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -32,5 +34,30 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
             abort();                                                                               \
         }                                                                                          \
     } while (0)
+
+static char fuzz_tmpdir_path[256];
+
+static inline int fuzz_remove_entry(const char *path, const struct stat *st, int flag,
+                                    struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static inline void fuzz_remove_tmpdir(void)
+{
+    if (fuzz_tmpdir_path[0])
+        nftw(fuzz_tmpdir_path, fuzz_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Creates the target's private directory /tmp/cadence-fuzz-NAME-XXXXXX,
+ * removed with everything in it when the process exits normally (a crash
+ * leaves it for inspection). Returns its path (static storage). */
+static inline const char *fuzz_make_tmpdir(const char *name)
+{
+    snprintf(fuzz_tmpdir_path, sizeof(fuzz_tmpdir_path), "/tmp/cadence-fuzz-%s-XXXXXX", name);
+    FUZZ_CHECK(mkdtemp(fuzz_tmpdir_path) != NULL, "mkdtemp failed");
+    atexit(fuzz_remove_tmpdir);
+    return fuzz_tmpdir_path;
+}
 
 #endif

@@ -25,12 +25,7 @@ static char path[256];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char dir[] = "/tmp/cadence-fuzz-config-XXXXXX";
-    if (!mkdtemp(dir)) {
-        perror("fuzz_config: mkdtemp");
-        abort();
-    }
-    snprintf(path, sizeof(path), "%s/cadenced.conf", dir);
+    snprintf(path, sizeof(path), "%s/cadenced.conf", fuzz_make_tmpdir("config"));
     return 0;
 }
 

@@ -48,8 +48,7 @@ static void call(const char *line)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char dir[] = "/tmp/cadence-fuzz-commands-XXXXXX";
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+    const char *dir = fuzz_make_tmpdir("commands");
     char path[512], plugins[512];
     snprintf(sock_path, sizeof(sock_path), "%s/control.sock", dir);
     snprintf(plugins, sizeof(plugins), "%s/plugins", dir);

@@ -52,9 +52,7 @@ static json_t *cmd_fail(json_t *request, const cad_control_peer_t *peer, void *a
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     cad_log_set_level(CAD_LOG_ERR);
-    char dir[] = "/tmp/cadence-fuzz-control-XXXXXX";
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
-    snprintf(sock_path, sizeof(sock_path), "%s/control.sock", dir);
+    snprintf(sock_path, sizeof(sock_path), "%s/control.sock", fuzz_make_tmpdir("control"));
     FUZZ_CHECK(uv_loop_init(&loop) == 0, "uv_loop_init failed");
     cad_control_options_t o = {.socket_path = sock_path, .max_line = MAX_LINE};
     char err[CAD_ERRBUF] = "";

@@ -51,10 +51,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char path[1024];
     snprintf(path, sizeof(path), "%s/etc/cadenced.conf", src ? src : CADENCE_SOURCE_DIR);
     FUZZ_CHECK(cad_config_load(path, &config, stderr) == 0, "cannot load %s", path);
-    char dir[] = "/tmp/cadence-fuzz-import-XXXXXX";
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
-    char db[256], err[CAD_ERRBUF] = "";
-    snprintf(db, sizeof(db), "%s/cadence.db", dir);
+    char db[320], err[CAD_ERRBUF] = "";
+    snprintf(db, sizeof(db), "%s/cadence.db", fuzz_make_tmpdir("import"));
     FUZZ_CHECK(cad_store_open(db, CAD_SYNC_NORMAL, &store, err) == 0, "store: %s", err);
     seed(CAD_IMPORT_CUSTOMERS, "id,name,timezone,stage\n"
                                "c1,Acme,Europe/London,active\n"
