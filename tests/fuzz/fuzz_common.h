@@ -35,7 +35,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
         }                                                                                          \
     } while (0)
 
-static char fuzz_tmpdir_path[256];
+static char fuzz_tmpdir_path[128];
 
 static inline int fuzz_remove_entry(const char *path, const struct stat *st, int flag,
                                     struct FTW *ftw)

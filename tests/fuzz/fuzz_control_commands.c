@@ -23,7 +23,7 @@
 
 static cad_daemon_t *daemon_;
 static cad_commands_t *commands;
-static char sock_path[256];
+static char sock_path[300];
 
 static const char *config_text =
     "store = { state_dir = \"%s/state\"; sync = \"normal\"; };\n"

@@ -26,7 +26,7 @@
 
 static uv_loop_t loop;
 static cad_control_t *server;
-static char sock_path[128];
+static char sock_path[300];
 
 static json_t *cmd_echo(json_t *request, const cad_control_peer_t *peer, void *arg,
                         cad_control_error_t *error)
