@@ -91,15 +91,16 @@ void cad_dispatch_kick(cad_dispatch_t *d);
  * claims; counters of channels keep their names. `cfg` is borrowed. */
 void cad_dispatch_set_config(cad_dispatch_t *d, const cad_config_t *cfg);
 
-/* Reload: new sends go to `host`. Touches in flight on the old host finish
- * there (its close hands their outcomes back). `host` is borrowed. */
+/* Reload: new sends go to `host` (NULL: none; touches stay queued). Touches
+ * in flight on the old host finish there (its close hands their outcomes
+ * back). `host` is borrowed. */
 void cad_dispatch_set_host(cad_dispatch_t *d, cad_plugin_host_t *host);
 
 /* Shutdown drain: stops claiming, waits for in-flight outcomes (the caller
- * bounds the wait by closing the host with a grace time), records each as
- * delivered, retry or back to queued, commits, and then calls done(arg) on
- * the loop. The dispatcher is freed after done returns; do not use it
- * again. */
+ * bounds the wait by closing the plugin host with a grace time: cancelled
+ * transfers come back and are queued again), records each as delivered,
+ * retry or back to queued, commits, closes its timer, frees itself and then
+ * calls done(arg) on the loop. Do not use the dispatcher after this call. */
 void cad_dispatch_stop(cad_dispatch_t *d, void (*done)(void *arg), void *arg);
 
 /* Fills *stats with the current counters. */
