@@ -424,6 +424,14 @@ static bool decide_trigger(eval_ctx_t *c, int r, cad_verdict_t *v)
         if (last != NO_TIME && last + rule->every > due)
             due = last + rule->every;
         v->expires_at = rule->touch_expiry > 0 ? due + rule->touch_expiry : start + rule->every;
+        if (last == NO_TIME && c->now > v->expires_at) {
+            /* Never sent to this customer and the period's moment has
+             * passed (a customer imported mid-period): nothing was missed,
+             * the first touch goes at the next period. With history, a
+             * missed period is an outage's late touch: dropped below. */
+            set_wait(c, v, CAD_REASON_NOT_YET, start + rule->every);
+            return false;
+        }
         if (c->now < due) {
             set_wait(c, v, CAD_REASON_NOT_YET, due);
             return false;

@@ -992,10 +992,12 @@ static void test_recurring_first_period_waits_and_periods_follow_sends(void **st
     /* no survey in the customer's first 180 days */
     assert_verdict(&f, FX_NPS_SURVEY, CAD_VERDICT_WAIT, CAD_REASON_NOT_YET);
     assert_int_equal(fx_v(&f, FX_NPS_SURVEY)->until, FX_T0 + 80 * D);
-    /* usage tips: period 2 began 10 days ago; its 7-day expiry has passed */
-    assert_verdict(&f, FX_USAGE_TIPS, CAD_VERDICT_SUPPRESS, CAD_REASON_EXPIRED);
-    assert_true(fx_v(&f, FX_USAGE_TIPS)->final);
-    assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->trigger_key, 2);
+    /* usage tips: period 2 began 10 days ago, past its 7-day expiry, and was
+     * never sent to this customer (imported mid-period): nothing is dropped,
+     * the first tips wait for period 3 */
+    assert_verdict(&f, FX_USAGE_TIPS, CAD_VERDICT_WAIT, CAD_REASON_NOT_YET);
+    assert_false(fx_v(&f, FX_USAGE_TIPS)->final);
+    assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->until, FX_T0 + 35 * D);
     /* at the start of period 3 it is due, with content */
     fx_touch(&f, FX_PROJECT_THANK_YOU, FX_T0 + 30 * D); /* keeps top of mind quiet */
     assert_int_equal(fx_decide(&f, FX_T0 + 35 * D), 0);
@@ -1008,6 +1010,23 @@ static void test_recurring_first_period_waits_and_periods_follow_sends(void **st
     assert_int_equal(fx_decide(&f, FX_T0 + 35 * D), 0);
     assert_verdict(&f, FX_USAGE_TIPS, CAD_VERDICT_WAIT, CAD_REASON_NOT_YET);
     assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->until, FX_T0 + 42 * D);
+}
+
+static void test_recurring_period_missed_by_an_outage_is_dropped_not_sent_late(void **state)
+{
+    fx_t f;
+    fx_init(&f, &pb, "acme", CAD_STAGE_ACTIVE, NULL);
+    f.snap.customer.created_at = FX_T0 - 100 * D;
+    fx_cast(&f);
+    fx_touch(&f, FX_PROJECT_THANK_YOU, FX_T0 - 5 * D);
+    /* tips went out in period 0; period 2 began 10 days ago while the daemon
+     * was down: its touch is past its 7-day expiry and is dropped */
+    fx_row(&f, FX_USAGE_TIPS, CAD_PURPOSE_VALUE, FX_EMAIL, FX_T0 - 56 * D, 0, 1,
+           CAD_TOUCH_DELIVERED);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_verdict(&f, FX_USAGE_TIPS, CAD_VERDICT_SUPPRESS, CAD_REASON_EXPIRED);
+    assert_true(fx_v(&f, FX_USAGE_TIPS)->final);
+    assert_int_equal(fx_v(&f, FX_USAGE_TIPS)->trigger_key, 2);
 }
 
 static void test_r6_late_silence_touch_is_still_sent_once_per_stretch(void **state)
@@ -1456,6 +1475,7 @@ int main(void)
         cmocka_unit_test(test_r14_complaint_suppresses_asks_until_resolved),
         cmocka_unit_test(test_r1_invoice_reaches_former_but_top_of_mind_not_at_risk),
         cmocka_unit_test(test_recurring_first_period_waits_and_periods_follow_sends),
+        cmocka_unit_test(test_recurring_period_missed_by_an_outage_is_dropped_not_sent_late),
         cmocka_unit_test(test_r6_late_silence_touch_is_still_sent_once_per_stretch),
         cmocka_unit_test(test_r7_future_content_wakes_the_customer_when_valid),
         cmocka_unit_test(test_r10_disjoint_quiet_hours_and_sms_window_drop_the_touch),
