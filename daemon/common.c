@@ -1,10 +1,12 @@
 /*
- * common.c — error names and the error-buffer helper used by every module.
+ * common.c — error names, the error-buffer helper and the wall-clock helper
+ * used by every module.
  */
 #include "common.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 
 const char *cad_strerror(int code)
 {
@@ -32,4 +34,17 @@ int cad_fail(char *err, int code, const char *fmt, ...)
         va_end(ap);
     }
     return -code;
+}
+
+int64_t cad_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cad_ms_until(cad_time_t when)
+{
+    int64_t ms = (int64_t)when * 1000 - cad_wall_ms();
+    return ms > 0 ? ms : 0;
 }

@@ -39,6 +39,15 @@ typedef int64_t cad_time_t;
 #define CAD_HOUR   ((int64_t)3600)
 #define CAD_DAY    ((int64_t)86400)
 
+/* The wall clock (CLOCK_REALTIME) in milliseconds since the epoch. */
+int64_t cad_wall_ms(void);
+
+/* Milliseconds from the current wall-clock millisecond until the UTC second
+ * `when` begins; 0 when it has begun. Due times are whole seconds: a timer
+ * armed with this wakes at the start of the due second, not up to a second
+ * after it. */
+int64_t cad_ms_until(cad_time_t when);
+
 #define CAD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Human name of a CAD_E* code (positive or negative); static storage. */

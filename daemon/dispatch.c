@@ -398,7 +398,12 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
         record_dead(d, a, "retry schedule exhausted: %s", o->reason);
         return;
     }
-    cad_time_t retry_at = now + (delay + 999) / 1000;
+    /* Due times are whole seconds and the dispatcher wakes as one begins:
+     * round up from the current millisecond so that the wait is never
+     * shorter than asked (Retry-After). */
+    cad_time_t retry_at = delay > 0 ? (cad_wall_ms() + delay + 999) / 1000 : now;
+    if (retry_at < now)
+        retry_at = now; /* the clock stepped back since `now` was read */
     int64_t max_age = ch->cc.max_age > 0 ? ch->cc.max_age : 2 * CAD_DAY;
     if (retry_at - a->decided_at > max_age) {
         record_dead(d, a, "max_age reached before the next attempt: %s", o->reason);
@@ -1060,7 +1065,7 @@ rearm_idle:
         cad_time_t due = cad_store_outbox_next_due_channel(d->store, ch->name);
         if (due == CAD_TIME_NEVER)
             continue;
-        int64_t w = due <= now ? 1000 : (due - now) * 1000;
+        int64_t w = due <= now ? 1000 : cad_ms_until(due);
         if (w < wake_ms)
             wake_ms = w;
     }

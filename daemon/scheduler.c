@@ -117,6 +117,19 @@ int cad_scheduler_new(uv_loop_t *loop, cad_store_t *store, const cad_config_t *c
 static void on_timer(uv_timer_t *timer);
 static void on_idle(uv_idle_t *idle);
 
+/* Milliseconds until the UTC second `when` (later than `now`): with the
+ * wall clock, from the current millisecond (cad_ms_until), so a customer due
+ * at a second is evaluated as that second starts; an injected clock has
+ * whole seconds only. At least 1 ms: a timer that fires early finds nobody
+ * due yet and re-arms. */
+static int64_t delay_ms(const cad_scheduler_t *s, cad_time_t when, cad_time_t now)
+{
+    if (s->clock_fn != wall_clock)
+        return (when - now) * 1000;
+    int64_t ms = cad_ms_until(when);
+    return ms > 0 ? ms : 1;
+}
+
 /* Arms the timer for the earliest entry, or the idle handle when some
  * customer is due already. */
 static void arm(cad_scheduler_t *s)
@@ -137,10 +150,11 @@ static void arm(cad_scheduler_t *s)
         return;
     }
     uv_idle_stop(&s->idle);
-    int64_t seconds = when - now;
-    uint64_t delay = seconds > CAD_SCHEDULER_MAX_SLEEP_MS / 1000 ? CAD_SCHEDULER_MAX_SLEEP_MS
-                                                                 : (uint64_t)seconds * 1000;
-    uv_timer_start(&s->timer, on_timer, delay, 0);
+    int64_t delay = delay_ms(s, when, now);
+    if (delay > CAD_SCHEDULER_MAX_SLEEP_MS)
+        delay = CAD_SCHEDULER_MAX_SLEEP_MS;
+    uv_update_time(s->loop); /* the delay counts from now, not from the loop's last turn */
+    uv_timer_start(&s->timer, on_timer, (uint64_t)delay, 0);
 }
 
 /* Evaluates one customer inside the open batch. Returns 0, or a negative
