@@ -422,6 +422,13 @@ int cad_transport_lane_add(cad_transport_t *t, const char *name, uint32_t concur
     memset(l, 0, sizeof *l);
     snprintf(l->name, sizeof l->name, "%s", name ? name : "");
     l->concurrency = concurrency ? concurrency : 1;
+    /* Keep an idle connection for every transfer that may run at once.
+     * libcurl's default cache is four per easy handle added, so it shrinks
+     * whenever a lane drains and the next burst reconnects. */
+    long connections = 0;
+    for (int i = 0; i <= t->n_lanes; i++)
+        connections += (long)t->lanes[i].concurrency;
+    curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, connections);
     return t->n_lanes++;
 }
 
