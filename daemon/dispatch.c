@@ -71,7 +71,8 @@ typedef struct attempt {
     const char *idempotency_key, *customer_id, *contact_id, *rule, *purpose, *content_id;
     const char *customer_name, *customer_attributes, *contact_name, *contact_first_name;
     const char *contact_email, *contact_phone;
-    bool took_probe; /* this attempt is the half-open probe */
+    bool took_probe;     /* this attempt is the half-open probe */
+    bool maybe_received; /* it failed without an answer after the request left */
     char buf[];
 } attempt_t;
 
@@ -107,6 +108,7 @@ typedef struct pending {
     int64_t key, customer_key, contact_key;
     cad_time_t retry_at;
     enum cad_outcome_effect effect;
+    bool maybe_received; /* recorded with the touch: it may have reached the customer */
     chan_t *ch;
     char *contact_id; /* owned; set for CONSENT_REVOKED */
     char text[CAD_PLUGIN_REASON_MAX];
@@ -348,6 +350,7 @@ static pending_t *pending_add(cad_dispatch_t *d, enum record_kind kind, const at
     p->key = a->key;
     p->customer_key = a->customer_key;
     p->contact_key = a->contact_key;
+    p->maybe_received = a->maybe_received;
     p->ch = a->ch;
     return p;
 }
@@ -442,9 +445,10 @@ static void handle_permanent(cad_dispatch_t *d, attempt_t *a, const cad_plugin_o
         p->contact_id = strdup(a->contact_id);
 }
 
-static void on_done(const cad_plugin_outcome_t *o, void *arg)
+static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *arg)
 {
     attempt_t *a = arg;
+    a->maybe_received = maybe_received;
     cad_dispatch_t *d = a->d;
     chan_t *ch = a->ch;
     ch->in_flight--;
@@ -866,6 +870,11 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
     case REC_DEAD: rc = cad_store_outbox_dead(d->store, p->key, p->text, now, err); break;
     case REC_RELEASE: rc = cad_store_outbox_release(d->store, p->key, now, err); break;
     }
+    /* An attempt that may have reached the customer counts, for the
+     * engine's spacing rules, even if the touch later dies (at-least-once:
+     * better one touch too few than one too many). */
+    if (rc == 0 && p->maybe_received && p->kind != REC_DELIVERED)
+        rc = cad_store_outbox_maybe_delivered(d->store, p->key, err);
     if (rc == -CAD_EINVAL || rc == -CAD_ENOTFOUND) {
         cad_log_warning("dispatch: outcome not recorded: %s touch=%lld", err, (long long)p->key);
         return 0;

@@ -90,6 +90,7 @@ struct job {
     uv_work_t work;
     cad_plugin_done_cb cb;
     void *arg;
+    bool maybe_received; /* failed without an answer after the request left */
     job_t *next;
 };
 
@@ -733,7 +734,7 @@ static void job_complete(job_t *j)
                   cad_outcome_kind_name(o->kind), (long long)o->retry_after,
                   cad_outcome_effect_name(o->effect), o->reason);
     if (j->cb)
-        j->cb(o, j->arg);
+        j->cb(o, j->maybe_received, j->arg);
     job_free(j);
     env->active--;
     h->jobs--;
@@ -852,10 +853,22 @@ static void release_transfer(job_t *j, CURL *easy)
     memset(x, 0, sizeof *x);
 }
 
+/* Whether a failed transfer had sent (part of) its request: then the
+ * provider may have acted on it although no answer came back. */
+static bool request_left(CURL *easy)
+{
+    long request_bytes = 0;
+    curl_off_t uploaded = 0;
+    curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_bytes);
+    curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+    return request_bytes > 0 || uploaded > 0;
+}
+
 static void on_transfer_done(cad_transfer_t *xfer, const cad_plugin_response_t *resp, void *arg)
 {
     job_t *j = arg;
     struct cad_plugin_env *env = j->env;
+    j->maybe_received = resp->result != CURLE_OK && request_left(cad_transfer_easy(xfer));
     if (resp->result == CURLE_ABORTED_BY_CALLBACK && j->host->closing) {
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", resp->error);
     } else {

@@ -34,8 +34,12 @@
 typedef struct cad_plugin_host cad_plugin_host_t;
 
 /* Called once per accepted send, from the loop, never before
- * cad_plugin_host_send returned. `outcome` is valid during the call only. */
-typedef void (*cad_plugin_done_cb)(const cad_plugin_outcome_t *outcome, void *arg);
+ * cad_plugin_host_send returned. `outcome` is valid during the call only.
+ * `maybe_received`: the transfer failed without an answer after (part of)
+ * the request had left — a timeout or a dropped connection — so the
+ * provider may have accepted it even though the outcome is not DELIVERED. */
+typedef void (*cad_plugin_done_cb)(const cad_plugin_outcome_t *outcome, bool maybe_received,
+                                   void *arg);
 
 /* What `cadencectl plugins` shows about one configured channel. Strings are
  * owned by the host and valid until it closes. */

@@ -167,8 +167,12 @@ static const char schema_v3[] =
 
 /* Version 4: partial indexes over the touches still to send, so that the
  * dispatcher's claim reads them in due order without sorting the backlog,
- * and the expiry sweep visits only expired rows, however long the queue. */
+ * and the expiry sweep visits only expired rows, however long the queue;
+ * and maybe_delivered, set once an attempt failed without an answer after
+ * its request left (or a crash left it in flight): the engine then counts
+ * the touch as sent even if it dies later. */
 static const char schema_v4[] =
+    "ALTER TABLE touches ADD COLUMN maybe_delivered INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX touches_pending_due ON touches(channel, due_at)"
     " WHERE state IN ('queued', 'retry_wait');"
     "CREATE INDEX touches_pending_expiry ON touches(expires_at)"
@@ -227,6 +231,7 @@ enum stmt_id {
     S_OUTBOX_DUE_CHANNEL,
     S_OUTBOX_NEXT_DUE_CHANNEL,
     S_OUTBOX_RELEASE,
+    S_OUTBOX_MAYBE_DELIVERED,
     S_COUNT_CUSTOMERS,
     S_COUNT_CONTACTS,
     S_COUNT_EVENTS,
@@ -336,7 +341,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_SNAP_EVENTS] = "SELECT key, id, type, at FROM events WHERE customer_key = ?1"
                       " ORDER BY at, key",
     [S_SNAP_HISTORY] = "SELECT rule, purpose, channel, state, decided_at, updated_at,"
-                       " trigger_key, content_id FROM touches WHERE customer_key = ?1"
+                       " trigger_key, content_id, maybe_delivered FROM touches"
+                       " WHERE customer_key = ?1"
                        " ORDER BY decided_at, key",
     [S_TOUCH_INSERT] = "INSERT INTO touches (idempotency_key, customer_key, rule, purpose, channel,"
                        " contact_key, content_id, trigger_key, state, attempt, decided_at, due_at,"
@@ -378,8 +384,9 @@ static const char *const stmt_sql[S_COUNT] = {
                       " updated_at = ?3 WHERE key = ?1 AND state IN ('in_flight', 'queued',"
                       " 'retry_wait')",
     [S_OUTBOX_STATE] = "SELECT state, expires_at FROM touches WHERE key = ?1",
-    [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1"
-                         " WHERE state = 'in_flight'",
+    [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1,"
+                         " maybe_delivered = 1 WHERE state = 'in_flight'",
+    [S_OUTBOX_MAYBE_DELIVERED] = "UPDATE touches SET maybe_delivered = 1 WHERE key = ?1",
     [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
                           " 'retry_wait')",
     [S_OUTBOX_DUE_CHANNEL] = OUTBOX_SELECT_FROM("touches_pending_due")
@@ -1663,7 +1670,16 @@ int cad_store_load_snapshot(cad_store_t *st, const cad_playbook_t *pb, int64_t k
             h->at = sqlite3_column_int64(s, 5);
             break;
         case CAD_OUTBOX_DEAD:
-        case CAD_OUTBOX_CANCELLED: h->state = CAD_TOUCH_FAILED; break;
+        case CAD_OUTBOX_CANCELLED:
+            /* An attempt may have reached the customer: count it as sent,
+             * at the last moment it could have arrived. */
+            if (sqlite3_column_int(s, 8)) {
+                h->state = CAD_TOUCH_DELIVERED;
+                h->at = sqlite3_column_int64(s, 5);
+            } else {
+                h->state = CAD_TOUCH_FAILED;
+            }
+            break;
         case CAD_OUTBOX_QUEUED:
         case CAD_OUTBOX_IN_FLIGHT:
         case CAD_OUTBOX_RETRY_WAIT: h->state = CAD_TOUCH_PENDING; break;
@@ -2087,6 +2103,17 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
     r = exec_stmt(st, s, err, "requeueing in-flight touches");
     if (r == 0)
         r = sqlite3_changes(st->db);
+    return write_end(st, r, err);
+}
+
+int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, char *err)
+{
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_MAYBE_DELIVERED);
+    sqlite3_bind_int64(s, 1, key);
+    r = exec_stmt(st, s, err, "marking a touch as maybe delivered");
     return write_end(st, r, err);
 }
 

@@ -44,8 +44,9 @@ static const char *str(json_t *o, const char *key)
     return s ? s : "";
 }
 
-static void on_outcome(const cad_plugin_outcome_t *o, void *arg)
+static void on_outcome(const cad_plugin_outcome_t *o, bool maybe_received, void *arg)
 {
+    (void)maybe_received;
     pending_t *p = arg;
     json_t *out = json_pack(
         "{s:I, s:s, s:s, s:s, s:I, s:s}", "touch_id", (json_int_t)p->touch.touch_id, "outcome",

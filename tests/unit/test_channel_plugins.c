@@ -39,6 +39,7 @@ typedef struct driver_config {
 
 typedef struct driver_result {
     bool done;
+    bool maybe_received;
     cad_plugin_outcome_t outcome;
 } driver_result_t;
 
@@ -77,10 +78,11 @@ static void driver_config_set(driver_config_t *dc, char *key, char *value)
     dc->cfg->channel_config[0].n_settings = dc->n_settings;
 }
 
-static void on_done(const cad_plugin_outcome_t *outcome, void *arg)
+static void on_done(const cad_plugin_outcome_t *outcome, bool maybe_received, void *arg)
 {
     driver_result_t *r = arg;
     r->outcome = *outcome;
+    r->maybe_received = maybe_received;
     r->done = true;
 }
 
@@ -421,6 +423,52 @@ static void test_sms_connection_refused_is_retry(void **state)
     assert_outcome(&dc, &touch, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE, "SMS API request failed");
 }
 
+/* A listening socket nobody accepts from: the kernel completes the
+ * handshake and takes the request, and no answer ever comes. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    socklen_t len = sizeof(sa);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* The host tells the dispatcher when a failed attempt may still have
+ * reached the provider (its request left, no answer came): then the touch
+ * counts as sent for the engine's spacing rules. A refused connection
+ * sent nothing. */
+static void test_timeout_after_the_request_left_may_have_been_received(void **state)
+{
+    int port;
+    int fd = silent_listener(&port);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    driver_config_t dc;
+    cad_plugin_touch_t touch = sample_touch();
+    sms_config(&dc, url);
+    dc.cfg->channel_config[0].timeout = 1;
+    driver_result_t result;
+    char err[CAD_ERRBUF * 2] = "";
+    assert_int_equal(driver_send(&dc, &touch, &result, err, sizeof(err)), 0);
+    assert_true(result.done);
+    assert_int_equal(result.outcome.kind, CAD_OUTCOME_RETRY);
+    assert_true(result.maybe_received);
+    free(dc.cfg);
+    close(fd);
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", closed_port());
+    sms_config(&dc, url);
+    assert_int_equal(driver_send(&dc, &touch, &result, err, sizeof(err)), 0);
+    assert_int_equal(result.outcome.kind, CAD_OUTCOME_RETRY);
+    assert_false(result.maybe_received);
+    free(dc.cfg);
+}
+
 int main(void)
 {
     cad_log_init(CAD_LOG_ERR);
@@ -433,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_sms_invalid_number_refused_before_request),
         cmocka_unit_test(test_sms_too_many_segments_refused_before_request),
         cmocka_unit_test(test_sms_connection_refused_is_retry),
+        cmocka_unit_test(test_timeout_after_the_request_left_may_have_been_received),
     };
     return cmocka_run_group_tests_name("channel_plugins", tests, setup_credentials,
                                        teardown_credentials);

@@ -190,8 +190,9 @@ static cad_plugin_touch_t touch(int64_t id, const char *key)
     return t;
 }
 
-static void on_outcome(const cad_plugin_outcome_t *o, void *arg)
+static void on_outcome(const cad_plugin_outcome_t *o, bool maybe_received, void *arg)
 {
+    (void)maybe_received;
     outcome_t *out = arg;
     out->calls++;
     out->o = *o;

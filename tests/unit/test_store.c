@@ -729,6 +729,39 @@ static void test_store_outbox_dead_and_expired_touches_fail(void **state)
     cad_snapshot_buf_free(&buf);
 }
 
+/* A touch whose attempt may have reached the customer (timed out after the
+ * request left) counts as sent for the engine even when it dies later; the
+ * same for a touch a crash left in flight. */
+static void test_store_maybe_delivered_touch_counts_as_sent(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+    claimed_t c = {0};
+    assert_int_equal(cad_store_outbox_claim(f->st, T0, 10, on_claim, &c, f->err), 1);
+    assert_int_equal(cad_store_outbox_retry(f->st, c.keys[0], T0 + 60, "timed out", T0 + 30,
+                                            f->err),
+                     0);
+    assert_int_equal(cad_store_outbox_maybe_delivered(f->st, c.keys[0], f->err), 0);
+    assert_int_equal(cad_store_outbox_dead(f->st, c.keys[0], "gave up", T0 + 90, f->err), 0);
+    assert_int_equal(cad_store_load_snapshot(f->st, &f->pb, key, &buf, &snap, f->err), 0);
+    bool counted = false;
+    for (int i = 0; i < snap.n_history; i++)
+        if (snap.history[i].rule == R_WELCOME) {
+            counted = snap.history[i].state == CAD_TOUCH_DELIVERED;
+            assert_int_equal(snap.history[i].at, T0 + 90); /* the latest it could have arrived */
+        }
+    assert_true(counted);
+    assert_int_equal(cad_store_outbox_maybe_delivered(f->st, 9999, f->err), 0); /* no such row */
+    cad_snapshot_buf_free(&buf);
+}
+
 static void test_store_requeue_in_flight_after_crash(void **state)
 {
     fixture_t *f = *state;
@@ -753,6 +786,8 @@ static void test_store_requeue_in_flight_after_crash(void **state)
     assert_int_equal(cad_store_outbox_claim(f->st, T0 + 100, 10, on_claim, &again, f->err), 1);
     assert_string_equal(again.idem[0], c.idem[0]); /* same idempotency key */
     assert_int_equal(again.attempt[0], 1);
+    assert_int_equal(query_int(f, "SELECT maybe_delivered FROM touches WHERE state = 'in_flight'"),
+                     1);
     cad_snapshot_buf_free(&buf);
 }
 
@@ -1288,6 +1323,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_dead_and_expired_touches_fail, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_store_maybe_delivered_touch_counts_as_sent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_requeue_in_flight_after_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_counts_and_schedule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_traces_newest_first_and_bounded, setup,
