@@ -364,8 +364,8 @@ static const char *const stmt_sql[S_COUNT] = {
         " VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)"
         " ON CONFLICT (kind, customer_key, rule) WHERE open = 1"
         " DO UPDATE SET detail = ?4, last_at = ?5",
-    [S_ALERT_CLOSE] = "UPDATE alerts SET open = 0, closed_at = ?3"
-                      " WHERE customer_key = ?1 AND kind = ?2 AND open = 1",
+    [S_ALERT_CLOSE] = "UPDATE alerts SET open = 0, closed_at = ?2"
+                      " WHERE customer_key = ?1 AND kind IN (?3, ?4, ?5) AND open = 1",
     [S_OUTBOX_EXPIRE] =
         "UPDATE touches INDEXED BY touches_pending_expiry SET state = 'dead', updated_at = ?1,"
         " last_error = 'expired before it could be sent'"
@@ -517,6 +517,7 @@ struct cad_store {
     char *path;
     bool readonly;
     bool in_batch;
+    int64_t batch_decisions; /* decisions of the open batch, counted at its commit */
     bool no_traces; /* the simulator's copy: decisions without traces and alerts */
     bool light;     /* the current write runs in the batch without a savepoint */
     int depth;      /* nesting of write scopes within one call */
@@ -838,8 +839,10 @@ static int open_common(const char *path, enum open_mode mode, enum cad_store_syn
                        cad_store_t **out, char *err)
 {
     bool readonly = mode == OPEN_READONLY;
-    int flags =
-        mode == OPEN_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    /* One connection, used from the loop thread only: no SQLite mutexes. */
+    int flags = SQLITE_OPEN_NOMUTEX | (mode == OPEN_READONLY
+                                           ? SQLITE_OPEN_READONLY
+                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     *out = NULL;
     if (!path || !*path)
         return cad_fail(err, CAD_EINVAL, "store: no database path given");
@@ -1025,6 +1028,15 @@ const char *cad_store_path(const cad_store_t *st)
 
 /* ---- batches ------------------------------------------------------------ */
 
+/* Adds n to the running count of decisions. */
+static int count_decisions(cad_store_t *st, int64_t n, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_COUNTER_ADD);
+    bind_text(s, 1, "decisions");
+    sqlite3_bind_int64(s, 2, n);
+    return exec_stmt(st, s, err, "counting decisions");
+}
+
 int cad_store_batch_begin(cad_store_t *st, char *err)
 {
     if (st->in_batch)
@@ -1034,6 +1046,7 @@ int cad_store_batch_begin(cad_store_t *st, char *err)
     int r = exec_stmt(st, stmt(st, S_BEGIN), err, "beginning a batch");
     if (r == 0)
         st->in_batch = true;
+    st->batch_decisions = 0;
     return r;
 }
 
@@ -1041,8 +1054,13 @@ int cad_store_batch_commit(cad_store_t *st, char *err)
 {
     if (!st->in_batch)
         return cad_fail(err, CAD_EINVAL, "store %s: no batch is open", st->path);
+    int r = 0;
+    if (st->batch_decisions > 0)
+        r = count_decisions(st, st->batch_decisions, err);
+    st->batch_decisions = 0;
     st->in_batch = false;
-    int r = exec_stmt(st, stmt(st, S_COMMIT), err, "committing a batch");
+    if (r == 0)
+        r = exec_stmt(st, stmt(st, S_COMMIT), err, "committing a batch");
     if (r < 0 && !sqlite3_get_autocommit(st->db)) {
         sqlite3_step(stmt(st, S_ROLLBACK));
         sqlite3_reset(st->stmt[S_ROLLBACK]);
@@ -1848,20 +1866,25 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
         sqlite3_bind_int64(s, 2, dec->next_eval);
         r = exec_stmt(st, s, err, "scheduling a customer");
     }
-    if (r == 0) {
-        sqlite3_stmt *s = stmt(st, S_COUNTER_ADD);
-        bind_text(s, 1, "decisions");
-        sqlite3_bind_int64(s, 2, 1);
-        r = exec_stmt(st, s, err, "counting decisions");
-    }
+    if (r == 0 && !st->in_batch)
+        r = count_decisions(st, 1, err); /* in a batch: once, at its commit */
     static const uint32_t alert_bits[] = {CAD_ALERT_CONTENT_GAP, CAD_ALERT_LOOP_OVERDUE,
                                           CAD_ALERT_SILENT};
+    if (r == 0 && !st->no_traces) {
+        /* One statement closes the open alerts of every kind not raised. */
+        sqlite3_stmt *s = stmt(st, S_ALERT_CLOSE);
+        sqlite3_bind_int64(s, 1, ckey);
+        sqlite3_bind_int64(s, 2, now);
+        for (unsigned i = 0; i < CAD_ARRAY_LEN(alert_bits); i++)
+            bind_text(s, 3 + (int)i,
+                      dec->alerts & alert_bits[i] ? NULL : alert_kind_name(alert_bits[i]));
+        r = exec_stmt(st, s, err, "closing alerts");
+    }
     for (unsigned i = 0; r == 0 && !st->no_traces && i < CAD_ARRAY_LEN(alert_bits); i++) {
         uint32_t bit = alert_bits[i];
-        sqlite3_stmt *s;
         if (dec->alerts & bit) {
             int rule = alert_rule(pb, dec, bit);
-            s = stmt(st, S_ALERT_OPEN);
+            sqlite3_stmt *s = stmt(st, S_ALERT_OPEN);
             bind_text(s, 1, alert_kind_name(bit));
             sqlite3_bind_int64(s, 2, ckey);
             bind_text(s, 3, rule >= 0 ? pb->rules[rule].name : "");
@@ -1876,15 +1899,14 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
             }
             bind_text(s, 4, sentence);
             sqlite3_bind_int64(s, 5, now);
-        } else {
-            s = stmt(st, S_ALERT_CLOSE);
-            sqlite3_bind_int64(s, 1, ckey);
-            bind_text(s, 2, alert_kind_name(bit));
-            sqlite3_bind_int64(s, 3, now);
+            r = exec_stmt(st, s, err, "recording an alert");
         }
-        r = exec_stmt(st, s, err, "recording an alert");
     }
-    return write_end(st, r, err);
+    bool batched = st->in_batch;
+    r = write_end(st, r, err);
+    if (r == 0 && batched && st->in_batch)
+        st->batch_decisions++;
+    return r;
 }
 
 /* ---- the outbox --------------------------------------------------------- */
