@@ -853,10 +853,13 @@ static void release_transfer(job_t *j, CURL *easy)
     memset(x, 0, sizeof *x);
 }
 
-/* Whether a failed transfer had sent (part of) its request: then the
- * provider may have acted on it although no answer came back. */
-static bool request_left(CURL *easy)
+/* Whether a failed transfer may still have reached the provider: (part of)
+ * its request left, and no refusal came back (an SMTP server's 4xx/5xx
+ * after DATA is an answer; a timeout or a dropped connection is not). */
+static bool maybe_received(CURL *easy, const cad_plugin_response_t *resp)
 {
+    if (resp->result == CURLE_OK || resp->code >= 400)
+        return false;
     long request_bytes = 0;
     curl_off_t uploaded = 0;
     curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_bytes);
@@ -868,7 +871,7 @@ static void on_transfer_done(cad_transfer_t *xfer, const cad_plugin_response_t *
 {
     job_t *j = arg;
     struct cad_plugin_env *env = j->env;
-    j->maybe_received = resp->result != CURLE_OK && request_left(cad_transfer_easy(xfer));
+    j->maybe_received = maybe_received(cad_transfer_easy(xfer), resp);
     if (resp->result == CURLE_ABORTED_BY_CALLBACK && j->host->closing) {
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", resp->error);
     } else {
