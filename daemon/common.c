@@ -43,8 +43,15 @@ int64_t cad_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+cad_time_t cad_wall_now(void)
+{
+    return (cad_time_t)(cad_wall_ms() / 1000);
+}
+
 int64_t cad_ms_until(cad_time_t when)
 {
+    if (when > INT64_MAX / 1000)
+        return INT64_MAX; /* CAD_TIME_NEVER and its like */
     int64_t ms = (int64_t)when * 1000 - cad_wall_ms();
     return ms > 0 ? ms : 0;
 }

@@ -42,8 +42,13 @@ typedef int64_t cad_time_t;
 /* The wall clock (CLOCK_REALTIME) in milliseconds since the epoch. */
 int64_t cad_wall_ms(void);
 
+/* The wall clock in whole seconds, read from the same clock as cad_wall_ms
+ * (time() may read a coarser one that lags it by a few milliseconds, so
+ * that a second already begun by cad_ms_until would not have by time()). */
+cad_time_t cad_wall_now(void);
+
 /* Milliseconds from the current wall-clock millisecond until the UTC second
- * `when` begins; 0 when it has begun. Due times are whole seconds: a timer
+ * `when` begins; 0 when it has begun, INT64_MAX for CAD_TIME_NEVER. Due times are whole seconds: a timer
  * armed with this wakes at the start of the due second, not up to a second
  * after it. */
 int64_t cad_ms_until(cad_time_t when);

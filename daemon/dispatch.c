@@ -109,6 +109,7 @@ typedef struct pending {
     cad_time_t retry_at;
     enum cad_outcome_effect effect;
     bool maybe_received; /* recorded with the touch: it may have reached the customer */
+    cad_time_t ended_at; /* when the attempt's outcome came */
     chan_t *ch;
     char *contact_id; /* owned; set for CONSENT_REVOKED */
     char text[CAD_PLUGIN_REASON_MAX];
@@ -148,9 +149,11 @@ struct cad_dispatch {
     uint64_t reserve_retry_at;
 };
 
+/* Whole seconds from the clock cad_ms_until reads, so that a due second
+ * the timer woke for has begun here too. */
 static cad_time_t wall_now(void)
 {
-    return (cad_time_t)time(NULL);
+    return cad_wall_now();
 }
 
 static void crash_step(cad_dispatch_t *d, const char *what)
@@ -351,6 +354,7 @@ static pending_t *pending_add(cad_dispatch_t *d, enum record_kind kind, const at
     p->customer_key = a->customer_key;
     p->contact_key = a->contact_key;
     p->maybe_received = a->maybe_received;
+    p->ended_at = wall_now();
     p->ch = a->ch;
     return p;
 }
@@ -874,7 +878,7 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
      * engine's spacing rules, even if the touch later dies (at-least-once:
      * better one touch too few than one too many). */
     if (rc == 0 && p->maybe_received && p->kind != REC_DELIVERED)
-        rc = cad_store_outbox_maybe_delivered(d->store, p->key, err);
+        rc = cad_store_outbox_maybe_delivered(d->store, p->key, p->ended_at, err);
     if (rc == -CAD_EINVAL || rc == -CAD_ENOTFOUND) {
         cad_log_warning("dispatch: outcome not recorded: %s touch=%lld", err, (long long)p->key);
         return 0;
@@ -1075,6 +1079,8 @@ rearm_idle:
         if (due == CAD_TIME_NEVER)
             continue;
         int64_t w = due <= now ? 1000 : cad_ms_until(due);
+        if (w < 1)
+            w = 1; /* woken a hair early: the second begins in under 1 ms */
         if (w < wake_ms)
             wake_ms = w;
     }

@@ -341,6 +341,8 @@ static const char *api_header(const cad_plugin_response_t *resp, const char *nam
     return buf;
 }
 
+#define CAD_RETRY_AFTER_MAX (366 * CAD_DAY) /* the longest wait a provider may ask for */
+
 static int64_t api_now(void)
 {
     return (int64_t)time(NULL);
@@ -353,13 +355,13 @@ static int64_t api_retry_after(const cad_plugin_response_t *resp)
         return -1;
     int64_t secs;
     if (parse_int(v, &secs) == 0)
-        return secs < 0 ? -1 : (secs > 366 * CAD_DAY ? 366 * CAD_DAY : secs);
+        return secs < 0 ? -1 : (secs > CAD_RETRY_AFTER_MAX ? CAD_RETRY_AFTER_MAX : secs);
     struct tm tm = {0};
     const char *end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     if (!end || *end)
         return -1;
     int64_t delta = (int64_t)timegm(&tm) - api_now();
-    return delta < 0 ? 0 : delta;
+    return delta < 0 ? 0 : (delta > CAD_RETRY_AFTER_MAX ? CAD_RETRY_AFTER_MAX : delta);
 }
 
 static const cad_plugin_api_t host_api = {
@@ -713,6 +715,8 @@ static void check_outcome(struct cad_plugin_env *env, cad_plugin_outcome_t *o)
         o->effect = CAD_EFFECT_NONE;
     if (o->kind != CAD_OUTCOME_RETRY || o->retry_after < 0)
         o->retry_after = 0;
+    if (o->retry_after > CAD_RETRY_AFTER_MAX)
+        o->retry_after = CAD_RETRY_AFTER_MAX; /* a plugin's absurd value must not overflow */
     if (o->kind == CAD_OUTCOME_DELIVERED)
         o->reason[0] = '\0';
 }
@@ -855,10 +859,13 @@ static void release_transfer(job_t *j, CURL *easy)
 
 /* Whether a failed transfer may still have reached the provider: (part of)
  * its request left, and no refusal came back (an SMTP server's 4xx/5xx
- * after DATA is an answer; a timeout or a dropped connection is not). */
+ * after DATA is an answer; a timeout or a dropped connection is not). A
+ * gateway's 502 or 504 says nothing of the service behind it. */
 static bool maybe_received(CURL *easy, const cad_plugin_response_t *resp)
 {
-    if (resp->result == CURLE_OK || resp->code >= 400)
+    if (resp->result == CURLE_OK)
+        return resp->code == 502 || resp->code == 504;
+    if (resp->code >= 400)
         return false;
     long request_bytes = 0;
     curl_off_t uploaded = 0;

@@ -54,7 +54,7 @@ struct cad_scheduler {
 
 static cad_time_t wall_clock(void)
 {
-    return (cad_time_t)time(NULL);
+    return cad_wall_now();
 }
 
 static void on_load(int64_t key, cad_time_t next_eval, void *arg)
@@ -124,6 +124,8 @@ static void on_idle(uv_idle_t *idle);
  * due yet and re-arms. */
 static int64_t delay_ms(const cad_scheduler_t *s, cad_time_t when, cad_time_t now)
 {
+    if (when - now > CAD_SCHEDULER_MAX_SLEEP_MS / 1000)
+        return CAD_SCHEDULER_MAX_SLEEP_MS; /* also keeps CAD_TIME_NEVER from overflowing */
     if (s->clock_fn != wall_clock)
         return (when - now) * 1000;
     int64_t ms = cad_ms_until(when);

@@ -262,15 +262,17 @@ int cad_store_outbox_retry(cad_store_t *st, int64_t key, cad_time_t retry_at, co
 int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
                           char *err);
 /* At start: every in-flight row left by a crash goes back to queued (it is
- * re-sent with the same idempotency key) and is marked maybe delivered: the
- * provider may have accepted it before the crash. Returns the count. */
+ * re-sent with the same idempotency key) and is marked maybe delivered at
+ * its claim: the provider may have accepted it before the crash. Returns
+ * the count. */
 int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err);
 
-/* Notes that an attempt of touch `key` may have reached the customer (it
- * failed without an answer after the request left). From then on the
- * engine counts the touch as sent for its spacing rules (min_gap, caps,
- * recurring periods, appreciations) whatever becomes of it. */
-int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, char *err);
+/* Notes that an attempt of touch `key`, ended at `at`, may have reached the
+ * customer (it failed without an answer after the request left). From then
+ * on the engine counts the touch as sent at `at` (the latest such attempt)
+ * for its spacing rules — min_gap, caps, recurring periods, appreciations —
+ * whatever becomes of it, even dead or cancelled. */
+int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, cad_time_t at, char *err);
 /* Earliest due_at of a queued/retry-wait touch, CAD_TIME_NEVER when none. */
 cad_time_t cad_store_outbox_next_due(cad_store_t *st);
 /* The same for one channel (by name). */

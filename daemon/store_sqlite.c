@@ -168,11 +168,11 @@ static const char schema_v3[] =
 /* Version 4: partial indexes over the touches still to send, so that the
  * dispatcher's claim reads them in due order without sorting the backlog,
  * and the expiry sweep visits only expired rows, however long the queue;
- * and maybe_delivered, set once an attempt failed without an answer after
- * its request left (or a crash left it in flight): the engine then counts
- * the touch as sent even if it dies later. */
+ * and maybe_delivered_at, the latest attempt that failed without an answer
+ * after its request left (or that a crash left in flight), 0 for none: the
+ * engine then counts the touch as sent at that time even if it dies later. */
 static const char schema_v4[] =
-    "ALTER TABLE touches ADD COLUMN maybe_delivered INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE touches ADD COLUMN maybe_delivered_at INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX touches_pending_due ON touches(channel, due_at)"
     " WHERE state IN ('queued', 'retry_wait');"
     "CREATE INDEX touches_pending_expiry ON touches(expires_at)"
@@ -341,7 +341,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_SNAP_EVENTS] = "SELECT key, id, type, at FROM events WHERE customer_key = ?1"
                       " ORDER BY at, key",
     [S_SNAP_HISTORY] = "SELECT rule, purpose, channel, state, decided_at, updated_at,"
-                       " trigger_key, content_id, maybe_delivered FROM touches"
+                       " trigger_key, content_id, maybe_delivered_at FROM touches"
                        " WHERE customer_key = ?1"
                        " ORDER BY decided_at, key",
     [S_TOUCH_INSERT] = "INSERT INTO touches (idempotency_key, customer_key, rule, purpose, channel,"
@@ -385,8 +385,10 @@ static const char *const stmt_sql[S_COUNT] = {
                       " 'retry_wait')",
     [S_OUTBOX_STATE] = "SELECT state, expires_at FROM touches WHERE key = ?1",
     [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1,"
-                         " maybe_delivered = 1 WHERE state = 'in_flight'",
-    [S_OUTBOX_MAYBE_DELIVERED] = "UPDATE touches SET maybe_delivered = 1 WHERE key = ?1",
+                         " maybe_delivered_at = MAX(maybe_delivered_at, updated_at)"
+                         " WHERE state = 'in_flight'",
+    [S_OUTBOX_MAYBE_DELIVERED] = "UPDATE touches SET maybe_delivered_at ="
+                                 " MAX(maybe_delivered_at, ?2) WHERE key = ?1",
     [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
                           " 'retry_wait')",
     [S_OUTBOX_DUE_CHANNEL] = OUTBOX_SELECT_FROM("touches_pending_due")
@@ -1690,10 +1692,10 @@ int cad_store_load_snapshot(cad_store_t *st, const cad_playbook_t *pb, int64_t k
         case CAD_OUTBOX_DEAD:
         case CAD_OUTBOX_CANCELLED:
             /* An attempt may have reached the customer: count it as sent,
-             * at the last moment it could have arrived. */
-            if (sqlite3_column_int(s, 8)) {
+             * when that attempt ended. */
+            if (sqlite3_column_int64(s, 8) > 0) {
                 h->state = CAD_TOUCH_DELIVERED;
-                h->at = sqlite3_column_int64(s, 5);
+                h->at = sqlite3_column_int64(s, 8);
             } else {
                 h->state = CAD_TOUCH_FAILED;
             }
@@ -2128,13 +2130,14 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
     return write_end(st, r, err);
 }
 
-int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, char *err)
+int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, cad_time_t at, char *err)
 {
     int r = write_begin(st, err);
     if (r < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_OUTBOX_MAYBE_DELIVERED);
     sqlite3_bind_int64(s, 1, key);
+    sqlite3_bind_int64(s, 2, at);
     r = exec_stmt(st, s, err, "marking a touch as maybe delivered");
     return write_end(st, r, err);
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -289,9 +290,25 @@ static void test_time_format_round_trips(void **state)
     }
 }
 
+/* The wall-clock helpers the timers use: whole seconds from the same clock
+ * as the milliseconds, and no overflow for "never". */
+static void test_wall_clock_helpers(void **state)
+{
+    (void)state;
+    cad_time_t now = cad_wall_now();
+    assert_true(now >= (cad_time_t)time(NULL) - 1 && now <= (cad_time_t)time(NULL) + 1);
+    assert_true(cad_wall_ms() / 1000 >= now);
+    assert_int_equal(cad_ms_until(CAD_TIME_NEVER), INT64_MAX);
+    assert_int_equal(cad_ms_until(0), 0);
+    assert_int_equal(cad_ms_until(now), 0); /* begun already */
+    int64_t ms = cad_ms_until(now + 2);
+    assert_true(ms > 1000 && ms <= 2000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wall_clock_helpers),
         cmocka_unit_test(test_duration_single_units),
         cmocka_unit_test(test_duration_compound),
         cmocka_unit_test(test_duration_zero_forms),
