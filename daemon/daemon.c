@@ -215,21 +215,28 @@ static cad_control_options_t control_options(const cad_config_t *cfg)
 
 /* ---- status -------------------------------------------------------------- */
 
+/* The service's STATUS= line, every STATUS_INTERVAL_MS: only figures that
+ * cost no scan of the history (a full count of a store with millions of
+ * touches would stall the loop each time). */
 static void refresh_status(cad_daemon_t *d)
 {
-    cad_store_counts_t counts;
+    int64_t queued = 0, alerts = 0;
     char err[CAD_ERRBUF];
-    if (!d->store || cad_store_counts(d->store, &counts, err) != 0) {
+    if (!d->store || cad_store_backlog(d->store, &queued, &alerts, err) != 0) {
         cad_notify_status("%s", d->stopping ? "stopping" : "running");
         return;
     }
-    int64_t queued = counts.outbox[CAD_OUTBOX_QUEUED] + counts.outbox[CAD_OUTBOX_RETRY_WAIT] +
-                     counts.outbox[CAD_OUTBOX_IN_FLIGHT];
-    cad_notify_status("%s: %lld customers, %lld touches queued, %lld delivered, %lld dead, "
-                      "%lld open alerts",
-                      d->stopping ? "stopping" : "running", (long long)counts.customers,
-                      (long long)queued, (long long)counts.outbox[CAD_OUTBOX_DELIVERED],
-                      (long long)counts.outbox[CAD_OUTBOX_DEAD], (long long)counts.alerts_open);
+    cad_scheduler_stats_t ss = {0};
+    if (d->scheduler)
+        cad_scheduler_get_stats(d->scheduler, &ss);
+    cad_dispatch_stats_t ds = {0};
+    if (d->dispatch)
+        cad_dispatch_get_stats(d->dispatch, &ds);
+    cad_notify_status("%s: %lld customers scheduled, %lld touches queued, %lld delivered and "
+                      "%lld dead since start, %lld open alerts",
+                      d->stopping ? "stopping" : "running", (long long)ss.customers,
+                      (long long)queued, (long long)ds.delivered, (long long)ds.dead,
+                      (long long)alerts);
 }
 
 static void on_status_timer(uv_timer_t *t)

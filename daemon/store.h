@@ -312,6 +312,11 @@ typedef struct cad_store_counts {
 /* Fills *out with the totals shown by `status` and metrics. */
 int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err);
 
+/* The cheap part of the counts, for frequent use (the service's STATUS
+ * line): touches waiting to be sent or in flight, and open alerts. Reads
+ * indexes over those rows only, never the whole history. */
+int cad_store_backlog(cad_store_t *st, int64_t *queued, int64_t *alerts_open, char *err);
+
 /* One recorded verdict of a customer's evaluations, newest first. */
 typedef struct cad_trace_row {
     cad_time_t at;

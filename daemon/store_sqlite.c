@@ -238,6 +238,7 @@ enum stmt_id {
     S_COUNT_DECISIONS,
     S_COUNT_OUTBOX,
     S_COUNT_ALERTS,
+    S_COUNT_BACKLOG,
     S_USER_VERSION,
     S_OUTBOX_LIST,
     S_OUTBOX_CANCEL,
@@ -405,6 +406,9 @@ static const char *const stmt_sql[S_COUNT] = {
                           " 'decisions'), 0)",
     [S_COUNT_OUTBOX] = "SELECT state, COUNT(*) FROM touches GROUP BY state",
     [S_COUNT_ALERTS] = "SELECT COUNT(*) FROM alerts WHERE open = 1",
+    [S_COUNT_BACKLOG] = "SELECT (SELECT COUNT(*) FROM touches INDEXED BY touches_pending_expiry"
+                        " WHERE state IN ('queued', 'retry_wait')) + (SELECT COUNT(*) FROM"
+                        " touches WHERE state = 'in_flight')",
     [S_USER_VERSION] = "PRAGMA user_version",
     [S_CONTENT_RETIRE] = "UPDATE content SET in_library = 0, updated_at = ?1 WHERE in_library = 1",
     [S_CONTENT_UPSERT] =
@@ -2262,6 +2266,12 @@ int cad_store_counts(cad_store_t *st, cad_store_counts_t *out, char *err)
     }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "counting alerts");
+}
+
+int cad_store_backlog(cad_store_t *st, int64_t *queued, int64_t *alerts_open, char *err)
+{
+    int r = count_one(st, S_COUNT_BACKLOG, queued, err);
+    return r < 0 ? r : count_one(st, S_COUNT_ALERTS, alerts_open, err);
 }
 
 int cad_store_trace_foreach(cad_store_t *st, const char *customer_id, int limit,
