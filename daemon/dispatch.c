@@ -416,7 +416,7 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
         record_dead(d, a, "max_age reached before the next attempt: %s", o->reason);
         return;
     }
-    if (retry_at > a->expires_at) {
+    if (retry_at >= a->expires_at) {
         ch->expired++;
         record_dead(d, a, "expired: the next attempt would be past the touch's expiry: %s",
                     o->reason);
@@ -541,7 +541,10 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
 {
     chan_t *ch = a->ch;
     cad_time_t now = wall_now();
-    if (now > a->expires_at) {
+    /* Due times are whole seconds: sending in the expiry second itself could
+     * reach the provider a moment after it ended. A touch is sendable while
+     * now < expires_at. */
+    if (now >= a->expires_at) {
         ch->expired++;
         record_dead(d, a, "expired: %s", "past the touch's expiry before it could be sent");
         attempt_free(a);

@@ -370,7 +370,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_EXPIRE] =
         "UPDATE touches INDEXED BY touches_pending_expiry SET state = 'dead', updated_at = ?1,"
         " last_error = 'expired before it could be sent'"
-        " WHERE state IN ('queued', 'retry_wait') AND expires_at < ?1 AND due_at <= ?1",
+        " WHERE state IN ('queued', 'retry_wait') AND expires_at <= ?1 AND due_at <= ?1",
     [S_OUTBOX_DUE] = OUTBOX_SELECT " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1"
                                    " ORDER BY t.due_at, t.key LIMIT ?2",
     [S_OUTBOX_CLAIM_ONE] = "UPDATE touches SET state = 'in_flight', attempt = attempt + 1,"
@@ -426,7 +426,7 @@ static const char *const stmt_sql[S_COUNT] = {
                         " WHERE key = ?1 AND state IN ('queued', 'retry_wait', 'dead')",
     [S_OUTBOX_REQUEUE_ONE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2"
                              " WHERE key = ?1 AND state IN ('dead', 'retry_wait')"
-                             " AND expires_at >= ?2",
+                             " AND expires_at > ?2",
     [S_COUNT_ALERT_KINDS] = "SELECT kind, COUNT(*) FROM alerts WHERE open = 1 GROUP BY kind",
     [S_COUNT_PAUSED] = "SELECT COUNT(*) FROM customers WHERE paused = 1",
     [S_CUSTOMER_SHOW] = "SELECT key, id, name, timezone, stage, segment, interests, attributes,"
@@ -2065,7 +2065,7 @@ static int outbox_explain(cad_store_t *st, int64_t key, const char *action, cad_
         expires_at = sqlite3_column_int64(s, 1);
     }
     sqlite3_reset(s);
-    if (rc == SQLITE_ROW && now > expires_at &&
+    if (rc == SQLITE_ROW && now >= expires_at &&
         (strcmp(state, "dead") == 0 || strcmp(state, "retry_wait") == 0) &&
         strcmp(action, "requeue") == 0)
         return cad_fail(err, CAD_EINVAL,
