@@ -28,6 +28,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #ifndef CADENCE_PLUGIN_DIR
 #define CADENCE_PLUGIN_DIR "/usr/lib/cadence/plugins"
@@ -1917,6 +1918,50 @@ static void load_root(struct loader *ld, const config_setting_t *root)
     load_rules(ld, root);
 }
 
+/* libconfig 1.5 reads an @include target with its flex scanner, which
+ * calls exit() when the read fails — as it does for a directory (an empty
+ * path names the include directory itself) — so a bad include in a config
+ * reloaded by SIGHUP would end the daemon. Every @include target, at any
+ * depth, must therefore be a regular file before libconfig sees the text.
+ * Returns the number of errors written to `errors`. */
+static int check_includes(const char *file, const char *dir, int depth, FILE *errors)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return 0; /* libconfig reports what cannot be read */
+    char line[4096];
+    int n_errors = 0, lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        const char *at = strstr(line, "@include");
+        const char *comment = strpbrk(line, "#");
+        const char *slashes = strstr(line, "//");
+        if (!at || (comment && comment < at) || (slashes && slashes < at))
+            continue;
+        const char *open = strchr(at + 8, '"');
+        const char *close = open ? strchr(open + 1, '"') : NULL;
+        if (!close)
+            continue; /* a syntax error libconfig reports */
+        char target[4096];
+        int len = (int)(close - open - 1);
+        if (open[1] == '/' || !dir)
+            snprintf(target, sizeof target, "%.*s", len, open + 1);
+        else
+            snprintf(target, sizeof target, "%s/%.*s", dir, len, open + 1);
+        struct stat sb;
+        if (len == 0 || stat(target, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            if (errors)
+                fprintf(errors, "%s:%d: @include \"%.*s\" does not name a readable file\n",
+                        file, lineno, len > 200 ? 200 : len, open + 1);
+            n_errors++;
+        } else if (depth < 10) {
+            n_errors += check_includes(target, dir, depth + 1, errors);
+        }
+    }
+    fclose(f);
+    return n_errors;
+}
+
 int cad_config_load(const char *path, cad_config_t **out, FILE *errors)
 {
     if (!out)
@@ -1958,7 +2003,9 @@ int cad_config_load(const char *path, cad_config_t **out, FILE *errors)
     }
     ld.dir = dir;
     int rc = 0;
-    if (!config_read_file(&lc, path)) {
+    if (!ld.out_of_memory && check_includes(path, dir, 0, errors) > 0) {
+        rc = -CAD_EINVAL;
+    } else if (!config_read_file(&lc, path)) {
         const char *file = config_error_file(&lc);
         if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
             if (errors)
