@@ -48,9 +48,9 @@ int64_t cad_wall_ms(void);
 cad_time_t cad_wall_now(void);
 
 /* Milliseconds from the current wall-clock millisecond until the UTC second
- * `when` begins; 0 when it has begun, INT64_MAX for CAD_TIME_NEVER. Due times are whole seconds: a timer
- * armed with this wakes at the start of the due second, not up to a second
- * after it. */
+ * `when` begins; 0 when it has begun, INT64_MAX for CAD_TIME_NEVER. Due
+ * times are whole seconds: a timer armed with this wakes at the start of the
+ * due second, not up to a second after it. */
 int64_t cad_ms_until(cad_time_t when);
 
 #define CAD_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -1951,8 +1951,8 @@ static int check_includes(const char *file, const char *dir, int depth, FILE *er
         struct stat sb;
         if (len == 0 || stat(target, &sb) != 0 || !S_ISREG(sb.st_mode)) {
             if (errors)
-                fprintf(errors, "%s:%d: @include \"%.*s\" does not name a readable file\n",
-                        file, lineno, len > 200 ? 200 : len, open + 1);
+                fprintf(errors, "%s:%d: @include \"%.*s\" does not name a readable file\n", file,
+                        lineno, len > 200 ? 200 : len, open + 1);
             n_errors++;
         } else if (depth < 10) {
             n_errors += check_includes(target, dir, depth + 1, errors);

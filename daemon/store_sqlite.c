@@ -272,12 +272,13 @@ enum stmt_id {
     " t.attempt, t.decided_at, t.due_at, t.expires_at, t.customer_key,"                            \
     " COALESCE(t.contact_key, 0), t.updated_at"
 #define OUTBOX_JOINS                                                                               \
-    " JOIN customers cu ON cu.key = t.customer_key LEFT JOIN contacts co ON co.key = t.contact_key"
+    " JOIN customers cu ON cu.key = t.customer_key LEFT JOIN contacts co ON co.key = "             \
+    "t.contact_key"
 #define OUTBOX_SELECT OUTBOX_COLUMNS " FROM touches t" OUTBOX_JOINS
 /* The same, reading touches through the named index (the planner has no
  * statistics and would otherwise sort the whole backlog). */
 #define OUTBOX_SELECT_FROM(index) OUTBOX_COLUMNS " FROM touches t INDEXED BY " index OUTBOX_JOINS
-#define OUTBOX_STRINGS 16
+#define OUTBOX_STRINGS            16
 
 static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -392,9 +393,10 @@ static const char *const stmt_sql[S_COUNT] = {
                                  " MAX(maybe_delivered_at, ?2) WHERE key = ?1",
     [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
                           " 'retry_wait')",
-    [S_OUTBOX_DUE_CHANNEL] = OUTBOX_SELECT_FROM("touches_pending_due")
-        " WHERE t.state IN ('queued', 'retry_wait') AND t.channel = ?3 AND t.due_at <= ?1"
-        " ORDER BY t.due_at, t.key LIMIT ?2",
+    [S_OUTBOX_DUE_CHANNEL] =
+        OUTBOX_SELECT_FROM("touches_pending_due") " WHERE t.state IN ('queued', 'retry_wait') AND "
+                                                  "t.channel = ?3 AND t.due_at <= ?1"
+                                                  " ORDER BY t.due_at, t.key LIMIT ?2",
     [S_OUTBOX_NEXT_DUE_CHANNEL] = "SELECT MIN(due_at) FROM touches INDEXED BY touches_pending_due"
                                   " WHERE state IN ('queued', 'retry_wait') AND channel = ?1",
     [S_OUTBOX_RELEASE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2,"
@@ -524,9 +526,9 @@ struct cad_store {
     bool readonly;
     bool in_batch;
     int64_t batch_decisions; /* decisions of the open batch, counted at its commit */
-    bool no_traces; /* the simulator's copy: decisions without traces and alerts */
-    bool light;     /* the current write runs in the batch without a savepoint */
-    int depth;      /* nesting of write scopes within one call */
+    bool no_traces;          /* the simulator's copy: decisions without traces and alerts */
+    bool light;              /* the current write runs in the batch without a savepoint */
+    int depth;               /* nesting of write scopes within one call */
     claim_row_t *claim_rows;
     int claim_cap;
     char *claim_strings;
@@ -846,9 +848,9 @@ static int open_common(const char *path, enum open_mode mode, enum cad_store_syn
 {
     bool readonly = mode == OPEN_READONLY;
     /* One connection, used from the loop thread only: no SQLite mutexes. */
-    int flags = SQLITE_OPEN_NOMUTEX | (mode == OPEN_READONLY
-                                           ? SQLITE_OPEN_READONLY
-                                           : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int flags =
+        SQLITE_OPEN_NOMUTEX |
+        (mode == OPEN_READONLY ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     *out = NULL;
     if (!path || !*path)
         return cad_fail(err, CAD_EINVAL, "store: no database path given");

@@ -745,9 +745,8 @@ static void test_store_maybe_delivered_touch_counts_as_sent(void **state)
     assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
     claimed_t c = {0};
     assert_int_equal(cad_store_outbox_claim(f->st, T0, 10, on_claim, &c, f->err), 1);
-    assert_int_equal(cad_store_outbox_retry(f->st, c.keys[0], T0 + 60, "timed out", T0 + 30,
-                                            f->err),
-                     0);
+    assert_int_equal(
+        cad_store_outbox_retry(f->st, c.keys[0], T0 + 60, "timed out", T0 + 30, f->err), 0);
     assert_int_equal(cad_store_outbox_maybe_delivered(f->st, c.keys[0], T0 + 40, f->err), 0);
     assert_int_equal(cad_store_outbox_maybe_delivered(f->st, c.keys[0], T0 + 35, f->err), 0);
     assert_int_equal(cad_store_outbox_dead(f->st, c.keys[0], "gave up", T0 + 90, f->err), 0);
@@ -1333,7 +1332,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_dead_and_expired_touches_fail, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_store_maybe_delivered_touch_counts_as_sent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_maybe_delivered_touch_counts_as_sent, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_store_requeue_in_flight_after_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_counts_and_schedule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_traces_newest_first_and_bounded, setup,
