@@ -245,6 +245,45 @@ static void copy_name(char dst[CAD_NAME_MAX], const char *src)
  * numbers from passing as small ones, the loader reads the literal back from
  * the setting's source line and compares. */
 
+/* Reads a whole file into a NUL-terminated buffer; *len gets its length
+ * (the text may itself hold NUL bytes). NULL, with errno set, when it
+ * cannot be read or is larger than 64 MiB (EFBIG). The caller frees the
+ * buffer. */
+static char *read_whole_file(const char *file, size_t *len)
+{
+    FILE *in = fopen(file, "rb");
+    if (!in)
+        return NULL;
+    size_t cap = 0, used = 0;
+    char *text = NULL;
+    for (;;) {
+        if (used + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *grown = cap <= 64u * 1024 * 1024 ? realloc(text, cap) : NULL;
+            if (!grown) {
+                free(text);
+                fclose(in);
+                errno = cap <= 64u * 1024 * 1024 ? ENOMEM : EFBIG;
+                return NULL;
+            }
+            text = grown;
+        }
+        size_t n = fread(text + used, 1, 4096, in);
+        used += n;
+        if (n < 4096)
+            break;
+    }
+    bool failed = ferror(in) != 0;
+    fclose(in);
+    if (failed) {
+        free(text);
+        return NULL;
+    }
+    text[used] = '\0';
+    *len = used;
+    return text;
+}
+
 static const char *source_text(struct loader *ld, const char *file)
 {
     for (struct source_file *f = ld->sources; f; f = f->next)
@@ -263,29 +302,8 @@ static const char *source_text(struct loader *ld, const char *file)
         snprintf(path, sizeof path, "%s/%s", ld->dir, file);
     else
         snprintf(path, sizeof path, "%s", file);
-    FILE *in = fopen(path, "r");
-    if (!in)
-        return NULL;
-    size_t cap = 0, len = 0;
-    char *text = NULL;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *grown = cap <= 64u * 1024 * 1024 ? realloc(text, cap) : NULL;
-            if (!grown) {
-                free(text);
-                fclose(in);
-                return NULL;
-            }
-            text = grown;
-        }
-        size_t n = fread(text + len, 1, 4096, in);
-        len += n;
-        if (n < 4096)
-            break;
-    }
-    fclose(in);
-    text[len] = '\0';
+    size_t len = 0;
+    char *text = read_whole_file(path, &len);
     f->text = text;
     return text;
 }
@@ -1920,45 +1938,93 @@ static void load_root(struct loader *ld, const config_setting_t *root)
 
 /* libconfig 1.5 reads an @include target with its flex scanner, which
  * calls exit() when the read fails — as it does for a directory (an empty
- * path names the include directory itself) — so a bad include in a config
- * reloaded by SIGHUP would end the daemon. Every @include target, at any
- * depth, must therefore be a regular file before libconfig sees the text.
+ * path, or one cut short by a NUL byte, names the include directory
+ * itself) — so a bad include in a config reloaded by SIGHUP would end the
+ * daemon. Every @include target, at any depth, must therefore be a regular
+ * file before libconfig sees the text.
+ *
+ * The scan mirrors libconfig's own rule: a directive is `@include`, after
+ * nothing but blanks at the start of a line, then blanks and a quoted path
+ * that may span lines; libconfig joins the path onto the include
+ * directory, absolute or not. A path holding a control byte, a NUL or a
+ * backslash (an escape) is refused outright, so the path checked here is
+ * byte for byte the one libconfig opens. A directive inside a block
+ * comment is checked too: erring towards a check costs nothing.
  * Returns the number of errors written to `errors`. */
 static int check_includes(const char *file, const char *dir, int depth, FILE *errors)
 {
-    FILE *f = fopen(file, "r");
-    if (!f)
+    size_t len = 0;
+    char *text = read_whole_file(file, &len);
+    if (!text && errno == EFBIG) {
+        if (errors)
+            fprintf(errors, "%s:1: the file is larger than 64 MiB\n", file);
+        return 1;
+    }
+    if (!text)
         return 0; /* libconfig reports what cannot be read */
-    char line[4096];
-    int n_errors = 0, lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        const char *at = strstr(line, "@include");
-        const char *comment = strpbrk(line, "#");
-        const char *slashes = strstr(line, "//");
-        if (!at || (comment && comment < at) || (slashes && slashes < at))
+    int n_errors = 0, lineno = 1;
+    for (size_t i = 0; i < len; i++) {
+        bool line_start = i == 0 || text[i - 1] == '\n';
+        if (i > 0 && text[i - 1] == '\n')
+            lineno++;
+        if (!line_start)
             continue;
-        const char *open = strchr(at + 8, '"');
-        const char *close = open ? strchr(open + 1, '"') : NULL;
-        if (!close)
-            continue; /* a syntax error libconfig reports */
+        size_t p = i;
+        while (p < len && (text[p] == ' ' || text[p] == '\t'))
+            p++;
+        if (len - p < 8 || memcmp(text + p, "@include", 8) != 0)
+            continue;
+        p += 8;
+        size_t blanks = p;
+        while (p < len && (text[p] == ' ' || text[p] == '\t'))
+            p++;
+        if (p == blanks || p >= len || text[p] != '"')
+            continue; /* not a directive libconfig acts on */
+        size_t open = ++p;
+        bool clean = true;
+        while (p < len && text[p] != '"') {
+            unsigned char c = (unsigned char)text[p];
+            if (c < 0x20 || c == 0x7f || c == '\\')
+                clean = false;
+            p++;
+        }
+        int plen = (int)(p - open);
+        int shown = plen > 200 ? 200 : plen;
         char target[4096];
-        int len = (int)(close - open - 1);
-        if (open[1] == '/' || !dir)
-            snprintf(target, sizeof target, "%.*s", len, open + 1);
-        else
-            snprintf(target, sizeof target, "%s/%.*s", dir, len, open + 1);
         struct stat sb;
-        if (len == 0 || stat(target, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-            if (errors)
-                fprintf(errors, "%s:%d: @include \"%.*s\" does not name a readable file\n", file,
-                        lineno, len > 200 ? 200 : len, open + 1);
+        const char *why = NULL;
+        if (p >= len)
+            why = "has no closing quote";
+        else if (!clean)
+            why = "holds a control character, a NUL byte or a backslash";
+        else if (plen == 0)
+            why = "does not name a readable file";
+        else if (snprintf(target, sizeof target, "%s%s%.*s", dir ? dir : "", dir ? "/" : "", plen,
+                          text + open) >= (int)sizeof target)
+            why = "is too long";
+        else if (stat(target, &sb) != 0 || !S_ISREG(sb.st_mode))
+            why = text[open] == '/' && dir
+                      ? "does not name a readable file (paths are read relative to the "
+                        "main file's directory, even absolute ones)"
+                      : "does not name a readable file";
+        if (why) {
+            if (errors) {
+                fprintf(errors, "%s:%d: @include \"", file, lineno);
+                for (int k = 0; k < shown; k++) {
+                    unsigned char c = (unsigned char)text[open + k];
+                    if (c < 0x20 || c == 0x7f)
+                        fprintf(errors, "\\x%02x", c);
+                    else
+                        fputc(c, errors);
+                }
+                fprintf(errors, "%s\" %s\n", shown < plen ? "..." : "", why);
+            }
             n_errors++;
         } else if (depth < 10) {
             n_errors += check_includes(target, dir, depth + 1, errors);
         }
     }
-    fclose(f);
+    free(text);
     return n_errors;
 }
 

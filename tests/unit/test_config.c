@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -444,6 +446,88 @@ static void test_error_in_included_file_names_that_file(void **state)
     result_free(&r);
 }
 
+/* Writes `size` bytes to DIR/NAME. */
+static void write_file(const char *dir, const char *name, const char *text, size_t size)
+{
+    char file[4096];
+    snprintf(file, sizeof file, "%s/%s", dir, name);
+    FILE *f = fopen(file, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, size, f), size);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    write_file(dir, name, text, strlen(text));
+}
+
+/* A case: the config text (which may hold NUL bytes) and the error it gets. */
+#define INCLUDE_CASE(text, error)                                                                  \
+    {                                                                                              \
+        text, sizeof(text) - 1, error                                                              \
+    }
+
+/* libconfig 1.5 ends the process (exit from its flex scanner) when an
+ * @include names something that opens but cannot be read, such as a
+ * directory; every such include is refused before libconfig reads it,
+ * with the file and line of the directive. */
+static void test_include_that_libconfig_cannot_read_is_refused(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cadence-config-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sub[4200], main_path[4200];
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    write_text(dir, "ok.inc", "log = { level = \"info\"; };\n");
+    static const struct {
+        const char *text;
+        size_t size;
+        const char *error;
+    } cases[] = {
+        INCLUDE_CASE("@include \"\"\n", ":1: @include \"\" does not name a readable file"),
+        INCLUDE_CASE("\n  @include\t\"sub\"\n",
+                     ":2: @include \"sub\" does not name a readable file"),
+        INCLUDE_CASE("@include \"\0\0ok.inc\"\n", ":1: @include \"\\x00\\x00ok.inc\" holds a "
+                                                  "control character, a NUL byte or a backslash"),
+        INCLUDE_CASE("@include \"o\\\"k.inc\"\n", ":1: @include \"o\\\" holds a control character"),
+        INCLUDE_CASE("@include \"ok.\ninc\"\n",
+                     ":1: @include \"ok.\\x0ainc\" holds a control character"),
+        INCLUDE_CASE("@include \"ok.inc", ":1: @include \"ok.inc\" has no closing quote"),
+        INCLUDE_CASE("@include \"/no/ok.inc\"\n", "even absolute ones"),
+        INCLUDE_CASE("@include \"ok.inc\"\n@include \"nested.inc\"\n",
+                     "/nested.inc:3: @include \"sub\" does not name a readable file"),
+    };
+    write_text(dir, "nested.inc", "# a comment\n\n@include \"sub\"\n");
+    snprintf(main_path, sizeof main_path, "%s/main.conf", dir);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file(dir, "main.conf", cases[i].text, cases[i].size);
+        load_result_t r = load(main_path);
+        assert_int_equal(r.rc, -CAD_EINVAL);
+        assert_null(r.cfg);
+        if (!strstr(r.errors, cases[i].error))
+            fail_msg("case %zu: expected \"%s\" in:\n%s", i, cases[i].error, r.errors);
+        result_free(&r);
+    }
+    /* A good include passes the check (after blanks, with a comment line);
+     * what the file then lacks is reported by the loader as usual. */
+    write_text(dir, "main.conf", "# x\n \t@include \"ok.inc\"\n");
+    load_result_t r = load(main_path);
+    if (strstr(r.errors, "@include"))
+        fail_msg("a good include was refused:\n%s", r.errors);
+    assert_non_null(strstr(r.errors, "no 'policies'"));
+    result_free(&r);
+    const char *names[] = {"main.conf", "ok.inc", "nested.inc"};
+    for (size_t i = 0; i < 3; i++) {
+        char file[4300];
+        snprintf(file, sizeof file, "%s/%s", dir, names[i]);
+        unlink(file);
+    }
+    rmdir(sub);
+    rmdir(dir);
+}
+
 static void test_wrong_types(void **state)
 {
     load_result_t r = load_bad("wrong_type.conf");
@@ -760,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_typo_key_in_policy_names_its_line),
         cmocka_unit_test(test_unknown_keys_nested_deeper_all_reported),
         cmocka_unit_test(test_error_in_included_file_names_that_file),
+        cmocka_unit_test(test_include_that_libconfig_cannot_read_is_refused),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_out_of_range_numbers),
         cmocka_unit_test(test_numbers_beyond_32_bits_are_not_truncated),
