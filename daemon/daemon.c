@@ -510,11 +510,48 @@ static void on_handle_closed(uv_handle_t *h)
 {
 }
 
+/* What is still open when the last-resort timer fires: the type of every
+ * handle but that timer, for the log line, and how many are not yet being
+ * closed. */
+struct open_handles {
+    const uv_handle_t *skip;
+    int not_closing;
+    char list[256];
+    size_t len;
+};
+
+static void name_open_handle(uv_handle_t *h, void *arg)
+{
+    struct open_handles *o = arg;
+    if (h == o->skip)
+        return;
+    o->not_closing += !uv_is_closing(h);
+    if (o->len >= sizeof o->list - 1)
+        return;
+    int n = snprintf(o->list + o->len, sizeof o->list - o->len, "%s%s", o->len ? "," : "",
+                     uv_handle_type_name(uv_handle_get_type(h)));
+    if (n > 0)
+        o->len = o->len + (size_t)n < sizeof o->list ? o->len + (size_t)n : sizeof o->list - 1;
+}
+
+/* Fires LAST_RESORT_MS after finish(). Handles already closing are released
+ * in this loop turn's closing phase, which runs after the timers: when only
+ * such handles are left (a slow turn, or a clock sped up in a test, made the
+ * timer fire first) the timer waits another round: they are gone by then. Anything else still open
+ * — a handle nobody closed, a thread-pool request stuck in a plugin — stops the loop with the list
+ * in the log. */
 static void on_last_resort(uv_timer_t *t)
 {
     cad_daemon_t *d = t->data;
-    cad_log_err("shutdown: handles still open %d ms after closing; stopping the loop anyway",
-                LAST_RESORT_MS);
+    struct open_handles open = {.skip = (const uv_handle_t *)t};
+    uv_walk(&d->loop, name_open_handle, &open);
+    if (open.len > 0 && open.not_closing == 0) {
+        uv_timer_start(&d->last_resort, on_last_resort, LAST_RESORT_MS, 0);
+        return;
+    }
+    cad_log_err("shutdown: handles still open %d ms after closing; stopping the loop anyway "
+                "open=\"%s\"",
+                LAST_RESORT_MS, open.len ? open.list : "thread-pool requests");
     d->exit_code = 1;
     d->loop_forced = true;
     uv_stop(&d->loop);
