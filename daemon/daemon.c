@@ -525,11 +525,12 @@ static void name_open_handle(uv_handle_t *h, void *arg)
     struct open_handles *o = arg;
     if (h == o->skip)
         return;
-    o->not_closing += !uv_is_closing(h);
+    bool closing = uv_is_closing(h) != 0;
+    o->not_closing += !closing;
     if (o->len >= sizeof o->list - 1)
         return;
-    int n = snprintf(o->list + o->len, sizeof o->list - o->len, "%s%s", o->len ? "," : "",
-                     uv_handle_type_name(uv_handle_get_type(h)));
+    int n = snprintf(o->list + o->len, sizeof o->list - o->len, "%s%s%s", o->len ? "," : "",
+                     uv_handle_type_name(uv_handle_get_type(h)), closing ? " (closing)" : "");
     if (n > 0)
         o->len = o->len + (size_t)n < sizeof o->list ? o->len + (size_t)n : sizeof o->list - 1;
 }

@@ -48,6 +48,7 @@ struct cad_scheduler {
     cad_scheduler_stats_t batch; /* counted in the open batch, added on commit */
     void (*done)(void *arg);
     void *done_arg;
+    int open_handles; /* timer and idle until both are closed */
     void (*on_decided)(void *arg);
     void *on_decided_arg;
 };
@@ -335,10 +336,8 @@ void cad_scheduler_stop(cad_scheduler_t *s)
 static void on_close(uv_handle_t *handle)
 {
     cad_scheduler_t *s = handle->data;
-    if (!uv_is_closing((uv_handle_t *)&s->idle)) {
-        uv_close((uv_handle_t *)&s->idle, on_close); /* the timer is closed: now the idle */
+    if (--s->open_handles > 0)
         return;
-    }
     void (*done)(void *) = s->done;
     void *arg = s->done_arg;
     cad_calendar_free(&s->cal);
@@ -355,7 +354,10 @@ void cad_scheduler_close(cad_scheduler_t *s, void (*done)(void *arg), void *arg)
     cad_scheduler_stop(s);
     s->done = done;
     s->done_arg = arg;
+    /* Both at once, so both are released in the same loop turn. */
+    s->open_handles = 2;
     uv_close((uv_handle_t *)&s->timer, on_close);
+    uv_close((uv_handle_t *)&s->idle, on_close);
 }
 
 void cad_scheduler_get_stats(const cad_scheduler_t *s, cad_scheduler_stats_t *out)
