@@ -178,9 +178,43 @@ static chan_t *chan_find(cad_dispatch_t *d, const char *name)
     return NULL;
 }
 
+/* True when channel `name` had another plugin or other plugin settings in
+ * `old` (or was not there). */
+static bool channel_changed(const cad_config_t *old, const char *name, const cad_channel_t *pc,
+                            const cad_channel_config_t *cc)
+{
+    if (!old)
+        return true;
+    const cad_playbook_t *pb = &old->playbook;
+    for (int c = 0; c < pb->n_channels; c++) {
+        if (strcmp(pb->channels[c].name, name) != 0)
+            continue;
+        const cad_channel_config_t *was = &old->channel_config[c];
+        if (strcmp(pb->channels[c].plugin, pc->plugin) != 0 || was->n_settings != cc->n_settings)
+            return true;
+        for (int k = 0; k < cc->n_settings; k++)
+            if (strcmp(was->settings[k].name, cc->settings[k].name) != 0 ||
+                strcmp(was->settings[k].value, cc->settings[k].value) != 0)
+                return true;
+        return false;
+    }
+    return true;
+}
+
 static void chan_configure(cad_dispatch_t *d, chan_t *ch, const cad_channel_t *pc,
                            const cad_channel_config_t *cc, int64_t now_ms, bool fresh)
 {
+    /* An operator who repoints a failing channel (another plugin, URL,
+     * server) and reloads expects it to be tried now, not after the open
+     * circuit's next probe, which may be minutes away. */
+    bool reset_circuit = fresh;
+    if (!fresh && ch->circuit.state != CAD_CIRCUIT_CLOSED &&
+        channel_changed(d->cfg, ch->name, pc, cc)) {
+        cad_log_notice("dispatch: circuit reset, the channel's plugin or settings changed "
+                       "channel=%s",
+                       ch->name);
+        reset_circuit = true;
+    }
     snprintf(ch->plugin, sizeof ch->plugin, "%s", pc->plugin);
     ch->cc = *cc;
     ch->cc.settings = NULL;
@@ -194,19 +228,21 @@ static void chan_configure(cad_dispatch_t *d, chan_t *ch, const cad_channel_t *p
                                   .base_ms = cc->retry_base * 1000,
                                   .cap_ms = cc->retry_cap * 1000};
     int64_t interval = (cc->circuit_interval > 0 ? cc->circuit_interval : 30) * 1000;
-    if (fresh) {
+    if (reset_circuit) {
         cad_circuit_init(&ch->circuit, cc->circuit_threshold, interval,
                          interval * CIRCUIT_MAX_FACTOR, now_ms);
         ch->circuit_since = wall_now();
-        cad_bucket_init(&ch->bucket, cc->rate_per_second, cc->burst, now_ms);
     } else {
         ch->circuit.threshold = cc->circuit_threshold;
         ch->circuit.base_interval_ms = interval;
         ch->circuit.max_interval_ms = interval * CIRCUIT_MAX_FACTOR;
         if (ch->circuit.interval_ms < interval || ch->circuit.interval_ms > interval * 16)
             ch->circuit.interval_ms = interval;
-        cad_bucket_configure(&ch->bucket, cc->rate_per_second, cc->burst, now_ms);
     }
+    if (fresh)
+        cad_bucket_init(&ch->bucket, cc->rate_per_second, cc->burst, now_ms);
+    else
+        cad_bucket_configure(&ch->bucket, cc->rate_per_second, cc->burst, now_ms);
     double per_second = cc->domain_per_minute / 60.0;
     if (cc->domain_per_minute == 0) {
         cad_bucket_map_free(ch->domains);

@@ -196,7 +196,7 @@ channels = (
   {{ name = "hook"; plugin = "webhook"; address = "none";
      concurrency = {concurrency}; timeout = "{timeout}"; max_attempts = {max_attempts};
      retry_schedule = "exponential"; retry_base = "1s"; retry_cap = "{retry_cap}";
-     circuit_threshold = {circuit_threshold}; circuit_interval = "1s";
+     circuit_threshold = {circuit_threshold}; circuit_interval = "{circuit_interval}";
      settings = {{ url = "{url}"; secret_file = "hook.secret"; }}; {hook_extra} }},
   {{ name = "files"; plugin = "file"; address = "none";
      settings = {{ directory = "outbox"; }}; }}
@@ -229,7 +229,7 @@ def write_dispatch_config(tmp, url, name="cadenced.conf", **kw):
         f.write("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")
     values = dict(state_dir=tmp.join("state"), socket=tmp.join("control.sock"), cred_dir=cred,
                   log_level="info", shutdown="5s", concurrency=16, timeout="5s",
-                  max_attempts=20, retry_cap="2s", circuit_threshold=5, url=url,
+                  max_attempts=20, retry_cap="2s", circuit_threshold=5, circuit_interval="1s", url=url,
                   hook_extra="", expires="7d", channels='"hook", "files"')
     values.update(kw)
     path = tmp.join(name)

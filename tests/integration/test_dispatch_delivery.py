@@ -9,6 +9,7 @@ channel unusable and the next decision uses the other channel; bad
 dispatcher settings in the config name file and line."""
 import os
 import re
+import signal
 import sys
 import time
 
@@ -93,6 +94,31 @@ class Delivery(DispatchCase):
         self.assertEqual(sorted(delivered_ids), sorted(r[1] for r in rows),
                          "each touch must be accepted exactly once")
         self.assertEqual(d.stop(), 0)
+
+    def test_repointing_a_failing_channel_and_reloading_resets_its_circuit(self):
+        """The operator fixes a channel whose endpoint fails by pointing it at
+        another URL and reloading: its touches go out at once, not after the
+        open circuit's next probe ten minutes later."""
+        n = 20
+        self.rx.set(status=500)
+        cfg = self.setup_daemon(n, concurrency=4, circuit_threshold=3, circuit_interval="10m")
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: "circuit open" in d.read_log(), 20),
+                        "the circuit never opened:\n" + d.read_log()[-3000:])
+        fixed = rx.Receiver(self.tmp.path, name="fixed")
+        try:
+            rx.write_dispatch_config(self.tmp, fixed.url(), concurrency=4, circuit_threshold=3,
+                                     circuit_interval="10m")
+            d.signal(signal.SIGHUP)
+            self.assertTrue(self.wait_delivered(n, 30),
+                            "not delivered after the reload: %r\n%s"
+                            % (self.states(), d.read_log()[-3000:]))
+            self.assertIn("circuit reset, the channel's plugin or settings changed", d.read_log())
+            self.assertEqual(sorted(r["id"] for r in fixed.records() if r["status"] == 200),
+                             sorted(r[1] for r in rx.outbox_rows(self.db)))
+            self.assertEqual(d.stop(), 0)
+        finally:
+            fixed.stop()
 
     def test_retry_after_is_honoured(self):
         self.rx.set(status=503, retry_after=3)
