@@ -1749,6 +1749,18 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
                        "Control requests answered since the daemon started.");
     cad_metrics_sample(&m, "cadence_control_requests_total", NULL, (double)requests);
 
+    int64_t ck_runs, ck_frames, ck_failed;
+    cad_store_checkpoint_counts(st, &ck_runs, &ck_frames, &ck_failed);
+    cad_metrics_family(&m, "cadence_store_checkpoints_total", "counter",
+                       "Background WAL checkpoints run since the daemon started, by result.");
+    const char *ck_ok[] = {"result", "ok", NULL};
+    const char *ck_bad[] = {"result", "failed", NULL};
+    cad_metrics_sample(&m, "cadence_store_checkpoints_total", ck_ok, (double)(ck_runs - ck_failed));
+    cad_metrics_sample(&m, "cadence_store_checkpoints_total", ck_bad, (double)ck_failed);
+    cad_metrics_family(&m, "cadence_store_checkpoint_frames_total", "counter",
+                       "WAL frames the background checkpoints copied into the database.");
+    cad_metrics_sample(&m, "cadence_store_checkpoint_frames_total", NULL, (double)ck_frames);
+
     if (rc < 0 || m.failed) {
         cad_metrics_free(&m);
         return rc < 0 ? store_fail(error, rc, err) : oom(error);

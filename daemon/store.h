@@ -65,6 +65,11 @@ int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err);
  * wait: the loop serves nothing while SQLite waits. */
 void cad_store_set_busy_timeout(cad_store_t *st, int ms);
 
+/* Counters of the background WAL checkpoint since open (runs, WAL frames
+ * copied into the database, failed runs); all 0 when checkpoints run inside
+ * commits (a read-only store or a copy). */
+void cad_store_checkpoint_counts(cad_store_t *st, int64_t *runs, int64_t *frames, int64_t *failed);
+
 /* The schema version this build writes. */
 int cad_store_schema_version(void);
 /* The schema version of the open database. */

@@ -26,7 +26,9 @@
  * snapshot loader resolves them against the current playbook.
  */
 #include "store.h"
+#include "store_checkpoint.h"
 
+#include "log.h"
 #include "tz.h"
 
 #include <ctype.h>
@@ -533,6 +535,7 @@ struct cad_store {
     int claim_cap;
     char *claim_strings;
     size_t claim_len, claim_cap_strings;
+    cad_store_checkpoint_t *checkpoint; /* NULL: SQLite checkpoints inside commits */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -843,6 +846,34 @@ static int copy_into_memory(cad_store_t *st, char *err)
 
 enum open_mode { OPEN_READWRITE, OPEN_READONLY, OPEN_COPY };
 
+/* WAL size, in pages, past which a commit asks for a checkpoint (SQLite's
+ * own automatic threshold). */
+#define CHECKPOINT_PAGES 1000
+
+/* Called by SQLite after every commit of the main connection with the WAL's
+ * size in pages. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    cad_store_t *st = arg;
+    (void)db;
+    (void)name;
+    if (pages >= CHECKPOINT_PAGES)
+        cad_store_checkpoint_request(st->checkpoint);
+    return SQLITE_OK;
+}
+
+/* Moves WAL checkpoints off the committing thread (store_checkpoint.h).
+ * When the thread cannot start, SQLite's automatic checkpoint stays on. */
+static void start_checkpoint_thread(cad_store_t *st, enum cad_store_sync sync)
+{
+    char err[CAD_ERRBUF];
+    if (cad_store_checkpoint_start(st->path, sync == CAD_SYNC_FULL, &st->checkpoint, err) < 0) {
+        cad_log_warning("%s; checkpoints stay inside commits", err);
+        return;
+    }
+    sqlite3_wal_hook(st->db, on_wal_commit, st); /* replaces the automatic checkpoint */
+}
+
 static int open_common(const char *path, enum open_mode mode, enum cad_store_sync sync,
                        cad_store_t **out, char *err)
 {
@@ -891,6 +922,8 @@ static int open_common(const char *path, enum open_mode mode, enum cad_store_syn
             goto fail;
         if ((r = migrate(st, err)) < 0)
             goto fail;
+        if (mode == OPEN_READWRITE)
+            start_checkpoint_thread(st, sync);
     } else {
         int version;
         if ((r = read_user_version(st, &version, err)) < 0)
@@ -941,6 +974,13 @@ void cad_store_close(cad_store_t *st)
         char err[CAD_ERRBUF];
         cad_store_batch_commit(st, err);
     }
+    /* The checkpoint thread goes first: the main connection, closed last,
+     * then copies what is left and removes the WAL. */
+    if (st->checkpoint) {
+        sqlite3_wal_hook(st->db, NULL, NULL);
+        cad_store_checkpoint_stop(st->checkpoint);
+        st->checkpoint = NULL;
+    }
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
@@ -948,6 +988,16 @@ void cad_store_close(cad_store_t *st)
     free(st->claim_strings);
     free(st->path);
     free(st);
+}
+
+void cad_store_checkpoint_counts(cad_store_t *st, int64_t *runs, int64_t *frames, int64_t *failed)
+{
+    cad_store_checkpoint_stats_t cs = {0};
+    if (st && st->checkpoint)
+        cad_store_checkpoint_get_stats(st->checkpoint, &cs);
+    *runs = cs.runs;
+    *frames = cs.frames;
+    *failed = cs.failed;
 }
 
 /* Appends the names of the set bits of `mask` to buf as "a,b,c". */

@@ -949,6 +949,54 @@ static void test_store_disk_full_rolls_back_whole_write(void **state)
     assert_int_equal(cad_store_limit_size(f->st, -1, f->err), -CAD_EINVAL);
 }
 
+/* The WAL is copied back into the database by the store's own thread, not
+ * inside the loop's commits: after a few megabytes of commits the thread
+ * has run and copied frames; everything written is there after reopening,
+ * and closing removes the WAL. */
+static void test_store_checkpoints_run_on_their_own_thread(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    char name[220];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    for (int batch = 0; batch < 40; batch++) {
+        assert_int_equal(cad_store_batch_begin(f->st, f->err), 0);
+        for (int i = 0; i < 500; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "c%d-%d", batch, i);
+            cad_customer_input_t in = {
+                .id = id, .name = name, .timezone = "UTC", .stage = "active", .segment = "default"};
+            int64_t key;
+            if (cad_store_customer_upsert(f->st, &in, T0, &key, f->err) != 0)
+                fail_msg("customer %s: %s", id, f->err);
+        }
+        assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
+    }
+    int64_t runs = 0, frames = 0, failed = 0;
+    for (int wait = 0; wait < 1000 && frames == 0; wait++) {
+        cad_store_checkpoint_counts(f->st, &runs, &frames, &failed);
+        if (frames == 0)
+            usleep(10 * 1000);
+    }
+    assert_true(runs >= 1);
+    assert_true(frames > 0);
+    assert_int_equal(failed, 0);
+    cad_store_close(f->st);
+    f->st = NULL;
+    char wal[sizeof f->path + 8];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    assert_int_equal(access(wal, F_OK), -1);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM customers"), 40 * 500);
+
+    /* A read-only store and an in-memory copy run no thread. */
+    cad_store_t *ro = NULL;
+    assert_int_equal(cad_store_open_readonly(f->path, &ro, f->err), 0);
+    cad_store_checkpoint_counts(ro, &runs, &frames, &failed);
+    assert_int_equal(runs, 0);
+    cad_store_close(ro);
+}
+
 static void test_store_readonly_refuses_writes(void **state)
 {
     fixture_t *f = *state;
@@ -1341,6 +1389,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_batch_rollback_and_failed_write_inside_batch,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_disk_full_rolls_back_whole_write, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_checkpoints_run_on_their_own_thread, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_open_copy_writes_only_to_memory, setup,
