@@ -535,12 +535,13 @@ static void name_open_handle(uv_handle_t *h, void *arg)
         o->len = o->len + (size_t)n < sizeof o->list ? o->len + (size_t)n : sizeof o->list - 1;
 }
 
-/* Fires LAST_RESORT_MS after finish(). Handles already closing are released
- * in this loop turn's closing phase, which runs after the timers: when only
- * such handles are left (a slow turn, or a clock sped up in a test, made the
- * timer fire first) the timer waits another round: they are gone by then. Anything else still open
- * — a handle nobody closed, a thread-pool request stuck in a plugin — stops the loop with the list
- * in the log. */
+/* Fires LAST_RESORT_MS after finish(). Handles already closing are
+ * released in this loop turn's closing phase, which runs after the timers:
+ * when only such handles are left (a slow turn, or a clock sped up in a
+ * test, made the timer fire first) it waits another round, by which time
+ * they are gone. Anything else still open (a handle nobody closed, a
+ * thread-pool request stuck in a plugin) stops the loop, with the list in
+ * the log. */
 static void on_last_resort(uv_timer_t *t)
 {
     cad_daemon_t *d = t->data;
