@@ -45,6 +45,11 @@ static void *checkpoint_main(void *arg)
         int log_frames = 0, copied = 0;
         int rc =
             sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+        /* Busy: another connection is checkpointing (the store's own, past
+         * its inline threshold, or an operator's tool). Not a failure; the
+         * next commit asks again. */
+        if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+            rc = SQLITE_OK;
         if (rc != SQLITE_OK && rc != c->last_rc)
             cad_log_warning("store: background checkpoint failed; the WAL keeps growing until "
                             "one succeeds path=%s error=\"%s\"",

@@ -849,15 +849,27 @@ enum open_mode { OPEN_READWRITE, OPEN_READONLY, OPEN_COPY };
 /* WAL size, in pages, past which a commit asks for a checkpoint (SQLite's
  * own automatic threshold). */
 #define CHECKPOINT_PAGES 1000
+/* WAL size past which the committing thread checkpoints as well. */
+#define CHECKPOINT_INLINE_PAGES (16 * CHECKPOINT_PAGES)
 
 /* Called by SQLite after every commit of the main connection with the WAL's
- * size in pages. */
+ * size in pages.
+ *
+ * The WAL starts over from its beginning only when a write begins after a
+ * checkpoint that copied every frame. A thread chasing a writer that keeps
+ * committing rarely gets there (new frames arrive while it copies), so
+ * under a long burst of writes the WAL would keep growing. Past
+ * CHECKPOINT_INLINE_PAGES the committing thread runs the (PASSIVE)
+ * checkpoint itself, between two of its own writes, where nothing can
+ * arrive behind it: the copy completes and the next write restarts the
+ * WAL. Most of the frames are copied already by then, so the stall is
+ * short. */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 {
     cad_store_t *st = arg;
-    (void)db;
-    (void)name;
-    if (pages >= CHECKPOINT_PAGES)
+    if (pages >= CHECKPOINT_INLINE_PAGES)
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    else if (pages >= CHECKPOINT_PAGES)
         cad_store_checkpoint_request(st->checkpoint);
     return SQLITE_OK;
 }
