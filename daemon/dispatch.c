@@ -149,13 +149,6 @@ struct cad_dispatch {
     uint64_t reserve_retry_at;
 };
 
-/* Whole seconds from the clock cad_ms_until reads, so that a due second
- * the timer woke for has begun here too. */
-static cad_time_t wall_now(void)
-{
-    return cad_wall_now();
-}
-
 static void crash_step(cad_dispatch_t *d, const char *what)
 {
     if (d->crash_at <= 0)
@@ -231,7 +224,7 @@ static void chan_configure(cad_dispatch_t *d, chan_t *ch, const cad_channel_t *p
     if (reset_circuit) {
         cad_circuit_init(&ch->circuit, cc->circuit_threshold, interval,
                          interval * CIRCUIT_MAX_FACTOR, now_ms);
-        ch->circuit_since = wall_now();
+        ch->circuit_since = cad_wall_now();
     } else {
         ch->circuit.threshold = cc->circuit_threshold;
         ch->circuit.base_interval_ms = interval;
@@ -390,7 +383,7 @@ static pending_t *pending_add(cad_dispatch_t *d, enum record_kind kind, const at
     p->customer_key = a->customer_key;
     p->contact_key = a->contact_key;
     p->maybe_received = a->maybe_received;
-    p->ended_at = wall_now();
+    p->ended_at = cad_wall_now();
     p->ch = a->ch;
     return p;
 }
@@ -495,7 +488,7 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
     d->in_flight--;
     crash_step(d, "outcome received");
     int64_t now_ms = (int64_t)uv_now(d->loop);
-    cad_time_t now = wall_now();
+    cad_time_t now = cad_wall_now();
     switch (o->kind) {
     case CAD_OUTCOME_DELIVERED: {
         if (a->took_probe || ch->circuit.state != CAD_CIRCUIT_CLOSED) {
@@ -576,7 +569,7 @@ static const cad_rule_t *find_rule(const cad_playbook_t *pb, const char *name)
 static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_t *wake_ms)
 {
     chan_t *ch = a->ch;
-    cad_time_t now = wall_now();
+    cad_time_t now = cad_wall_now();
     /* Due times are whole seconds: sending in the expiry second itself could
      * reach the provider a moment after it ended. A touch is sendable while
      * now < expires_at. */
@@ -764,7 +757,7 @@ static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wa
             return 0;
         if (ch->circuit.state == CAD_CIRCUIT_HALF_OPEN)
             cad_log_notice("dispatch: circuit half-open, sending one probe channel=%s", ch->name);
-        ch->circuit_since = wall_now();
+        ch->circuit_since = cad_wall_now();
         *probe = true;
         room = 1;
     }
@@ -992,7 +985,7 @@ static void pump(cad_dispatch_t *d)
     if (d->closing)
         return;
     int64_t now_ms = (int64_t)uv_now(d->loop);
-    cad_time_t now = wall_now();
+    cad_time_t now = cad_wall_now();
     int64_t wake_ms = MAX_SLEEP_MS;
     char err[CAD_ERRBUF];
 

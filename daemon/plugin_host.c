@@ -345,7 +345,7 @@ static const char *api_header(const cad_plugin_response_t *resp, const char *nam
 
 static int64_t api_now(void)
 {
-    return (int64_t)time(NULL);
+    return (int64_t)cad_wall_now();
 }
 
 static int64_t api_retry_after(const cad_plugin_response_t *resp)

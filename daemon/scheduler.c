@@ -53,11 +53,6 @@ struct cad_scheduler {
     void *on_decided_arg;
 };
 
-static cad_time_t wall_clock(void)
-{
-    return cad_wall_now();
-}
-
 static void on_load(int64_t key, cad_time_t next_eval, void *arg)
 {
     cad_scheduler_t *s = arg;
@@ -87,7 +82,7 @@ int cad_scheduler_new(uv_loop_t *loop, cad_store_t *store, const cad_config_t *c
     s->loop = loop;
     s->store = store;
     s->cfg = cfg;
-    s->clock_fn = clock_fn ? clock_fn : wall_clock;
+    s->clock_fn = clock_fn ? clock_fn : cad_wall_now;
     cad_calendar_init(&s->cal);
     s->batch_cap = cfg->batch_size ? cfg->batch_size : 1000;
     s->batch_keys = calloc(s->batch_cap, sizeof(*s->batch_keys));
@@ -127,7 +122,7 @@ static int64_t delay_ms(const cad_scheduler_t *s, cad_time_t when, cad_time_t no
 {
     if (when - now > CAD_SCHEDULER_MAX_SLEEP_MS / 1000)
         return CAD_SCHEDULER_MAX_SLEEP_MS; /* also keeps CAD_TIME_NEVER from overflowing */
-    if (s->clock_fn != wall_clock)
+    if (s->clock_fn != cad_wall_now)
         return (when - now) * 1000;
     int64_t ms = cad_ms_until(when);
     return ms > 0 ? ms : 1;
