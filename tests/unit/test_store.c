@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -997,6 +998,42 @@ static void test_store_checkpoints_run_on_their_own_thread(void **state)
     cad_store_close(ro);
 }
 
+/* Under commits that follow each other without a pause the checkpoint
+ * thread never finishes a full copy (frames keep arriving while it copies),
+ * and the WAL restarts only after one: past 16,000 WAL pages the
+ * committing thread checkpoints too, so the WAL file stays near 64 MiB
+ * however much is written. 160 MiB of names go in here, 0.5 MiB a commit. */
+static void test_store_wal_stays_bounded_under_back_to_back_commits(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    static char name[1001];
+    memset(name, 'w', sizeof name - 1);
+    char wal[sizeof f->path + 8];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    off_t largest = 0;
+    for (int batch = 0; batch < 320; batch++) {
+        assert_int_equal(cad_store_batch_begin(f->st, f->err), 0);
+        for (int i = 0; i < 500; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "w%d-%d", batch, i);
+            cad_customer_input_t in = {
+                .id = id, .name = name, .timezone = "UTC", .stage = "active", .segment = "default"};
+            int64_t key;
+            if (cad_store_customer_upsert(f->st, &in, T0, &key, f->err) != 0)
+                fail_msg("customer %s: %s", id, f->err);
+        }
+        assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
+        struct stat sb;
+        if (stat(wal, &sb) == 0 && sb.st_size > largest)
+            largest = sb.st_size;
+    }
+    /* 16,000 pages of 4 KiB, plus the commit that crossed the line. */
+    if (largest > (off_t)80 * 1024 * 1024)
+        fail_msg("the WAL grew to %lld bytes", (long long)largest);
+    assert_true(largest > 0);
+}
+
 static void test_store_readonly_refuses_writes(void **state)
 {
     fixture_t *f = *state;
@@ -1392,6 +1429,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_checkpoints_run_on_their_own_thread, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_store_wal_stays_bounded_under_back_to_back_commits,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_open_copy_writes_only_to_memory, setup,
                                         teardown),
