@@ -274,8 +274,8 @@ enum stmt_id {
     " t.attempt, t.decided_at, t.due_at, t.expires_at, t.customer_key,"                            \
     " COALESCE(t.contact_key, 0), t.updated_at"
 #define OUTBOX_JOINS                                                                               \
-    " JOIN customers cu ON cu.key = t.customer_key LEFT JOIN contacts co ON co.key = "             \
-    "t.contact_key"
+    " JOIN customers cu ON cu.key = t.customer_key"                                                \
+    " LEFT JOIN contacts co ON co.key = t.contact_key"
 #define OUTBOX_SELECT OUTBOX_COLUMNS " FROM touches t" OUTBOX_JOINS
 /* The same, reading touches through the named index (the planner has no
  * statistics and would otherwise sort the whole backlog). */
@@ -395,10 +395,11 @@ static const char *const stmt_sql[S_COUNT] = {
                                  " MAX(maybe_delivered_at, ?2) WHERE key = ?1",
     [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
                           " 'retry_wait')",
-    [S_OUTBOX_DUE_CHANNEL] =
-        OUTBOX_SELECT_FROM("touches_pending_due") " WHERE t.state IN ('queued', 'retry_wait') AND "
-                                                  "t.channel = ?3 AND t.due_at <= ?1"
-                                                  " ORDER BY t.due_at, t.key LIMIT ?2",
+    // clang-format off
+    [S_OUTBOX_DUE_CHANNEL] = OUTBOX_SELECT_FROM("touches_pending_due")
+        " WHERE t.state IN ('queued', 'retry_wait') AND t.channel = ?3 AND t.due_at <= ?1"
+        " ORDER BY t.due_at, t.key LIMIT ?2",
+    // clang-format on
     [S_OUTBOX_NEXT_DUE_CHANNEL] = "SELECT MIN(due_at) FROM touches INDEXED BY touches_pending_due"
                                   " WHERE state IN ('queued', 'retry_wait') AND channel = ?1",
     [S_OUTBOX_RELEASE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2,"
