@@ -950,6 +950,22 @@ static void test_store_disk_full_rolls_back_whole_write(void **state)
     assert_int_equal(cad_store_limit_size(f->st, -1, f->err), -CAD_EINVAL);
 }
 
+/* Adds 500 customers "b<batch>-<i>" named `name` in one batch commit. */
+static void commit_named_customers(fixture_t *f, int batch, const char *name)
+{
+    assert_int_equal(cad_store_batch_begin(f->st, f->err), 0);
+    for (int i = 0; i < 500; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "b%d-%d", batch, i);
+        cad_customer_input_t in = {
+            .id = id, .name = name, .timezone = "UTC", .stage = "active", .segment = "default"};
+        int64_t key;
+        if (cad_store_customer_upsert(f->st, &in, T0, &key, f->err) != 0)
+            fail_msg("customer %s: %s", id, f->err);
+    }
+    assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
+}
+
 /* The WAL is copied back into the database by the store's own thread, not
  * inside the loop's commits: after a few megabytes of commits the thread
  * has run and copied frames; everything written is there after reopening,
@@ -961,19 +977,8 @@ static void test_store_checkpoints_run_on_their_own_thread(void **state)
     char name[220];
     memset(name, 'n', sizeof name - 1);
     name[sizeof name - 1] = '\0';
-    for (int batch = 0; batch < 40; batch++) {
-        assert_int_equal(cad_store_batch_begin(f->st, f->err), 0);
-        for (int i = 0; i < 500; i++) {
-            char id[32];
-            snprintf(id, sizeof id, "c%d-%d", batch, i);
-            cad_customer_input_t in = {
-                .id = id, .name = name, .timezone = "UTC", .stage = "active", .segment = "default"};
-            int64_t key;
-            if (cad_store_customer_upsert(f->st, &in, T0, &key, f->err) != 0)
-                fail_msg("customer %s: %s", id, f->err);
-        }
-        assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
-    }
+    for (int batch = 0; batch < 40; batch++)
+        commit_named_customers(f, batch, name);
     int64_t runs = 0, frames = 0, failed = 0;
     for (int wait = 0; wait < 1000 && frames == 0; wait++) {
         cad_store_checkpoint_counts(f->st, &runs, &frames, &failed);
@@ -1013,17 +1018,7 @@ static void test_store_wal_stays_bounded_under_back_to_back_commits(void **state
     snprintf(wal, sizeof wal, "%s-wal", f->path);
     off_t largest = 0;
     for (int batch = 0; batch < 320; batch++) {
-        assert_int_equal(cad_store_batch_begin(f->st, f->err), 0);
-        for (int i = 0; i < 500; i++) {
-            char id[32];
-            snprintf(id, sizeof id, "w%d-%d", batch, i);
-            cad_customer_input_t in = {
-                .id = id, .name = name, .timezone = "UTC", .stage = "active", .segment = "default"};
-            int64_t key;
-            if (cad_store_customer_upsert(f->st, &in, T0, &key, f->err) != 0)
-                fail_msg("customer %s: %s", id, f->err);
-        }
-        assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
+        commit_named_customers(f, batch, name);
         struct stat sb;
         if (stat(wal, &sb) == 0 && sb.st_size > largest)
             largest = sb.st_size;
