@@ -10,8 +10,12 @@
  * the last response's headers, a body bounded by CAD_PLUGIN_BODY_MAX) is
  * collected for the completion callback.
  *
- * Threading: loop thread only. Completion callbacks run from the loop, never
- * from inside a libcurl callback, and may start new transfers.
+ * Threading: the owner calls every function from the thread of the loop it
+ * passed to cad_transport_new, and completion callbacks run there, from the
+ * loop, never from inside a libcurl callback; they may start new transfers.
+ * libcurl itself runs on a thread of the transport's own (transport.c), so
+ * callbacks a plugin sets on the easy handle (an upload's read function)
+ * run on that thread and may touch only the transfer's own data.
  */
 #ifndef CADENCE_TRANSPORT_H
 #define CADENCE_TRANSPORT_H
