@@ -37,6 +37,7 @@
 
 #include "log.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,6 +516,7 @@ static void worker_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_setname_np(pthread_self(), "cad-transfers"); /* as ps -L and top -H show it */
     uv_run(&t->wloop, UV_RUN_DEFAULT);
     uv_loop_close(&t->wloop);
     uv_mutex_lock(&t->mu);

@@ -19,8 +19,9 @@
 #include <cadence/channel.h>
 
 #include <jansson.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@ typedef struct webhook {
     size_t key_len;
     int64_t timeout;
     char *event_type;
+    EVP_MAC *hmac;          /* fetched once: a fetch per signature costs more than the MAC */
+    EVP_MAC_CTX *signer;    /* HMAC-SHA256 keyed with `key`; re-initialised per signature */
 } webhook_t;
 
 static void iso_time(int64_t t, char *buf, size_t size)
@@ -70,6 +73,40 @@ static char *build_body(const webhook_t *w, const cad_plugin_touch_t *t, int64_t
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(doc);
     return text;
+}
+
+/* HMAC-SHA256 of "{id}.{ts}.{body}" with the instance's key, fed in pieces
+ * to the context keyed at init (a NULL key re-initialises it with its key). */
+static bool sign(webhook_t *w, const char *id, const char *ts, const char *body, size_t body_len,
+                 unsigned char *mac, size_t *mac_len)
+{
+    return EVP_MAC_init(w->signer, NULL, 0, NULL) &&
+           EVP_MAC_update(w->signer, (const unsigned char *)id, strlen(id)) &&
+           EVP_MAC_update(w->signer, (const unsigned char *)".", 1) &&
+           EVP_MAC_update(w->signer, (const unsigned char *)ts, strlen(ts)) &&
+           EVP_MAC_update(w->signer, (const unsigned char *)".", 1) &&
+           EVP_MAC_update(w->signer, (const unsigned char *)body, body_len) &&
+           EVP_MAC_final(w->signer, mac, mac_len, EVP_MAX_MD_SIZE);
+}
+
+/* Creates the instance's HMAC-SHA256 context keyed with w->key. */
+static bool signer_new(webhook_t *w)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    w->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    w->signer = w->hmac ? EVP_MAC_CTX_new(w->hmac) : NULL;
+    return w->signer && EVP_MAC_init(w->signer, w->key, w->key_len, params);
+}
+
+static void signer_free(webhook_t *w)
+{
+    EVP_MAC_CTX_free(w->signer);
+    EVP_MAC_free(w->hmac);
+    w->signer = NULL;
+    w->hmac = NULL;
 }
 
 static bool header_safe(const char *s)
@@ -109,25 +146,9 @@ static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plug
     /* signature over "{id}.{timestamp}.{body}" */
     char ts[32];
     snprintf(ts, sizeof ts, "%lld", (long long)now);
-    size_t id_len = strlen(id), ts_len = strlen(ts);
-    size_t msg_len = id_len + 1 + ts_len + 1 + body_len;
-    unsigned char *msg = malloc(msg_len);
-    if (!msg) {
-        out->kind = CAD_OUTCOME_RETRY;
-        snprintf(out->reason, sizeof out->reason, "out of memory signing touch %lld",
-                 (long long)t->touch_id);
-        return -1;
-    }
-    memcpy(msg, id, id_len);
-    msg[id_len] = '.';
-    memcpy(msg + id_len + 1, ts, ts_len);
-    msg[id_len + 1 + ts_len] = '.';
-    memcpy(msg + id_len + ts_len + 2, body, body_len);
     unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    unsigned char *ok = HMAC(EVP_sha256(), w->key, (int)w->key_len, msg, msg_len, mac, &mac_len);
-    free(msg);
-    if (!ok) {
+    size_t mac_len = 0;
+    if (!sign(w, id, ts, body, body_len, mac, &mac_len)) {
         out->kind = CAD_OUTCOME_RETRY;
         snprintf(out->reason, sizeof out->reason, "HMAC-SHA256 failed signing touch %lld",
                  (long long)t->touch_id);
@@ -298,6 +319,10 @@ static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void
     api->free_secret(secret, len);
     if (rc < 0)
         goto fail;
+    if (!signer_new(w)) {
+        snprintf(err, err_size, "OpenSSL cannot provide HMAC-SHA256");
+        goto fail;
+    }
     /* only scheme and host: paths and queries of webhook URLs often carry tokens */
     const char *host = strstr(url, "://") + 3;
     int origin_len = (int)(strcspn(host, "/?#") + (size_t)(host - url));
@@ -305,6 +330,8 @@ static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void
     *instance = w;
     return 0;
 fail:
+    signer_free(w);
+    OPENSSL_cleanse(w->key, sizeof w->key);
     free(w->url);
     free(w->event_type);
     free(w);
@@ -314,6 +341,7 @@ fail:
 static void webhook_shutdown(void *instance)
 {
     webhook_t *w = instance;
+    signer_free(w);
     OPENSSL_cleanse(w->key, sizeof w->key);
     free(w->url);
     free(w->event_type);
