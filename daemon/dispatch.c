@@ -730,12 +730,21 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
 
 /* How many touches channel `ch` may claim now; sets *wake_ms when it must
  * wait for a token or the circuit. *probe: the circuit is half-open. */
+/* Touches a channel may hold claimed at once: twice its concurrency. As
+ * many as the concurrency are on the wire; the rest wait in the transport's
+ * lane, so its thread starts the next one the moment a transfer finishes,
+ * while this thread commits outcomes and claims the next batch. */
+static int claim_limit(const chan_t *ch)
+{
+    return 2 * (int)(ch->cc.concurrency ? ch->cc.concurrency : 1);
+}
+
 static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wake_ms, bool *probe)
 {
     *probe = false;
     if (ch->index < 0 || !d->host || !cad_plugin_host_ready(d->host, ch->index))
         return 0;
-    int room = (int)(ch->cc.concurrency ? ch->cc.concurrency : 1) - ch->in_flight;
+    int room = claim_limit(ch) - ch->in_flight;
     int global_room =
         (int)(d->cfg->dispatch_concurrency ? d->cfg->dispatch_concurrency : 1024) - d->in_flight;
     if (global_room < room)
@@ -964,7 +973,7 @@ static void send_waiting(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t 
     int n = ch->n_waiting;
     while (n-- > 0 && ch->wait_head) {
         if (!d->stopping && ch->index >= 0 &&
-            ch->in_flight >= (int)(ch->cc.concurrency ? ch->cc.concurrency : 1))
+            ch->in_flight >= claim_limit(ch))
             return;
         attempt_t *a = ch->wait_head;
         ch->wait_head = a->next;
@@ -1103,7 +1112,7 @@ rearm_idle:
         chan_t *ch = d->by_index[c];
         if (ch->index < 0 || !d->host || !cad_plugin_host_ready(d->host, c))
             continue;
-        if (ch->in_flight >= (int)(ch->cc.concurrency ? ch->cc.concurrency : 1))
+        if (ch->in_flight >= claim_limit(ch))
             continue; /* an outcome will pump */
         if (cad_circuit_wait_ms(&ch->circuit, now_ms) != 0)
             continue; /* wake_ms covers it */

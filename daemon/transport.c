@@ -10,28 +10,31 @@
  * timer callback arms one uv_timer_t, and curl_multi_socket_action is only
  * ever called from those libuv callbacks, never re-entrantly.
  *
- * The two sides meet in two lists under one mutex. A transfer whose lane
- * has room goes into `inbox` and the worker is woken with uv_async_send;
- * it adds the easy handle to the multi handle. A finished transfer is
- * removed from the multi handle by the worker, put into `outbox`, and the
- * owner is woken the same way; the owner reads the response code, runs the
- * completion callback (which may start more transfers) and frees the
- * transfer. A transfer belongs to one side at a time, so its easy handle
- * and response buffers are never touched by both threads at once; the
- * mutex orders each hand-over. So libcurl's work and the kernel's loopback
- * TCP run beside the daemon's own work (decisions, SQLite, plugins) instead
- * of taking turns with it on one core.
+ * The two sides meet in two lists under one mutex. A started transfer goes
+ * into `inbox` and the worker is woken with uv_async_send; the worker owns
+ * the lanes: each lane's FIFO and its count of transfers in the multi
+ * handle, so it starts a queued transfer the moment one of the same lane
+ * finishes, whatever the owner's thread is doing (an fsync, a batch of
+ * decisions). A finished transfer is removed from the multi handle by the
+ * worker, put into `outbox`, and the owner is woken the same way; the owner
+ * reads the response code, runs the completion callback (which may start
+ * more transfers) and resets the transfer for reuse. A transfer belongs to
+ * one side at a time, so its easy handle and response buffers are never
+ * touched by both threads at once; the mutex orders each hand-over. So
+ * libcurl's work and the kernel's loopback TCP run beside the daemon's own
+ * work (decisions, SQLite, plugins) instead of taking turns with it.
  *
  * The response is collected by our own write and header callbacks, on the
  * worker: headers of the last response only (a 100 Continue or a proxy's
  * reply is dropped when the next status line arrives), the body up to
  * CAD_PLUGIN_BODY_MAX bytes.
  *
- * Closing is bounded: queued transfers are cancelled at once, in-flight ones
- * get a grace period, then the worker removes them from the multi handle and
- * hands them back as cancelled. Once nothing is in flight the worker cleans
- * up libcurl, closes its handles and ends; the owner joins it, closes its
- * own handles, and the last close callback frees the transport.
+ * Closing is bounded: the worker hands queued transfers back as cancelled
+ * at once; in-flight ones get a grace period, then the worker removes them
+ * from the multi handle and hands them back as cancelled. Once the owner has
+ * every transfer back, the worker cleans up libcurl, closes its handles and
+ * ends; the owner joins it, closes its own handles, and the last close
+ * callback frees the transport.
  */
 #include "transport.h"
 
@@ -46,12 +49,18 @@
 #define HEADERS_MAX            (64 * 1024)
 #define CONNECT_TIMEOUT_MAX_MS 10000
 
+/* The owner's record of a lane: its name (for messages) and limit. */
 typedef struct lane {
     char name[64];
     uint32_t concurrency;
+} lane_t;
+
+/* The worker's state of a lane. */
+typedef struct wlane {
+    uint32_t concurrency;
     uint32_t in_flight;
     cad_transfer_t *queue_head, *queue_tail;
-} lane_t;
+} wlane_t;
 
 /* A singly linked FIFO of transfers. */
 typedef struct xfer_list {
@@ -65,18 +74,24 @@ struct cad_transport {
     uv_timer_t grace_timer; /* closing: cancels what is still running */
     lane_t *lanes;
     int n_lanes;
-    cad_transport_stats_t stats;
+    int64_t started, completed, failed;
+    int outstanding; /* started, not yet back from the worker */
     bool closing, stop_sent, joined;
-    int open_handles; /* owner handles not yet closed */
+    int open_handles;      /* owner handles not yet closed */
+    cad_transfer_t *spare; /* finished transfers kept for reuse, easy handles reset */
+    int n_spare;
     void (*closed)(void *arg);
     void *closed_arg;
 
     /* shared, under `mu` */
     uv_mutex_t mu;
-    xfer_list_t inbox;  /* owner -> worker: add to the multi handle */
-    xfer_list_t outbox; /* worker -> owner: finished */
-    long max_connects;  /* CURLMOPT_MAXCONNECTS wanted; applied by the worker */
-    bool cancel_requested, stop_requested, worker_ended;
+    xfer_list_t inbox;     /* owner -> worker: started */
+    xfer_list_t outbox;    /* worker -> owner: finished */
+    uint32_t *lane_limits; /* concurrency of every lane added so far */
+    int n_lane_limits;
+    long max_connects; /* CURLMOPT_MAXCONNECTS wanted; applied by the worker */
+    bool cancel_queued, cancel_running, stop_requested, worker_ended;
+    int shown_queued, shown_in_flight; /* the worker's counts, for cad_transport_stats */
 
     /* worker side: only the worker thread touches these once it runs */
     uv_thread_t thread;
@@ -84,7 +99,11 @@ struct cad_transport {
     uv_async_t work_async; /* the owner handed transfers over, or asks to cancel/stop */
     uv_timer_t timer;      /* libcurl's timeout */
     CURLM *multi;
+    wlane_t *wlanes;
+    int n_wlanes;
     cad_transfer_t *active; /* doubly linked list of transfers in the multi handle */
+    int queued, in_flight;
+    bool refusing; /* closing: every transfer that arrives or waits is cancelled */
     long applied_connects;
 };
 
@@ -94,7 +113,7 @@ struct cad_transfer {
     CURL *easy;
     cad_transfer_done_cb cb;
     void *arg;
-    cad_transfer_t *next, *prev; /* one list at a time: lane queue, inbox, active, outbox */
+    cad_transfer_t *next, *prev; /* one list at a time: inbox, lane queue, active, outbox */
     CURLcode result;             /* set by the worker when it hands the transfer back */
     const char *failure;         /* static text replacing curl's error, or NULL */
     char errbuf[CURL_ERROR_SIZE];
@@ -187,15 +206,59 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /* ---- transfers (owner) -------------------------------------------------------- */
 
+/* Most finished transfers kept for reuse: one per transfer that may run at
+ * once, like the connection cache. */
+static int spare_max(const cad_transport_t *t)
+{
+    int n = 0;
+    for (int i = 0; i < t->n_lanes; i++)
+        n += (int)t->lanes[i].concurrency;
+    return n;
+}
+
+/* A transfer with a fresh easy handle: a spare one (its handle reset to
+ * libcurl's defaults, its response buffers kept) or a new one. */
+static cad_transfer_t *transfer_get(cad_transport_t *t)
+{
+    cad_transfer_t *x = t->spare;
+    if (x) {
+        t->spare = x->next;
+        t->n_spare--;
+        CURL *easy = x->easy;
+        char *body = x->body, *headers = x->headers;
+        size_t body_cap = x->body_cap, headers_cap = x->headers_cap;
+        memset(x, 0, sizeof *x);
+        x->easy = easy;
+        x->body = body;
+        x->body_cap = body_cap;
+        x->headers = headers;
+        x->headers_cap = headers_cap;
+        return x;
+    }
+    x = calloc(1, sizeof *x);
+    if (x && !(x->easy = curl_easy_init())) {
+        free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+static void transfer_destroy(cad_transfer_t *x)
+{
+    curl_easy_cleanup(x->easy);
+    free(x->body);
+    free(x->headers);
+    free(x);
+}
+
 cad_transfer_t *cad_transfer_new(cad_transport_t *t, int lane, int64_t timeout_ms, char *err)
 {
     if (lane < 0 || lane >= t->n_lanes) {
         cad_fail(err, CAD_EINVAL, "transport: no lane %d (%d lanes)", lane, t->n_lanes);
         return NULL;
     }
-    cad_transfer_t *x = calloc(1, sizeof *x);
-    if (!x || !(x->easy = curl_easy_init())) {
-        free(x);
+    cad_transfer_t *x = transfer_get(t);
+    if (!x) {
         cad_fail(err, CAD_ENOMEM, "transport: out of memory creating a transfer");
         return NULL;
     }
@@ -230,15 +293,32 @@ void cad_transfer_free(cad_transfer_t *x)
 {
     if (!x)
         return;
-    if (x->easy)
-        curl_easy_cleanup(x->easy);
-    free(x->body);
-    free(x->headers);
-    free(x);
+    cad_transport_t *t = x->t;
+    if (t->closing || t->n_spare >= spare_max(t)) {
+        transfer_destroy(x);
+        return;
+    }
+    /* Back to libcurl's defaults: nothing of this request (URL, headers,
+     * body, the plugin's callbacks) survives; connections stay in the
+     * multi handle's cache. */
+    curl_easy_reset(x->easy);
+    x->next = t->spare;
+    t->spare = x;
+    t->n_spare++;
 }
 
-/* Runs the completion callback of a transfer back from the worker (or never
- * handed to it) and frees the transfer. */
+static void spares_free(cad_transport_t *t)
+{
+    while (t->spare) {
+        cad_transfer_t *x = t->spare;
+        t->spare = x->next;
+        transfer_destroy(x);
+    }
+    t->n_spare = 0;
+}
+
+/* Runs the completion callback of a transfer the worker handed back and
+ * keeps the transfer for reuse (or frees it). */
 static void complete(cad_transfer_t *x)
 {
     cad_transport_t *t = x->t;
@@ -253,15 +333,15 @@ static void complete(cad_transfer_t *x)
         .result = result,
         .error = error,
         .code = code,
-        .headers = x->headers ? x->headers : "",
+        .headers = x->headers_len ? x->headers : "", /* a reused buffer may hold old text */
         .headers_len = x->headers_len,
-        .body = x->body ? x->body : "",
+        .body = x->body_len ? x->body : "",
         .body_len = x->body_len,
         .body_truncated = x->body_truncated,
     };
-    t->stats.completed++;
+    t->completed++;
     if (result != CURLE_OK)
-        t->stats.failed++;
+        t->failed++;
     if (x->cb)
         x->cb(x, &resp, x->arg);
     cad_transfer_free(x);
@@ -277,37 +357,20 @@ static void cancelled(cad_transfer_t *x)
  * when closing, until the worker has ended. */
 static void update_ref(cad_transport_t *t)
 {
-    if (t->stats.in_flight > 0 || (t->closing && !t->joined))
+    if (t->outstanding > 0 || (t->closing && !t->joined))
         uv_ref((uv_handle_t *)&t->done_async);
     else
         uv_unref((uv_handle_t *)&t->done_async);
 }
 
-/* Hands a transfer to the worker. */
-static void hand_over(cad_transport_t *t, cad_transfer_t *x)
+/* Asks the worker, under the mutex, to cancel or stop; `flag` is one of the
+ * shared request flags. */
+static void ask_worker(cad_transport_t *t, bool *flag)
 {
-    t->lanes[x->lane].in_flight++;
-    t->stats.in_flight++;
-    update_ref(t);
     uv_mutex_lock(&t->mu);
-    list_push(&t->inbox, x);
+    *flag = true;
     uv_mutex_unlock(&t->mu);
     uv_async_send(&t->work_async);
-}
-
-/* Hands queued transfers of a lane to the worker while the lane has room. */
-static void pump_lane(cad_transport_t *t, int lane)
-{
-    lane_t *l = &t->lanes[lane];
-    while (!t->closing && l->queue_head && l->in_flight < l->concurrency) {
-        cad_transfer_t *x = l->queue_head;
-        l->queue_head = x->next;
-        if (!l->queue_head)
-            l->queue_tail = NULL;
-        x->next = NULL;
-        t->stats.queued--;
-        hand_over(t, x);
-    }
 }
 
 int cad_transport_start(cad_transport_t *t, cad_transfer_t *x, cad_transfer_done_cb cb, void *arg,
@@ -319,23 +382,17 @@ int cad_transport_start(cad_transport_t *t, cad_transfer_t *x, cad_transfer_done
     }
     x->cb = cb;
     x->arg = arg;
-    t->stats.started++;
-    lane_t *l = &t->lanes[x->lane];
-    if (l->in_flight < l->concurrency) {
-        hand_over(t, x);
-    } else {
-        x->next = NULL;
-        if (l->queue_tail)
-            l->queue_tail->next = x;
-        else
-            l->queue_head = x;
-        l->queue_tail = x;
-        t->stats.queued++;
-    }
+    t->started++;
+    t->outstanding++;
+    update_ref(t);
+    uv_mutex_lock(&t->mu);
+    list_push(&t->inbox, x);
+    uv_mutex_unlock(&t->mu);
+    uv_async_send(&t->work_async);
     return 0;
 }
 
-/* ---- the worker: libuv <-> libcurl ----------------------------------------- */
+/* ---- the worker: lanes, libuv <-> libcurl ------------------------------------ */
 
 static void unlink_active(cad_transport_t *t, cad_transfer_t *x)
 {
@@ -348,15 +405,44 @@ static void unlink_active(cad_transport_t *t, cad_transfer_t *x)
     x->next = x->prev = NULL;
 }
 
-/* Gives finished transfers back to the owner and wakes it. */
+/* Gives finished transfers back to the owner (waking it when there are any)
+ * and shows the worker's counts. */
 static void hand_back(cad_transport_t *t, xfer_list_t *done)
 {
-    if (!done->head)
-        return;
+    bool wake = done->head != NULL;
     uv_mutex_lock(&t->mu);
     list_append(&t->outbox, done);
+    t->shown_queued = t->queued;
+    t->shown_in_flight = t->in_flight;
     uv_mutex_unlock(&t->mu);
-    uv_async_send(&t->done_async);
+    if (wake)
+        uv_async_send(&t->done_async);
+}
+
+/* Adds queued transfers of a lane to the multi handle while it has room. */
+static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
+{
+    while (!t->refusing && l->queue_head && l->in_flight < l->concurrency) {
+        cad_transfer_t *x = l->queue_head;
+        l->queue_head = x->next;
+        if (!l->queue_head)
+            l->queue_tail = NULL;
+        t->queued--;
+        x->next = x->prev = NULL;
+        CURLMcode mc = curl_multi_add_handle(t->multi, x->easy);
+        if (mc != CURLM_OK) {
+            x->result = CURLE_FAILED_INIT;
+            x->failure = curl_multi_strerror(mc); /* static text */
+            list_push(done, x);
+            continue;
+        }
+        l->in_flight++;
+        t->in_flight++;
+        x->next = t->active;
+        if (t->active)
+            t->active->prev = x;
+        t->active = x;
+    }
 }
 
 static void check_done(cad_transport_t *t)
@@ -373,8 +459,12 @@ static void check_done(cad_transport_t *t)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
         curl_multi_remove_handle(t->multi, easy);
         unlink_active(t, x);
+        wlane_t *l = &t->wlanes[x->lane];
+        l->in_flight--;
+        t->in_flight--;
         x->result = result;
         list_push(&done, x);
+        pump_lane(t, l, &done);
     }
     hand_back(t, &done);
 }
@@ -454,15 +544,52 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* Takes the lanes added since the last look (called under the mutex). */
+static void sync_lanes(cad_transport_t *t)
+{
+    if (t->n_lane_limits > t->n_wlanes) {
+        wlane_t *w = realloc(t->wlanes, (size_t)t->n_lane_limits * sizeof *w);
+        if (!w)
+            return; /* tried again at the next wake-up; transfers wait in the inbox */
+        memset(w + t->n_wlanes, 0, (size_t)(t->n_lane_limits - t->n_wlanes) * sizeof *w);
+        t->wlanes = w;
+        t->n_wlanes = t->n_lane_limits;
+    }
+    for (int i = 0; i < t->n_wlanes; i++)
+        t->wlanes[i].concurrency = t->lane_limits[i];
+}
+
+/* Cancels every transfer waiting in a lane. */
+static void cancel_queued(cad_transport_t *t, xfer_list_t *done)
+{
+    for (int i = 0; i < t->n_wlanes; i++) {
+        wlane_t *l = &t->wlanes[i];
+        while (l->queue_head) {
+            cad_transfer_t *x = l->queue_head;
+            l->queue_head = x->next;
+            t->queued--;
+            cancelled(x);
+            list_push(done, x);
+        }
+        l->queue_tail = NULL;
+    }
+}
+
 /* The owner handed transfers over, or asks to cancel or to stop. */
 static void on_work(uv_async_t *h)
 {
     cad_transport_t *t = h->data;
     uv_mutex_lock(&t->mu);
-    xfer_list_t in = t->inbox;
-    t->inbox.head = t->inbox.tail = NULL;
-    bool cancel = t->cancel_requested, stop = t->stop_requested;
-    t->cancel_requested = false;
+    sync_lanes(t);
+    xfer_list_t in = {NULL, NULL};
+    if (t->n_wlanes == t->n_lane_limits) {
+        in = t->inbox;
+        t->inbox.head = t->inbox.tail = NULL;
+    }
+    if (t->cancel_queued)
+        t->refusing = true;
+    bool cancel_running = t->cancel_running, stop = t->stop_requested;
+    t->cancel_running = false;
     long connects = t->max_connects;
     uv_mutex_unlock(&t->mu);
 
@@ -470,38 +597,36 @@ static void on_work(uv_async_t *h)
         curl_multi_setopt(t->multi, CURLMOPT_MAXCONNECTS, connects);
         t->applied_connects = connects;
     }
-    xfer_list_t refused = {NULL, NULL};
     for (cad_transfer_t *x = in.head, *next; x; x = next) {
         next = x->next;
-        x->next = x->prev = NULL;
-        if (cancel) {
-            cancelled(x);
-            list_push(&refused, x);
-            continue;
-        }
-        CURLMcode mc = curl_multi_add_handle(t->multi, x->easy);
-        if (mc != CURLM_OK) {
-            x->result = CURLE_FAILED_INIT;
-            x->failure = curl_multi_strerror(mc); /* static text */
-            list_push(&refused, x);
-            continue;
-        }
-        x->next = t->active;
-        if (t->active)
-            t->active->prev = x;
-        t->active = x;
+        wlane_t *l = &t->wlanes[x->lane];
+        x->next = NULL;
+        if (l->queue_tail)
+            l->queue_tail->next = x;
+        else
+            l->queue_head = x;
+        l->queue_tail = x;
+        t->queued++;
     }
-    while (cancel && t->active) {
+    xfer_list_t done = {NULL, NULL};
+    if (t->refusing)
+        cancel_queued(t, &done);
+    for (int i = 0; i < t->n_wlanes; i++)
+        pump_lane(t, &t->wlanes[i], &done);
+    while (cancel_running && t->active) {
         cad_transfer_t *x = t->active;
         curl_multi_remove_handle(t->multi, x->easy);
         unlink_active(t, x);
+        t->wlanes[x->lane].in_flight--;
+        t->in_flight--;
         cancelled(x);
-        list_push(&refused, x);
+        list_push(&done, x);
     }
-    hand_back(t, &refused);
+    hand_back(t, &done);
     if (stop) {
-        /* Nothing is in flight (the owner stops only then). Cleaning up may
-         * report CURL_POLL_REMOVE for cached connections, closing their polls. */
+        /* The owner has every transfer back (it stops only then). Cleaning
+         * up may report CURL_POLL_REMOVE for cached connections, closing
+         * their polls. */
         curl_multi_cleanup(t->multi);
         t->multi = NULL;
         uv_close((uv_handle_t *)&t->timer, NULL);
@@ -519,6 +644,8 @@ static void worker_main(void *arg)
     pthread_setname_np(pthread_self(), "cad-transfers"); /* as ps -L and top -H show it */
     uv_run(&t->wloop, UV_RUN_DEFAULT);
     uv_loop_close(&t->wloop);
+    free(t->wlanes);
+    t->wlanes = NULL;
     uv_mutex_lock(&t->mu);
     t->worker_ended = true;
     uv_mutex_unlock(&t->mu);
@@ -534,25 +661,24 @@ static void on_owner_handle_closed(uv_handle_t *h)
         return;
     void (*closed)(void *) = t->closed;
     void *arg = t->closed_arg;
+    spares_free(t);
     uv_mutex_destroy(&t->mu);
+    free(t->lane_limits);
     free(t->lanes);
     free(t);
     if (closed)
         closed(arg);
 }
 
-/* Closing: once nothing is in flight, asks the worker to end; once it has,
+/* Closing: once every transfer is back, asks the worker to end; once it has,
  * joins it and closes the owner's handles. */
 static void advance_close(cad_transport_t *t, bool worker_ended)
 {
     if (!t->closing)
         return;
-    if (!t->stop_sent && t->stats.in_flight == 0) {
+    if (!t->stop_sent && t->outstanding == 0) {
         t->stop_sent = true;
-        uv_mutex_lock(&t->mu);
-        t->stop_requested = true;
-        uv_mutex_unlock(&t->mu);
-        uv_async_send(&t->work_async);
+        ask_worker(t, &t->stop_requested);
     }
     if (worker_ended && !t->joined) {
         uv_thread_join(&t->thread);
@@ -573,11 +699,8 @@ static void on_done(uv_async_t *h)
     for (cad_transfer_t *x = done.head, *next; x; x = next) {
         next = x->next;
         x->next = NULL;
-        int lane = x->lane;
-        t->lanes[lane].in_flight--;
-        t->stats.in_flight--;
+        t->outstanding--;
         complete(x);
-        pump_lane(t, lane);
     }
     if (!t->joined)
         update_ref(t);
@@ -660,26 +783,44 @@ int cad_transport_lane_add(cad_transport_t *t, const char *name, uint32_t concur
     for (int i = 0; i <= t->n_lanes; i++)
         connections += (long)t->lanes[i].concurrency;
     uv_mutex_lock(&t->mu);
-    t->max_connects = connections;
+    uint32_t *limits = realloc(t->lane_limits, (size_t)(t->n_lanes + 1) * sizeof *limits);
+    if (limits) {
+        limits[t->n_lanes] = l->concurrency;
+        t->lane_limits = limits;
+        t->n_lane_limits = t->n_lanes + 1;
+        t->max_connects = connections;
+    }
     uv_mutex_unlock(&t->mu);
+    if (!limits)
+        return cad_fail(err, CAD_ENOMEM, "transport: out of memory adding lane %s", name);
     uv_async_send(&t->work_async);
     return t->n_lanes++;
 }
 
 void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out)
 {
-    *out = t->stats;
+    cad_transport_t *mt = (cad_transport_t *)t; /* the mutex, not the transport, changes */
+    out->started = t->started;
+    out->completed = t->completed;
+    out->failed = t->failed;
+    uv_mutex_lock(&mt->mu);
+    int in_flight = t->shown_in_flight, queued = t->shown_queued;
+    int in_inbox = 0;
+    for (const cad_transfer_t *x = t->inbox.head; x; x = x->next)
+        in_inbox++;
+    uv_mutex_unlock(&mt->mu);
+    /* What the worker has not seen yet waits too; what it handed back and
+     * the owner has not completed yet is still in flight for the caller. */
+    int back = t->outstanding - in_flight - queued - in_inbox;
+    out->in_flight = in_flight + (back > 0 ? back : 0);
+    out->queued = queued + in_inbox;
 }
 
 static void on_grace_over(uv_timer_t *h)
 {
     cad_transport_t *t = h->data;
-    if (t->stats.in_flight > 0) {
-        uv_mutex_lock(&t->mu);
-        t->cancel_requested = true;
-        uv_mutex_unlock(&t->mu);
-        uv_async_send(&t->work_async);
-    }
+    if (t->outstanding > 0)
+        ask_worker(t, &t->cancel_running);
     advance_close(t, false);
 }
 
@@ -691,18 +832,9 @@ void cad_transport_close(cad_transport_t *t, int64_t grace_ms, void (*closed)(vo
     t->closed = closed;
     t->closed_arg = arg;
     update_ref(t);
-    for (int i = 0; i < t->n_lanes; i++) {
-        lane_t *l = &t->lanes[i];
-        while (l->queue_head) {
-            cad_transfer_t *x = l->queue_head;
-            l->queue_head = x->next;
-            t->stats.queued--;
-            cancelled(x);
-            complete(x);
-        }
-        l->queue_tail = NULL;
-    }
+    spares_free(t);
+    ask_worker(t, &t->cancel_queued); /* what waits in a lane is cancelled at once */
     /* Finish from the loop, not from the caller's stack (it may be a completion). */
-    uint64_t grace = t->stats.in_flight > 0 && grace_ms > 0 ? (uint64_t)grace_ms : 0;
+    uint64_t grace = t->outstanding > 0 && grace_ms > 0 ? (uint64_t)grace_ms : 0;
     uv_timer_start(&t->grace_timer, on_grace_over, grace, 0);
 }

@@ -70,7 +70,7 @@ static char *build_body(const webhook_t *w, const cad_plugin_touch_t *t, int64_t
         t->content.url, "message", "subject", t->subject, "text", t->text, "html", t->html,
         "unsubscribe", "url", t->unsubscribe_url, "mailto", t->unsubscribe_mailto, "decided_at",
         decided);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return text;
 }
