@@ -16,9 +16,11 @@
  * timeouts retry. The plugin only builds requests and reads replies; the
  * host runs them on its shared libcurl multi handle.
  */
+#include "webhook_body.h"
+
 #include <cadence/channel.h>
 
-#include <jansson.h>
+#include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
@@ -37,8 +39,8 @@ typedef struct webhook {
     size_t key_len;
     int64_t timeout;
     char *event_type;
-    EVP_MAC *hmac;          /* fetched once: a fetch per signature costs more than the MAC */
-    EVP_MAC_CTX *signer;    /* HMAC-SHA256 keyed with `key`; re-initialised per signature */
+    EVP_MAC *hmac;       /* fetched once: a fetch per signature costs more than the MAC */
+    EVP_MAC_CTX *signer; /* HMAC-SHA256 keyed with `key`; re-initialised per signature */
 } webhook_t;
 
 static void iso_time(int64_t t, char *buf, size_t size)
@@ -47,32 +49,6 @@ static void iso_time(int64_t t, char *buf, size_t size)
     struct tm tm;
     gmtime_r(&tt, &tm);
     strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static char *build_body(const webhook_t *w, const cad_plugin_touch_t *t, int64_t now)
-{
-    json_error_t jerr;
-    json_t *attrs = json_loads(t->customer.attributes, 0, &jerr);
-    if (!attrs)
-        attrs = json_object();
-    char decided[32], ts[32];
-    iso_time(t->decided_at, decided, sizeof decided);
-    iso_time(now, ts, sizeof ts);
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:{s:I, s:s, s:i, s:{s:s, s:s, s:o}, s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:s, "
-        "s:s, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:{s:s, s:s}, s:s}}",
-        "type", w->event_type, "timestamp", ts, "data", "touch_id", (json_int_t)t->touch_id,
-        "idempotency_key", t->idempotency_key, "attempt", t->attempt, "customer", "id",
-        t->customer.id, "name", t->customer.name, "attributes", attrs, "contact", "id",
-        t->contact.id, "name", t->contact.name, "first_name", t->contact.first_name, "email",
-        t->contact.email, "phone", t->contact.phone, "rule", t->rule, "purpose", t->purpose,
-        "channel", t->channel, "content", "id", t->content.id, "title", t->content.title, "url",
-        t->content.url, "message", "subject", t->subject, "text", t->text, "html", t->html,
-        "unsubscribe", "url", t->unsubscribe_url, "mailto", t->unsubscribe_mailto, "decided_at",
-        decided);
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
-    return text;
 }
 
 /* HMAC-SHA256 of "{id}.{ts}.{body}" with the instance's key, fed in pieces
@@ -132,16 +108,24 @@ static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plug
         return -1;
     }
     int64_t now = w->api->now();
-    char *body = build_body(w, t, now);
-    if (!body) {
+    char ts_iso[32];
+    iso_time(now, ts_iso, sizeof ts_iso);
+    size_t body_len = 0;
+    char *body = cad_webhook_body(w->event_type, ts_iso, t, &body_len);
+    if (!body && errno == EILSEQ) {
         out->kind = CAD_OUTCOME_PERMANENT;
         snprintf(out->reason, sizeof out->reason,
                  "cannot encode touch %lld as JSON (a field is not valid UTF-8)",
                  (long long)t->touch_id);
         return -1;
     }
+    if (!body) {
+        out->kind = CAD_OUTCOME_RETRY;
+        snprintf(out->reason, sizeof out->reason, "out of memory encoding touch %lld",
+                 (long long)t->touch_id);
+        return -1;
+    }
     xfer->body = body;
-    size_t body_len = strlen(body);
 
     /* signature over "{id}.{timestamp}.{body}" */
     char ts[32];
