@@ -45,7 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CLAIM_BATCH        256   /* most touches claimed per channel per pump */
+#define CLAIM_BATCH        512   /* most touches claimed per channel per pump */
+#define CLAIM_AHEAD        8     /* touches claimed per channel: this times its concurrency */
 #define COMMIT_ROWS        512   /* pending outcomes that trigger an immediate pump */
 #define MAX_WAITING        4096  /* touches held for a domain token per channel */
 #define MAX_SLEEP_MS       60000 /* re-read the wall clock at least this often */
@@ -478,6 +479,15 @@ static void handle_permanent(cad_dispatch_t *d, attempt_t *a, const cad_plugin_o
         p->contact_id = strdup(a->contact_id);
 }
 
+/* The channel's circuit opened: what was claimed ahead and waits to be sent
+ * comes back unsent (released to the queue, not an attempt), so the failing
+ * endpoint gets no more than what was already on the wire. */
+static void take_back(cad_dispatch_t *d, chan_t *ch)
+{
+    if (d->host && ch->index >= 0)
+        cad_plugin_host_take_back(d->host, ch->index);
+}
+
 static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *arg)
 {
     attempt_t *a = arg;
@@ -519,6 +529,7 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
                             "queued channel=%s failures=%u probe_in_ms=%lld last_error=\"%s\"",
                             ch->name, ch->circuit.consecutive_failures,
                             (long long)ch->circuit.interval_ms, o->reason);
+            take_back(d, ch);
         }
         handle_retry(d, a, o, now);
         break;
@@ -531,6 +542,7 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
                 ch->circuit_since = now;
                 cad_log_warning("dispatch: circuit open, the endpoint answers Gone channel=%s",
                                 ch->name);
+                take_back(d, ch);
             }
         } else {
             if (ch->circuit.state != CAD_CIRCUIT_CLOSED)
@@ -730,13 +742,15 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
 
 /* How many touches channel `ch` may claim now; sets *wake_ms when it must
  * wait for a token or the circuit. *probe: the circuit is half-open. */
-/* Touches a channel may hold claimed at once: twice its concurrency. As
- * many as the concurrency are on the wire; the rest wait in the transport's
- * lane, so its thread starts the next one the moment a transfer finishes,
- * while this thread commits outcomes and claims the next batch. */
+/* Touches a channel may hold claimed at once: CLAIM_AHEAD times its
+ * concurrency. As many as the concurrency are on the wire; the rest wait in
+ * the transport's lane, so its thread starts the next one the moment a
+ * transfer finishes while this thread commits outcomes and claims the next
+ * batch (an fsync and a few hundred claims take milliseconds). When the
+ * channel's circuit opens, the waiting ones are taken back unsent. */
 static int claim_limit(const chan_t *ch)
 {
-    return 2 * (int)(ch->cc.concurrency ? ch->cc.concurrency : 1);
+    return CLAIM_AHEAD * (int)(ch->cc.concurrency ? ch->cc.concurrency : 1);
 }
 
 static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wake_ms, bool *probe)
@@ -745,8 +759,11 @@ static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wa
     if (ch->index < 0 || !d->host || !cad_plugin_host_ready(d->host, ch->index))
         return 0;
     int room = claim_limit(ch) - ch->in_flight;
+    /* The same over all channels; the transport holds the running ones to
+     * dispatch_concurrency itself. */
     int global_room =
-        (int)(d->cfg->dispatch_concurrency ? d->cfg->dispatch_concurrency : 1024) - d->in_flight;
+        CLAIM_AHEAD * (int)(d->cfg->dispatch_concurrency ? d->cfg->dispatch_concurrency : 1024) -
+        d->in_flight;
     if (global_room < room)
         room = global_room;
     if (room > CLAIM_BATCH)
@@ -972,8 +989,7 @@ static void send_waiting(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t 
 {
     int n = ch->n_waiting;
     while (n-- > 0 && ch->wait_head) {
-        if (!d->stopping && ch->index >= 0 &&
-            ch->in_flight >= claim_limit(ch))
+        if (!d->stopping && ch->index >= 0 && ch->in_flight >= claim_limit(ch))
             return;
         attempt_t *a = ch->wait_head;
         ch->wait_head = a->next;

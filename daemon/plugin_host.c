@@ -630,6 +630,8 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
         free(h);
         return rc;
     }
+    /* Channels run their own concurrency; this caps transfers over all of them. */
+    cad_transport_set_total(h->transport, cfg->dispatch_concurrency);
     uv_timer_init(loop, &h->soon);
     h->soon.data = h;
     h->n_envs = cfg->playbook.n_channels;
@@ -879,7 +881,7 @@ static void on_transfer_done(cad_transfer_t *xfer, const cad_plugin_response_t *
     job_t *j = arg;
     struct cad_plugin_env *env = j->env;
     j->maybe_received = maybe_received(cad_transfer_easy(xfer), resp);
-    if (resp->result == CURLE_ABORTED_BY_CALLBACK && j->host->closing) {
+    if (cad_transfer_was_cancelled(xfer)) { /* closing, or taken back: no verdict */
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", resp->error);
     } else {
         cad_plugin_response_t r = *resp;
@@ -1067,6 +1069,20 @@ static void on_transport_closed(void *arg)
     try_finish(h);
 }
 
+/* Ends every job of a blocking channel that waits for a pool thread with a
+ * RETRY outcome saying `why` (which starts with "cancelled:"). */
+static void cancel_queued_jobs(struct cad_plugin_env *env, const char *why)
+{
+    while (env->queue_head) {
+        job_t *j = env->queue_head;
+        env->queue_head = j->next;
+        env->queued--;
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", why);
+        report_soon(j);
+    }
+    env->queue_tail = NULL;
+}
+
 void cad_plugin_host_close(cad_plugin_host_t *h, int64_t grace_ms, void (*closed)(void *arg),
                            void *arg)
 {
@@ -1075,16 +1091,17 @@ void cad_plugin_host_close(cad_plugin_host_t *h, int64_t grace_ms, void (*closed
     h->closing = true;
     h->closed = closed;
     h->closed_arg = arg;
-    for (int c = 0; c < h->n_envs; c++) {
-        struct cad_plugin_env *env = &h->envs[c];
-        while (env->queue_head) {
-            job_t *j = env->queue_head;
-            env->queue_head = j->next;
-            env->queued--;
-            set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cancelled: the daemon is shutting down");
-            report_soon(j);
-        }
-        env->queue_tail = NULL;
-    }
+    for (int c = 0; c < h->n_envs; c++)
+        cancel_queued_jobs(&h->envs[c], "cancelled: the daemon is shutting down");
     cad_transport_close(h->transport, grace_ms, on_transport_closed, h);
+}
+
+void cad_plugin_host_take_back(cad_plugin_host_t *h, int channel)
+{
+    if (h->closing || channel < 0 || channel >= h->n_envs)
+        return;
+    struct cad_plugin_env *env = &h->envs[channel];
+    cancel_queued_jobs(env, "cancelled: taken back before it started");
+    if (env->lane >= 0 && env->instance)
+        cad_transport_clear_lane(h->transport, env->lane);
 }

@@ -78,6 +78,13 @@ int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors);
 /* Is channel `channel` (playbook index) loaded and able to send? */
 bool cad_plugin_host_ready(const cad_plugin_host_t *host, int channel);
 
+/* Takes back the touches of `channel` that were handed over but have not
+ * started (waiting in the channel's transport lane or for a pool thread):
+ * each one's callback runs soon with a RETRY outcome whose reason starts
+ * with "cancelled:"; touches already being sent are left alone. The
+ * dispatcher calls it when a channel's circuit opens. */
+void cad_plugin_host_take_back(cad_plugin_host_t *host, int channel);
+
 /* Sends one touch on `channel`. The host copies `touch` (the caller's memory
  * may go away after the call). When `tmpl` is not NULL its subject, text and
  * html parts are rendered against the touch and replace the touch's

@@ -75,7 +75,8 @@ struct cad_transport {
     lane_t *lanes;
     int n_lanes;
     int64_t started, completed, failed;
-    int outstanding; /* started, not yet back from the worker */
+    int outstanding;      /* started, not yet back from the worker */
+    int most_outstanding; /* its high-water mark */
     bool closing, stop_sent, joined;
     int open_handles;      /* owner handles not yet closed */
     cad_transfer_t *spare; /* finished transfers kept for reuse, easy handles reset */
@@ -88,8 +89,10 @@ struct cad_transport {
     xfer_list_t inbox;     /* owner -> worker: started */
     xfer_list_t outbox;    /* worker -> owner: finished */
     uint32_t *lane_limits; /* concurrency of every lane added so far */
+    bool *lane_cancel;     /* per lane: cancel what waits in it */
     int n_lane_limits;
-    long max_connects; /* CURLMOPT_MAXCONNECTS wanted; applied by the worker */
+    uint32_t total_limit; /* transfers in the multi handle over all lanes; 0 = no limit */
+    long max_connects;    /* CURLMOPT_MAXCONNECTS wanted; applied by the worker */
     bool cancel_queued, cancel_running, stop_requested, worker_ended;
     int shown_queued, shown_in_flight; /* the worker's counts, for cad_transport_stats */
 
@@ -103,7 +106,8 @@ struct cad_transport {
     int n_wlanes;
     cad_transfer_t *active; /* doubly linked list of transfers in the multi handle */
     int queued, in_flight;
-    bool refusing; /* closing: every transfer that arrives or waits is cancelled */
+    uint32_t total; /* total_limit as last seen */
+    bool refusing;  /* closing: every transfer that arrives or waits is cancelled */
     long applied_connects;
 };
 
@@ -115,6 +119,7 @@ struct cad_transfer {
     void *arg;
     cad_transfer_t *next, *prev; /* one list at a time: inbox, lane queue, active, outbox */
     CURLcode result;             /* set by the worker when it hands the transfer back */
+    bool cancelled;              /* cancelled before it finished (closing or on request) */
     const char *failure;         /* static text replacing curl's error, or NULL */
     char errbuf[CURL_ERROR_SIZE];
     char *body;
@@ -206,14 +211,12 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /* ---- transfers (owner) -------------------------------------------------------- */
 
-/* Most finished transfers kept for reuse: one per transfer that may run at
- * once, like the connection cache. */
+/* Most finished transfers kept for reuse: as many as were ever started and
+ * not yet finished at once (the owner's high-water mark), so a steady load
+ * reuses its transfers without keeping more than it needed. */
 static int spare_max(const cad_transport_t *t)
 {
-    int n = 0;
-    for (int i = 0; i < t->n_lanes; i++)
-        n += (int)t->lanes[i].concurrency;
-    return n;
+    return t->most_outstanding;
 }
 
 /* A transfer with a fresh easy handle: a spare one (its handle reset to
@@ -347,10 +350,19 @@ static void complete(cad_transfer_t *x)
     cad_transfer_free(x);
 }
 
-static void cancelled(cad_transfer_t *x)
+static void cancel(cad_transfer_t *x, const char *why)
 {
     x->result = CURLE_ABORTED_BY_CALLBACK;
-    x->failure = "cancelled: the daemon is shutting down";
+    x->failure = why;
+    x->cancelled = true;
+}
+
+#define CANCEL_CLOSING "cancelled: the daemon is shutting down"
+#define CANCEL_WAITING "cancelled: taken back before it started"
+
+bool cad_transfer_was_cancelled(const cad_transfer_t *xfer)
+{
+    return xfer->cancelled;
 }
 
 /* Keeps the owner's loop alive while the worker holds transfers of ours or,
@@ -383,7 +395,8 @@ int cad_transport_start(cad_transport_t *t, cad_transfer_t *x, cad_transfer_done
     x->cb = cb;
     x->arg = arg;
     t->started++;
-    t->outstanding++;
+    if (++t->outstanding > t->most_outstanding)
+        t->most_outstanding = t->outstanding;
     update_ref(t);
     uv_mutex_lock(&t->mu);
     list_push(&t->inbox, x);
@@ -422,7 +435,8 @@ static void hand_back(cad_transport_t *t, xfer_list_t *done)
 /* Adds queued transfers of a lane to the multi handle while it has room. */
 static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
 {
-    while (!t->refusing && l->queue_head && l->in_flight < l->concurrency) {
+    while (!t->refusing && l->queue_head && l->in_flight < l->concurrency &&
+           (t->total == 0 || (uint32_t)t->in_flight < t->total)) {
         cad_transfer_t *x = l->queue_head;
         l->queue_head = x->next;
         if (!l->queue_head)
@@ -466,6 +480,9 @@ static void check_done(cad_transport_t *t)
         list_push(&done, x);
         pump_lane(t, l, &done);
     }
+    if (t->total) /* a slot over all lanes may have freed: any lane may take it */
+        for (int i = 0; i < t->n_wlanes; i++)
+            pump_lane(t, &t->wlanes[i], &done);
     hand_back(t, &done);
 }
 
@@ -559,20 +576,17 @@ static void sync_lanes(cad_transport_t *t)
         t->wlanes[i].concurrency = t->lane_limits[i];
 }
 
-/* Cancels every transfer waiting in a lane. */
-static void cancel_queued(cad_transport_t *t, xfer_list_t *done)
+/* Cancels every transfer waiting in lane l. */
+static void cancel_waiting(cad_transport_t *t, wlane_t *l, const char *why, xfer_list_t *done)
 {
-    for (int i = 0; i < t->n_wlanes; i++) {
-        wlane_t *l = &t->wlanes[i];
-        while (l->queue_head) {
-            cad_transfer_t *x = l->queue_head;
-            l->queue_head = x->next;
-            t->queued--;
-            cancelled(x);
-            list_push(done, x);
-        }
-        l->queue_tail = NULL;
+    while (l->queue_head) {
+        cad_transfer_t *x = l->queue_head;
+        l->queue_head = x->next;
+        t->queued--;
+        cancel(x, why);
+        list_push(done, x);
     }
+    l->queue_tail = NULL;
 }
 
 /* The owner handed transfers over, or asks to cancel or to stop. */
@@ -588,6 +602,12 @@ static void on_work(uv_async_t *h)
     }
     if (t->cancel_queued)
         t->refusing = true;
+    bool clear[t->n_wlanes > 0 ? t->n_wlanes : 1];
+    for (int i = 0; i < t->n_wlanes; i++) {
+        clear[i] = t->lane_cancel[i];
+        t->lane_cancel[i] = false;
+    }
+    t->total = t->total_limit;
     bool cancel_running = t->cancel_running, stop = t->stop_requested;
     t->cancel_running = false;
     long connects = t->max_connects;
@@ -609,8 +629,9 @@ static void on_work(uv_async_t *h)
         t->queued++;
     }
     xfer_list_t done = {NULL, NULL};
-    if (t->refusing)
-        cancel_queued(t, &done);
+    for (int i = 0; i < t->n_wlanes; i++)
+        if (t->refusing || clear[i])
+            cancel_waiting(t, &t->wlanes[i], t->refusing ? CANCEL_CLOSING : CANCEL_WAITING, &done);
     for (int i = 0; i < t->n_wlanes; i++)
         pump_lane(t, &t->wlanes[i], &done);
     while (cancel_running && t->active) {
@@ -619,7 +640,7 @@ static void on_work(uv_async_t *h)
         unlink_active(t, x);
         t->wlanes[x->lane].in_flight--;
         t->in_flight--;
-        cancelled(x);
+        cancel(x, CANCEL_CLOSING);
         list_push(&done, x);
     }
     hand_back(t, &done);
@@ -664,6 +685,7 @@ static void on_owner_handle_closed(uv_handle_t *h)
     spares_free(t);
     uv_mutex_destroy(&t->mu);
     free(t->lane_limits);
+    free(t->lane_cancel);
     free(t->lanes);
     free(t);
     if (closed)
@@ -784,17 +806,40 @@ int cad_transport_lane_add(cad_transport_t *t, const char *name, uint32_t concur
         connections += (long)t->lanes[i].concurrency;
     uv_mutex_lock(&t->mu);
     uint32_t *limits = realloc(t->lane_limits, (size_t)(t->n_lanes + 1) * sizeof *limits);
-    if (limits) {
-        limits[t->n_lanes] = l->concurrency;
+    if (limits)
         t->lane_limits = limits;
+    bool *cancel = realloc(t->lane_cancel, (size_t)(t->n_lanes + 1) * sizeof *cancel);
+    if (cancel)
+        t->lane_cancel = cancel;
+    if (limits && cancel) {
+        limits[t->n_lanes] = l->concurrency;
+        cancel[t->n_lanes] = false;
         t->n_lane_limits = t->n_lanes + 1;
         t->max_connects = connections;
     }
     uv_mutex_unlock(&t->mu);
-    if (!limits)
+    if (!limits || !cancel)
         return cad_fail(err, CAD_ENOMEM, "transport: out of memory adding lane %s", name);
     uv_async_send(&t->work_async);
     return t->n_lanes++;
+}
+
+void cad_transport_set_total(cad_transport_t *t, uint32_t total)
+{
+    uv_mutex_lock(&t->mu);
+    t->total_limit = total;
+    uv_mutex_unlock(&t->mu);
+    uv_async_send(&t->work_async);
+}
+
+void cad_transport_clear_lane(cad_transport_t *t, int lane)
+{
+    if (t->closing || lane < 0 || lane >= t->n_lanes)
+        return;
+    uv_mutex_lock(&t->mu);
+    t->lane_cancel[lane] = true;
+    uv_mutex_unlock(&t->mu);
+    uv_async_send(&t->work_async);
 }
 
 void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out)

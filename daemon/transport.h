@@ -70,6 +70,22 @@ void cad_transfer_free(cad_transfer_t *xfer);
 int cad_transport_start(cad_transport_t *t, cad_transfer_t *xfer, cad_transfer_done_cb cb,
                         void *arg, char *err);
 
+/* Caps the transfers running at once over all lanes (0: no cap beyond the
+ * lanes' own). A lane that is under its own limit waits while the total is
+ * reached; slots are taken in lane order as transfers finish. */
+void cad_transport_set_total(cad_transport_t *t, uint32_t total);
+
+/* Cancels every transfer waiting in `lane` (started, not yet running): their
+ * callbacks run soon, from the loop, with result CURLE_ABORTED_BY_CALLBACK
+ * and cad_transfer_was_cancelled() true; running ones are left alone. For a
+ * channel whose endpoint is failing, so that what was handed over ahead of
+ * time is not sent into the failure. */
+void cad_transport_clear_lane(cad_transport_t *t, int lane);
+
+/* Whether the transfer was cancelled (cad_transport_clear_lane, or closing)
+ * instead of finishing; valid in the completion callback. */
+bool cad_transfer_was_cancelled(const cad_transfer_t *xfer);
+
 /* Current counters. */
 void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out);
 

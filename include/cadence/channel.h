@@ -11,8 +11,11 @@
  * The engine decides, the plugin delivers. For each touch the host renders
  * the template and hands the plugin a cad_plugin_touch_t. The plugin either
  *   - prepare()s a libcurl easy handle the host runs on its shared multi
- *     handle inside the event loop, then interpret()s the finished transfer
- *     (curl result, response code, headers, body), or
+ *     handle (on the host's transfer thread; prepare() and interpret() run
+ *     on the event loop, and curl callbacks the plugin sets on the handle
+ *     run on the transfer thread and may touch only the transfer's own
+ *     data), then interpret()s the finished transfer (curl result,
+ *     response code, headers, body), or
  *   - provides a blocking send() the host runs on the libuv thread pool, for
  *     work that is not a libcurl transfer (the file plugin writes files).
  * Either way the plugin reports one outcome: DELIVERED (with the provider's

@@ -465,6 +465,62 @@ static void test_transport_lanes_are_independent(void **state)
     assert_int_equal(queued.result, CURLE_ABORTED_BY_CALLBACK);
 }
 
+/* Clearing a lane cancels what waits in it and leaves the running ones. */
+static void test_transport_clear_lane_takes_back_only_waiting_transfers(void **state)
+{
+    fixture_t *fx = *state;
+    char err[CAD_ERRBUF];
+    int lane = cad_transport_lane_add(fx->t, "web", 2, err);
+    int other = cad_transport_lane_add(fx->t, "other", 1, err);
+    result_t r[5], o[2];
+    memset(r, 0, sizeof r);
+    memset(o, 0, sizeof o);
+    for (int i = 0; i < 5; i++)
+        start(fx, lane, "/hang", 60000, &r[i]);
+    start(fx, other, "/ok", 5000, &o[0]);
+    start(fx, other, "/ok", 5000, &o[1]);
+    run_until(fx, 2); /* the other lane's two */
+    uint64_t t0 = uv_now(&fx->loop);
+    while (fx->srv.open_requests < 2 && uv_now(&fx->loop) - t0 < 5000)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(fx->srv.open_requests, 2);
+    cad_transport_clear_lane(fx->t, lane);
+    run_until(fx, 5);
+    int taken_back = 0;
+    for (int i = 0; i < 5; i++)
+        if (r[i].calls == 1) {
+            assert_int_equal(r[i].result, CURLE_ABORTED_BY_CALLBACK);
+            assert_string_equal(r[i].error, "cancelled: taken back before it started");
+            taken_back++;
+        }
+    assert_int_equal(taken_back, 3);
+    assert_int_equal(o[0].code, 200); /* the other lane is untouched */
+    assert_int_equal(o[1].code, 200);
+    assert_int_equal(fx->srv.open_requests, 2); /* the running two still run */
+    close_and_wait(fx, 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(r[i].calls, 1);
+    assert_int_equal(fx->srv.requests, 4);
+}
+
+/* The total cap holds running transfers over all lanes below it. */
+static void test_transport_total_caps_every_lane_together(void **state)
+{
+    fixture_t *fx = *state;
+    char err[CAD_ERRBUF];
+    int a = cad_transport_lane_add(fx->t, "a", 8, err);
+    int b = cad_transport_lane_add(fx->t, "b", 8, err);
+    cad_transport_set_total(fx->t, 3);
+    result_t r[12];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 12; i++)
+        start(fx, i % 2 ? a : b, "/slow", 5000, &r[i]);
+    run_until(fx, 12);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(r[i].code, 200);
+    assert_int_equal(fx->srv.max_open_requests, 3);
+}
+
 static void test_transport_timeout_fires(void **state)
 {
     fixture_t *fx = *state;
@@ -618,6 +674,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transport_reused_transfer_carries_nothing_over, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_transport_lanes_are_independent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_clear_lane_takes_back_only_waiting_transfers,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_total_caps_every_lane_together, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_transport_timeout_fires, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_transport_keeps_last_response_headers_and_bounds_the_body, setup, teardown),
