@@ -740,8 +740,6 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
     c->n++;
 }
 
-/* How many touches channel `ch` may claim now; sets *wake_ms when it must
- * wait for a token or the circuit. *probe: the circuit is half-open. */
 /* Touches a channel may hold claimed at once: CLAIM_AHEAD times its
  * concurrency. As many as the concurrency are on the wire; the rest wait in
  * the transport's lane, so its thread starts the next one the moment a
@@ -753,6 +751,8 @@ static int claim_limit(const chan_t *ch)
     return CLAIM_AHEAD * (int)(ch->cc.concurrency ? ch->cc.concurrency : 1);
 }
 
+/* How many touches channel `ch` may claim now; sets *wake_ms when it must
+ * wait for a token or the circuit. *probe: the circuit is half-open. */
 static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wake_ms, bool *probe)
 {
     *probe = false;

@@ -2,8 +2,9 @@
  * transport.c — one libcurl multi handle on a thread of its own.
  *
  * The transport has two sides. The owner side lives on the loop that
- * created it (the daemon's loop): lanes, their FIFO queues, the counters,
- * closing, and every completion callback. The worker side is a thread with
+ * created it (the daemon's loop): the lanes' names and limits, the counters,
+ * closing, spare transfers kept for reuse, and every completion callback.
+ * The worker side is a thread with
  * a libuv loop of its own that drives the multi handle with curl's multi-uv
  * pattern: libcurl's socket callback gets one uv_poll_t per socket
  * (remembered with curl_multi_assign(), closed on CURL_POLL_REMOVE), its
@@ -15,10 +16,12 @@
  * the lanes: each lane's FIFO and its count of transfers in the multi
  * handle, so it starts a queued transfer the moment one of the same lane
  * finishes, whatever the owner's thread is doing (an fsync, a batch of
- * decisions). A finished transfer is removed from the multi handle by the
- * worker, put into `outbox`, and the owner is woken the same way; the owner
- * reads the response code, runs the completion callback (which may start
- * more transfers) and resets the transfer for reuse. A transfer belongs to
+ * decisions), and holds the cap over all lanes (cad_transport_set_total).
+ * The owner may ask it to hand back what waits in a lane, unstarted
+ * (cad_transport_clear_lane). A finished transfer is removed from the multi
+ * handle by the worker, put into `outbox`, and the owner is woken the same
+ * way; the owner reads the response code, runs the completion callback
+ * (which may start more transfers) and resets the transfer for reuse. A transfer belongs to
  * one side at a time, so its easy handle and response buffers are never
  * touched by both threads at once; the mutex orders each hand-over. So
  * libcurl's work and the kernel's loopback TCP run beside the daemon's own
@@ -37,8 +40,6 @@
  * callback frees the transport.
  */
 #include "transport.h"
-
-#include "log.h"
 
 #include <pthread.h>
 #include <signal.h>

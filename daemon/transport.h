@@ -60,7 +60,8 @@ cad_transfer_t *cad_transfer_new(cad_transport_t *t, int lane, int64_t timeout_m
 /* The transfer's easy handle, owned by the transfer. */
 CURL *cad_transfer_easy(cad_transfer_t *xfer);
 
-/* Frees a transfer that was never started. NULL-safe. */
+/* Releases a transfer that was never started (freed, or kept with its easy
+ * handle reset for the next cad_transfer_new). NULL-safe. */
 void cad_transfer_free(cad_transfer_t *xfer);
 
 /* Starts a transfer (or queues it when its lane is full). From now on the
