@@ -55,7 +55,8 @@ typedef struct cad_plugin_info {
     bool blocking;                      /* send() on the thread pool rather than libcurl */
     const cad_plugin_option_t *options; /* the plugin's table; NULL when not loaded */
     uint32_t concurrency;
-    int in_flight, queued;
+    int in_flight; /* being sent now (a transfer channel: as its transport lane last said) */
+    int queued;    /* handed over, waiting for a slot: a pool thread or the transport's lane */
     int64_t delivered, retried, failed; /* outcomes since start */
 } cad_plugin_info_t;
 

@@ -59,7 +59,7 @@ typedef struct lane {
 /* The worker's state of a lane. */
 typedef struct wlane {
     uint32_t concurrency;
-    uint32_t in_flight;
+    uint32_t in_flight, waiting;
     cad_transfer_t *queue_head, *queue_tail;
 } wlane_t;
 
@@ -91,6 +91,7 @@ struct cad_transport {
     xfer_list_t outbox;    /* worker -> owner: finished */
     uint32_t *lane_limits; /* concurrency of every lane added so far */
     bool *lane_cancel;     /* per lane: cancel what waits in it */
+    int *lane_shown;       /* per lane: running, waiting (pairs), as the worker last saw */
     int n_lane_limits;
     uint32_t total_limit; /* transfers in the multi handle over all lanes; 0 = no limit */
     long max_connects;    /* CURLMOPT_MAXCONNECTS wanted; applied by the worker */
@@ -428,6 +429,10 @@ static void hand_back(cad_transport_t *t, xfer_list_t *done)
     list_append(&t->outbox, done);
     t->shown_queued = t->queued;
     t->shown_in_flight = t->in_flight;
+    for (int i = 0; i < t->n_wlanes; i++) {
+        t->lane_shown[2 * i] = (int)t->wlanes[i].in_flight;
+        t->lane_shown[2 * i + 1] = (int)t->wlanes[i].waiting;
+    }
     uv_mutex_unlock(&t->mu);
     if (wake)
         uv_async_send(&t->done_async);
@@ -443,6 +448,7 @@ static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
         if (!l->queue_head)
             l->queue_tail = NULL;
         t->queued--;
+        l->waiting--;
         x->next = x->prev = NULL;
         CURLMcode mc = curl_multi_add_handle(t->multi, x->easy);
         if (mc != CURLM_OK) {
@@ -584,6 +590,7 @@ static void cancel_waiting(cad_transport_t *t, wlane_t *l, const char *why, xfer
         cad_transfer_t *x = l->queue_head;
         l->queue_head = x->next;
         t->queued--;
+        l->waiting--;
         cancel(x, why);
         list_push(done, x);
     }
@@ -628,6 +635,7 @@ static void on_work(uv_async_t *h)
             l->queue_head = x;
         l->queue_tail = x;
         t->queued++;
+        l->waiting++;
     }
     xfer_list_t done = {NULL, NULL};
     for (int i = 0; i < t->n_wlanes; i++)
@@ -687,6 +695,7 @@ static void on_owner_handle_closed(uv_handle_t *h)
     uv_mutex_destroy(&t->mu);
     free(t->lane_limits);
     free(t->lane_cancel);
+    free(t->lane_shown);
     free(t->lanes);
     free(t);
     if (closed)
@@ -812,14 +821,18 @@ int cad_transport_lane_add(cad_transport_t *t, const char *name, uint32_t concur
     bool *cancel = realloc(t->lane_cancel, (size_t)(t->n_lanes + 1) * sizeof *cancel);
     if (cancel)
         t->lane_cancel = cancel;
-    if (limits && cancel) {
+    int *shown = realloc(t->lane_shown, (size_t)(t->n_lanes + 1) * 2 * sizeof *shown);
+    if (shown)
+        t->lane_shown = shown;
+    if (limits && cancel && shown) {
         limits[t->n_lanes] = l->concurrency;
         cancel[t->n_lanes] = false;
+        shown[2 * t->n_lanes] = shown[2 * t->n_lanes + 1] = 0;
         t->n_lane_limits = t->n_lanes + 1;
         t->max_connects = connections;
     }
     uv_mutex_unlock(&t->mu);
-    if (!limits || !cancel)
+    if (!limits || !cancel || !shown)
         return cad_fail(err, CAD_ENOMEM, "transport: out of memory adding lane %s", name);
     uv_async_send(&t->work_async);
     return t->n_lanes++;
@@ -841,6 +854,20 @@ void cad_transport_clear_lane(cad_transport_t *t, int lane)
     t->lane_cancel[lane] = true;
     uv_mutex_unlock(&t->mu);
     uv_async_send(&t->work_async);
+}
+
+void cad_transport_lane_counts(const cad_transport_t *t, int lane, int *running, int *waiting)
+{
+    *running = *waiting = 0;
+    if (lane < 0 || lane >= t->n_lanes)
+        return;
+    cad_transport_t *mt = (cad_transport_t *)t; /* the mutex, not the transport, changes */
+    uv_mutex_lock(&mt->mu);
+    if (lane < t->n_lane_limits) {
+        *running = t->lane_shown[2 * lane];
+        *waiting = t->lane_shown[2 * lane + 1];
+    }
+    uv_mutex_unlock(&mt->mu);
 }
 
 void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out)

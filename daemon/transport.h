@@ -87,6 +87,10 @@ void cad_transport_clear_lane(cad_transport_t *t, int lane);
  * instead of finishing; valid in the completion callback. */
 bool cad_transfer_was_cancelled(const cad_transfer_t *xfer);
 
+/* What the transfer thread last reported of `lane`: transfers running and
+ * waiting for a slot (0 and 0 for an unknown lane). */
+void cad_transport_lane_counts(const cad_transport_t *t, int lane, int *running, int *waiting);
+
 /* Current counters. */
 void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out);
 

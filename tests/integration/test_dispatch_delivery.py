@@ -7,6 +7,7 @@ mid-request (timeouts and retries, the control socket keeps answering, the
 late answer changes nothing); a permanent failure (410) marks the contact's
 channel unusable and the next decision uses the other channel; bad
 dispatcher settings in the config name file and line."""
+import json
 import os
 import re
 import signal
@@ -186,6 +187,15 @@ class Stalls(DispatchCase):
                 self.assertEqual(r.returncode, 0, r.stderr)
                 time.sleep(0.2)
             self.assertLess(worst, 1.0, "status took %.2f s while transfers hung" % worst)
+            # The operator sees 4 running (the channel's concurrency) and
+            # claimed touches waiting in the channel's lane (those not
+            # waiting for a retry after a timeout).
+            r = d.ctl("--json", "plugins", timeout=5)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            hook = next(p for p in json.loads(r.stdout)["plugins"] if p["channel"] == "hook")
+            self.assertEqual(hook["in_flight"], 4, hook)
+            self.assertGreater(hook["queued"], 0, hook)
+            self.assertLessEqual(hook["in_flight"] + hook["queued"], n, hook)
             self.assertTrue(rx.wait_until(lambda: "touch retry" in d.read_log(), 10),
                             d.read_log()[-2000:])
         finally:

@@ -414,14 +414,18 @@ static void test_transport_many_concurrent_transfers_never_block_the_loop(void *
     /* The transfer thread takes them over at once; the lane runs 8, the
      * rest wait (counts as the owner sees them, in well under 50 ms). */
     cad_transport_stats_t st;
+    int running = 0, waiting = 0;
     for (int i = 0; i < 200; i++) {
         cad_transport_stats(fx->t, &st);
-        if (st.in_flight == 8 && st.queued == N - 8)
+        cad_transport_lane_counts(fx->t, lane, &running, &waiting);
+        if (st.in_flight == 8 && st.queued == N - 8 && waiting == N - 8)
             break;
         uv_sleep(1);
     }
     assert_int_equal(st.in_flight, 8);
     assert_int_equal(st.queued, N - 8);
+    assert_int_equal(running, 8);
+    assert_int_equal(waiting, N - 8);
     run_until(fx, N);
     uint64_t elapsed = uv_now(&fx->loop) - t0;
     for (int i = 0; i < N; i++) {
