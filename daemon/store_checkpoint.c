@@ -33,6 +33,7 @@ struct cad_store_checkpoint {
 static void *checkpoint_main(void *arg)
 {
     cad_store_checkpoint_t *c = arg;
+    pthread_setname_np(pthread_self(), "cad-checkpoint"); /* as ps -L and top -H show it */
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->requested && !c->stop)
