@@ -63,6 +63,9 @@ typedef struct wlane {
     cad_transfer_t *queue_head, *queue_tail;
 } wlane_t;
 
+/* A socket libcurl told us about, watched by the worker's loop. */
+typedef struct poll_ctx poll_ctx_t;
+
 /* A singly linked FIFO of transfers. */
 typedef struct xfer_list {
     cad_transfer_t *head, *tail;
@@ -107,6 +110,8 @@ struct cad_transport {
     wlane_t *wlanes;
     int n_wlanes;
     cad_transfer_t *active; /* doubly linked list of transfers in the multi handle */
+    poll_ctx_t **polls;     /* by socket number: a poll handle kept between transfers */
+    int n_polls;
     int queued, in_flight;
     uint32_t total; /* total_limit as last seen */
     bool refusing;  /* closing: every transfer that arrives or waits is cancelled */
@@ -130,12 +135,6 @@ struct cad_transfer {
     char *headers;
     size_t headers_len, headers_cap;
 };
-
-typedef struct poll_ctx {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    cad_transport_t *t;
-} poll_ctx_t;
 
 static void list_push(xfer_list_t *l, cad_transfer_t *x)
 {
@@ -493,6 +492,12 @@ static void check_done(cad_transport_t *t)
     hand_back(t, &done);
 }
 
+struct poll_ctx {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    cad_transport_t *t;
+};
+
 static void on_poll_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -514,6 +519,59 @@ static void on_poll(uv_poll_t *h, int status, int events)
     check_done(t);
 }
 
+/* The poll handle of socket s, kept after libcurl stops using the socket:
+ * a connection reused for the next transfer (the usual case) is watched
+ * again with uv_poll_start alone, instead of a new handle (libuv checks
+ * and registers the descriptor anew, several epoll_ctl calls) and a close.
+ * When libcurl closes the socket the stopped handle stays with its number
+ * and serves the next socket that gets it: a uv_poll_t holds nothing of a
+ * socket but its number, and the kernel drops a closed descriptor from
+ * epoll by itself. */
+static poll_ctx_t *poll_for(cad_transport_t *t, curl_socket_t s)
+{
+    if (s < 0)
+        return NULL;
+    if (s >= t->n_polls) {
+        int n = t->n_polls ? t->n_polls : 64;
+        while (n <= s)
+            n *= 2;
+        poll_ctx_t **polls = realloc(t->polls, (size_t)n * sizeof *polls);
+        if (!polls)
+            return NULL;
+        memset(polls + t->n_polls, 0, (size_t)(n - t->n_polls) * sizeof *polls);
+        t->polls = polls;
+        t->n_polls = n;
+    }
+    poll_ctx_t *p = t->polls[s];
+    if (p)
+        return p;
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->fd = s;
+    p->t = t;
+    if (uv_poll_init_socket(&t->wloop, &p->poll, s) != 0) {
+        free(p);
+        return NULL;
+    }
+    p->poll.data = p;
+    t->polls[s] = p;
+    return p;
+}
+
+/* Closes every kept poll handle (the worker is ending). */
+static void polls_close(cad_transport_t *t)
+{
+    for (int i = 0; i < t->n_polls; i++)
+        if (t->polls[i]) {
+            uv_close((uv_handle_t *)&t->polls[i]->poll, on_poll_closed);
+            t->polls[i] = NULL;
+        }
+    free(t->polls);
+    t->polls = NULL;
+    t->n_polls = 0;
+}
+
 static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
 {
     (void)easy;
@@ -521,23 +579,14 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
     poll_ctx_t *p = socketp;
     if (action == CURL_POLL_REMOVE) {
         if (p) {
-            uv_poll_stop(&p->poll);
+            uv_poll_stop(&p->poll); /* kept for the socket's next use, see poll_for */
             curl_multi_assign(t->multi, s, NULL);
-            uv_close((uv_handle_t *)&p->poll, on_poll_closed);
         }
         return 0;
     }
     if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p)
+        if (!(p = poll_for(t, s)))
             return -1;
-        p->fd = s;
-        p->t = t;
-        if (uv_poll_init_socket(&t->wloop, &p->poll, s) != 0) {
-            free(p);
-            return -1;
-        }
-        p->poll.data = p;
         curl_multi_assign(t->multi, s, p);
     }
     int events = 0;
@@ -659,6 +708,7 @@ static void on_work(uv_async_t *h)
          * their polls. */
         curl_multi_cleanup(t->multi);
         t->multi = NULL;
+        polls_close(t);
         uv_close((uv_handle_t *)&t->timer, NULL);
         uv_close((uv_handle_t *)&t->work_async, NULL);
     }
