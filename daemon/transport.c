@@ -50,10 +50,12 @@
 #define HEADERS_MAX            (64 * 1024)
 #define CONNECT_TIMEOUT_MAX_MS 10000
 
-/* The owner's record of a lane: its name (for messages) and limit. */
+/* A lane as both sides see it, under the mutex: the owner sets its limit
+ * and asks for it to be cleared; the worker reports its counts. */
 typedef struct lane {
-    char name[64];
     uint32_t concurrency;
+    bool clear;           /* cancel what waits in it (cad_transport_clear_lane) */
+    int running, waiting; /* as the worker last handed back */
 } lane_t;
 
 /* The worker's state of a lane. */
@@ -76,8 +78,6 @@ struct cad_transport {
     uv_loop_t *loop;
     uv_async_t done_async;  /* the worker handed transfers back, or ended */
     uv_timer_t grace_timer; /* closing: cancels what is still running */
-    lane_t *lanes;
-    int n_lanes;
     int64_t started, completed, failed;
     int outstanding;      /* started, not yet back from the worker */
     int most_outstanding; /* its high-water mark */
@@ -90,16 +90,13 @@ struct cad_transport {
 
     /* shared, under `mu` */
     uv_mutex_t mu;
-    xfer_list_t inbox;     /* owner -> worker: started */
-    xfer_list_t outbox;    /* worker -> owner: finished */
-    uint32_t *lane_limits; /* concurrency of every lane added so far */
-    bool *lane_cancel;     /* per lane: cancel what waits in it */
-    int *lane_shown;       /* per lane: running, waiting (pairs), as the worker last saw */
-    int n_lane_limits;
+    xfer_list_t inbox;  /* owner -> worker: started */
+    xfer_list_t outbox; /* worker -> owner: finished */
+    lane_t *lanes;      /* added by the owner only, so it reads n_lanes without the lock */
+    int n_lanes;
     uint32_t total_limit; /* transfers in the multi handle over all lanes; 0 = no limit */
     long max_connects;    /* CURLMOPT_MAXCONNECTS wanted; applied by the worker */
     bool cancel_queued, cancel_running, stop_requested, worker_ended;
-    int shown_queued, shown_in_flight; /* the worker's counts, for cad_transport_stats */
 
     /* worker side: only the worker thread touches these once it runs */
     uv_thread_t thread;
@@ -112,7 +109,7 @@ struct cad_transport {
     cad_transfer_t *active; /* doubly linked list of transfers in the multi handle */
     poll_ctx_t **polls;     /* by socket number: a poll handle kept between transfers */
     int n_polls;
-    int queued, in_flight;
+    int in_flight;  /* over all lanes, against `total` */
     uint32_t total; /* total_limit as last seen */
     bool refusing;  /* closing: every transfer that arrives or waits is cancelled */
     long applied_connects;
@@ -426,11 +423,9 @@ static void hand_back(cad_transport_t *t, xfer_list_t *done)
     bool wake = done->head != NULL;
     uv_mutex_lock(&t->mu);
     list_append(&t->outbox, done);
-    t->shown_queued = t->queued;
-    t->shown_in_flight = t->in_flight;
     for (int i = 0; i < t->n_wlanes; i++) {
-        t->lane_shown[2 * i] = (int)t->wlanes[i].in_flight;
-        t->lane_shown[2 * i + 1] = (int)t->wlanes[i].waiting;
+        t->lanes[i].running = (int)t->wlanes[i].in_flight;
+        t->lanes[i].waiting = (int)t->wlanes[i].waiting;
     }
     uv_mutex_unlock(&t->mu);
     if (wake)
@@ -446,7 +441,6 @@ static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
         l->queue_head = x->next;
         if (!l->queue_head)
             l->queue_tail = NULL;
-        t->queued--;
         l->waiting--;
         x->next = x->prev = NULL;
         CURLMcode mc = curl_multi_add_handle(t->multi, x->easy);
@@ -620,16 +614,16 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 /* Takes the lanes added since the last look (called under the mutex). */
 static void sync_lanes(cad_transport_t *t)
 {
-    if (t->n_lane_limits > t->n_wlanes) {
-        wlane_t *w = realloc(t->wlanes, (size_t)t->n_lane_limits * sizeof *w);
+    if (t->n_lanes > t->n_wlanes) {
+        wlane_t *w = realloc(t->wlanes, (size_t)t->n_lanes * sizeof *w);
         if (!w)
             return; /* tried again at the next wake-up; transfers wait in the inbox */
-        memset(w + t->n_wlanes, 0, (size_t)(t->n_lane_limits - t->n_wlanes) * sizeof *w);
+        memset(w + t->n_wlanes, 0, (size_t)(t->n_lanes - t->n_wlanes) * sizeof *w);
         t->wlanes = w;
-        t->n_wlanes = t->n_lane_limits;
+        t->n_wlanes = t->n_lanes;
     }
     for (int i = 0; i < t->n_wlanes; i++)
-        t->wlanes[i].concurrency = t->lane_limits[i];
+        t->wlanes[i].concurrency = t->lanes[i].concurrency;
 }
 
 /* Cancels every transfer waiting in lane l. */
@@ -638,7 +632,6 @@ static void cancel_waiting(cad_transport_t *t, wlane_t *l, const char *why, xfer
     while (l->queue_head) {
         cad_transfer_t *x = l->queue_head;
         l->queue_head = x->next;
-        t->queued--;
         l->waiting--;
         cancel(x, why);
         list_push(done, x);
@@ -653,7 +646,7 @@ static void on_work(uv_async_t *h)
     uv_mutex_lock(&t->mu);
     sync_lanes(t);
     xfer_list_t in = {NULL, NULL};
-    if (t->n_wlanes == t->n_lane_limits) {
+    if (t->n_wlanes == t->n_lanes) {
         in = t->inbox;
         t->inbox.head = t->inbox.tail = NULL;
     }
@@ -661,8 +654,8 @@ static void on_work(uv_async_t *h)
         t->refusing = true;
     bool clear[t->n_wlanes > 0 ? t->n_wlanes : 1];
     for (int i = 0; i < t->n_wlanes; i++) {
-        clear[i] = t->lane_cancel[i];
-        t->lane_cancel[i] = false;
+        clear[i] = t->lanes[i].clear;
+        t->lanes[i].clear = false;
     }
     t->total = t->total_limit;
     bool cancel_running = t->cancel_running, stop = t->stop_requested;
@@ -683,7 +676,6 @@ static void on_work(uv_async_t *h)
         else
             l->queue_head = x;
         l->queue_tail = x;
-        t->queued++;
         l->waiting++;
     }
     xfer_list_t done = {NULL, NULL};
@@ -743,9 +735,6 @@ static void on_owner_handle_closed(uv_handle_t *h)
     void *arg = t->closed_arg;
     spares_free(t);
     uv_mutex_destroy(&t->mu);
-    free(t->lane_limits);
-    free(t->lane_cancel);
-    free(t->lane_shown);
     free(t->lanes);
     free(t);
     if (closed)
@@ -850,42 +839,22 @@ int cad_transport_new(uv_loop_t *loop, cad_transport_t **out, char *err)
 
 int cad_transport_lane_add(cad_transport_t *t, const char *name, uint32_t concurrency, char *err)
 {
-    lane_t *l = realloc(t->lanes, (size_t)(t->n_lanes + 1) * sizeof *l);
-    if (!l)
-        return cad_fail(err, CAD_ENOMEM, "transport: out of memory adding lane %s", name);
-    t->lanes = l;
-    l = &t->lanes[t->n_lanes];
-    memset(l, 0, sizeof *l);
-    snprintf(l->name, sizeof l->name, "%s", name ? name : "");
-    l->concurrency = concurrency ? concurrency : 1;
-    /* Keep an idle connection for every transfer that may run at once.
-     * libcurl's default cache is four per easy handle added, so it shrinks
-     * whenever a lane drains and the next burst reconnects. */
-    long connections = 0;
-    for (int i = 0; i <= t->n_lanes; i++)
-        connections += (long)t->lanes[i].concurrency;
     uv_mutex_lock(&t->mu);
-    uint32_t *limits = realloc(t->lane_limits, (size_t)(t->n_lanes + 1) * sizeof *limits);
-    if (limits)
-        t->lane_limits = limits;
-    bool *cancel = realloc(t->lane_cancel, (size_t)(t->n_lanes + 1) * sizeof *cancel);
-    if (cancel)
-        t->lane_cancel = cancel;
-    int *shown = realloc(t->lane_shown, (size_t)(t->n_lanes + 1) * 2 * sizeof *shown);
-    if (shown)
-        t->lane_shown = shown;
-    if (limits && cancel && shown) {
-        limits[t->n_lanes] = l->concurrency;
-        cancel[t->n_lanes] = false;
-        shown[2 * t->n_lanes] = shown[2 * t->n_lanes + 1] = 0;
-        t->n_lane_limits = t->n_lanes + 1;
-        t->max_connects = connections;
+    lane_t *l = realloc(t->lanes, (size_t)(t->n_lanes + 1) * sizeof *l);
+    if (l) {
+        t->lanes = l;
+        t->lanes[t->n_lanes] = (lane_t){.concurrency = concurrency ? concurrency : 1};
+        /* Keep an idle connection for every transfer that may run at once.
+         * libcurl's default cache is four per easy handle added, so it
+         * shrinks whenever a lane drains and the next burst reconnects. */
+        t->max_connects += (long)t->lanes[t->n_lanes].concurrency;
+        t->n_lanes++;
     }
     uv_mutex_unlock(&t->mu);
-    if (!limits || !cancel || !shown)
+    if (!l)
         return cad_fail(err, CAD_ENOMEM, "transport: out of memory adding lane %s", name);
     uv_async_send(&t->work_async);
-    return t->n_lanes++;
+    return t->n_lanes - 1;
 }
 
 void cad_transport_set_total(cad_transport_t *t, uint32_t total)
@@ -901,7 +870,7 @@ void cad_transport_clear_lane(cad_transport_t *t, int lane)
     if (t->closing || lane < 0 || lane >= t->n_lanes)
         return;
     uv_mutex_lock(&t->mu);
-    t->lane_cancel[lane] = true;
+    t->lanes[lane].clear = true;
     uv_mutex_unlock(&t->mu);
     uv_async_send(&t->work_async);
 }
@@ -913,10 +882,8 @@ void cad_transport_lane_counts(const cad_transport_t *t, int lane, int *running,
         return;
     cad_transport_t *mt = (cad_transport_t *)t; /* the mutex, not the transport, changes */
     uv_mutex_lock(&mt->mu);
-    if (lane < t->n_lane_limits) {
-        *running = t->lane_shown[2 * lane];
-        *waiting = t->lane_shown[2 * lane + 1];
-    }
+    *running = t->lanes[lane].running;
+    *waiting = t->lanes[lane].waiting;
     uv_mutex_unlock(&mt->mu);
 }
 
@@ -927,8 +894,11 @@ void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out)
     out->completed = t->completed;
     out->failed = t->failed;
     uv_mutex_lock(&mt->mu);
-    int in_flight = t->shown_in_flight, queued = t->shown_queued;
-    int in_inbox = 0;
+    int in_flight = 0, queued = 0, in_inbox = 0;
+    for (int i = 0; i < t->n_lanes; i++) {
+        in_flight += t->lanes[i].running;
+        queued += t->lanes[i].waiting;
+    }
     for (const cad_transfer_t *x = t->inbox.head; x; x = x->next)
         in_inbox++;
     uv_mutex_unlock(&mt->mu);
