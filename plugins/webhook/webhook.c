@@ -43,14 +43,6 @@ typedef struct webhook {
     EVP_MAC_CTX *signer; /* HMAC-SHA256 keyed with `key`; re-initialised per signature */
 } webhook_t;
 
-static void iso_time(int64_t t, char *buf, size_t size)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* HMAC-SHA256 of "{id}.{ts}.{body}" with the instance's key, fed in pieces
  * to the context keyed at init (a NULL key re-initialises it with its key). */
 static bool sign(webhook_t *w, const char *id, const char *ts, const char *body, size_t body_len,
@@ -107,11 +99,19 @@ static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plug
                  (long long)t->touch_id);
         return -1;
     }
+    /* The header carries the whole key, as signed: a key that does not fit
+     * the line would be signed one way and sent another. */
+    char l_id[1024];
+    if (snprintf(l_id, sizeof l_id, "webhook-id: %s", id) >= (int)sizeof l_id) {
+        out->kind = CAD_OUTCOME_PERMANENT;
+        snprintf(out->reason, sizeof out->reason,
+                 "idempotency key of touch %lld is longer than %zu bytes; refused as webhook-id",
+                 (long long)t->touch_id, sizeof l_id - 13);
+        return -1;
+    }
     int64_t now = w->api->now();
-    char ts_iso[32];
-    iso_time(now, ts_iso, sizeof ts_iso);
     size_t body_len = 0;
-    char *body = cad_webhook_body(w->event_type, ts_iso, t, &body_len);
+    char *body = cad_webhook_body(w->event_type, now, t, &body_len);
     if (!body && errno == EILSEQ) {
         out->kind = CAD_OUTCOME_PERMANENT;
         snprintf(out->reason, sizeof out->reason,
@@ -141,11 +141,9 @@ static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plug
     char sig[4 * EVP_MAX_MD_SIZE / 3 + 8];
     EVP_EncodeBlock((unsigned char *)sig, mac, (int)mac_len);
 
-    char h[512];
     struct curl_slist *headers = NULL, *next;
     const char *lines[5];
-    char l_id[300], l_ts[64], l_sig[sizeof sig + 32];
-    snprintf(l_id, sizeof l_id, "webhook-id: %.*s", 256, id);
+    char l_ts[64], l_sig[sizeof sig + 32];
     snprintf(l_ts, sizeof l_ts, "webhook-timestamp: %s", ts);
     snprintf(l_sig, sizeof l_sig, "webhook-signature: v1,%s", sig);
     lines[0] = "Content-Type: application/json";
@@ -154,8 +152,7 @@ static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plug
     lines[3] = l_sig;
     lines[4] = "Expect:";
     for (size_t i = 0; i < 5; i++) {
-        snprintf(h, sizeof h, "%s", lines[i]);
-        next = curl_slist_append(headers, h);
+        next = curl_slist_append(headers, lines[i]); /* copies the line */
         if (!next) {
             curl_slist_free_all(headers);
             out->kind = CAD_OUTCOME_RETRY;

@@ -171,12 +171,12 @@ static void iso_time(int64_t t, char *buf, size_t size)
         snprintf(buf, size, "1970-01-01T00:00:00Z");
 }
 
-char *cad_webhook_body(const char *type, const char *timestamp, const cad_plugin_touch_t *t,
-                       size_t *len)
+char *cad_webhook_body(const char *type, int64_t now, const cad_plugin_touch_t *t, size_t *len)
 {
     out_t o = {0};
-    char num[32], decided[32];
+    char num[32], decided[32], timestamp[32];
     iso_time(t->decided_at, decided, sizeof decided);
+    iso_time(now, timestamp, sizeof timestamp);
     put(&o, "{", 1);
     member(&o, "type", type, true);
     member(&o, "timestamp", timestamp, false);

@@ -17,12 +17,12 @@
 #include <stddef.h>
 
 /* Returns the compact JSON body of touch `t` (malloc'd, NUL-terminated; the
- * caller frees it) and its length in *len: event `type`, `timestamp` (the
- * attempt's, ISO 8601) and the touch's data, with keys in the documented
+ * caller frees it) and its length in *len: event `type`, `timestamp` (`now`,
+ * the attempt's Unix time, as ISO 8601 UTC) and the touch's data, with keys
+ * in the documented
  * order. NULL strings in the touch are written as "". Returns NULL with
  * errno EILSEQ when a string is not valid UTF-8 (JSON cannot carry it), or
  * ENOMEM when memory runs out. */
-char *cad_webhook_body(const char *type, const char *timestamp, const cad_plugin_touch_t *t,
-                       size_t *len);
+char *cad_webhook_body(const char *type, int64_t now, const cad_plugin_touch_t *t, size_t *len);
 
 #endif

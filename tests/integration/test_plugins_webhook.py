@@ -190,6 +190,20 @@ def main():
         tampered = dict(headers, **{"webhook-id": "someone-else"})
         check(not signature_ok(tampered, body), "a changed webhook-id passed the signature check")
 
+        # the longest key the engine makes (a 128-byte customer id, a 64-byte
+        # rule name, a 128-byte event id) goes out whole, as it was signed
+        long_key = "c" * 128 + ":" + "r" * 64 + ":" + "e" * 128
+        before = len(received)
+        outs, _ = drive(driver, plugin_dir, state, creds, base + "/ok", [touch(3, long_key)])
+        check(outs[3]["outcome"] == "delivered", "a 322-byte key: %r" % outs[3])
+        check(verify_signature(received[before][1], received[before][2]) == long_key,
+              "the webhook-id header must carry the whole key")
+        # a key that cannot be one header line is refused, never sent cut
+        outs, _ = drive(driver, plugin_dir, state, creds, base + "/ok", [touch(4, "k" * 2000)])
+        check(outs[4]["outcome"] == "permanent" and "longer than" in outs[4]["reason"],
+              "a 2000-byte key: %r" % outs[4])
+        check(len(received) == before + 1, "a refused key was sent")
+
         cases = [
             ("/gone", "permanent", "channel_disabled", None, "410"),
             ("/busy", "retry", "none", 120, "500"),
