@@ -1749,17 +1749,28 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
                        "Control requests answered since the daemon started.");
     cad_metrics_sample(&m, "cadence_control_requests_total", NULL, (double)requests);
 
-    int64_t ck_runs, ck_frames, ck_failed;
-    cad_store_checkpoint_counts(st, &ck_runs, &ck_frames, &ck_failed);
+    cad_store_checkpoint_stats_t ck;
+    cad_store_checkpoint_counts(st, &ck);
     cad_metrics_family(&m, "cadence_store_checkpoints_total", "counter",
-                       "Background WAL checkpoints run since the daemon started, by result.");
-    const char *ck_ok[] = {"result", "ok", NULL};
-    const char *ck_bad[] = {"result", "failed", NULL};
-    cad_metrics_sample(&m, "cadence_store_checkpoints_total", ck_ok, (double)(ck_runs - ck_failed));
-    cad_metrics_sample(&m, "cadence_store_checkpoints_total", ck_bad, (double)ck_failed);
-    cad_metrics_family(&m, "cadence_store_checkpoint_frames_total", "counter",
-                       "WAL frames the background checkpoints copied into the database.");
-    cad_metrics_sample(&m, "cadence_store_checkpoint_frames_total", NULL, (double)ck_frames);
+                       "WAL checkpoints since the daemon started, by where they ran (the "
+                       "checkpoint thread, or the committing thread past its threshold) and "
+                       "result.");
+    static const char *const where[] = {"thread", "commit"};
+    for (int w = 0; w < 2; w++) {
+        const char *ok[] = {"where", where[w], "result", "ok", NULL};
+        const char *busy[] = {"where", where[w], "result", "busy", NULL};
+        const char *bad[] = {"where", where[w], "result", "failed", NULL};
+        cad_metrics_sample(&m, "cadence_store_checkpoints_total", ok, (double)ck.ok[w]);
+        cad_metrics_sample(&m, "cadence_store_checkpoints_total", busy, (double)ck.busy[w]);
+        cad_metrics_sample(&m, "cadence_store_checkpoints_total", bad, (double)ck.failed[w]);
+    }
+    cad_metrics_family(&m, "cadence_store_wal_frames", "gauge",
+                       "Frames in the WAL as the last checkpoint found it.");
+    cad_metrics_sample(&m, "cadence_store_wal_frames", NULL, (double)ck.wal_frames);
+    cad_metrics_family(&m, "cadence_store_wal_checkpointed_frames", "gauge",
+                       "Of those, frames in the database after that checkpoint.");
+    cad_metrics_sample(&m, "cadence_store_wal_checkpointed_frames", NULL,
+                       (double)ck.wal_checkpointed);
 
     if (rc < 0 || m.failed) {
         cad_metrics_free(&m);

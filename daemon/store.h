@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "model.h"
 #include "playbook.h"
+#include "store_checkpoint.h"
 
 typedef struct cad_store cad_store_t;
 
@@ -65,10 +66,11 @@ int cad_store_limit_size(cad_store_t *st, int64_t max_bytes, char *err);
  * wait: the loop serves nothing while SQLite waits. */
 void cad_store_set_busy_timeout(cad_store_t *st, int ms);
 
-/* Counters of the background WAL checkpoint since open (runs, WAL frames
- * copied into the database, failed runs); all 0 when checkpoints run inside
- * commits (a read-only store or a copy). */
-void cad_store_checkpoint_counts(cad_store_t *st, int64_t *runs, int64_t *frames, int64_t *failed);
+/* The WAL checkpoints since open (store_checkpoint.h: runs by place and
+ * result, the WAL as the last one left it) into *out; all 0 when the store
+ * runs no checkpoint thread (read-only, an in-memory copy, or a thread that
+ * could not start: SQLite's automatic checkpoint is used then). */
+void cad_store_checkpoint_counts(cad_store_t *st, cad_store_checkpoint_stats_t *out);
 
 /* The schema version this build writes. */
 int cad_store_schema_version(void);

@@ -18,10 +18,17 @@
 
 typedef struct cad_store_checkpoint cad_store_checkpoint_t;
 
+/* Where a checkpoint ran: on this module's thread, or on the committing
+ * thread (the store's step past its inline threshold). */
+enum cad_checkpoint_where { CAD_CHECKPOINT_THREAD, CAD_CHECKPOINT_COMMIT };
+
 typedef struct cad_store_checkpoint_stats {
-    int64_t runs;   /* checkpoints run */
-    int64_t frames; /* WAL frames copied into the database */
-    int64_t failed; /* checkpoints that returned an error */
+    /* Checkpoints run, by where and result: ok, busy (another connection was
+     * checkpointing: nothing done, not a failure) and failed. */
+    int64_t ok[2], busy[2], failed[2];
+    /* As the last checkpoint that ran left them: the WAL's size in frames,
+     * and how many of those frames are in the database. */
+    int64_t wal_frames, wal_checkpointed;
 } cad_store_checkpoint_stats_t;
 
 /* Opens a second connection to the database at `path` (which must already
@@ -35,11 +42,18 @@ int cad_store_checkpoint_start(const char *path, bool sync_full, cad_store_check
  * make one more run). Safe from the writing thread. */
 void cad_store_checkpoint_request(cad_store_checkpoint_t *c);
 
+/* Counts a checkpoint the committing thread ran itself: `rc` and the two
+ * frame counts as sqlite3_wal_checkpoint_v2 returned them. A new failure is
+ * logged once, like the thread's. Safe from the writing thread. */
+void cad_store_checkpoint_record_commit(cad_store_checkpoint_t *c, int rc, int log_frames,
+                                        int checkpointed);
+
 /* Copies the counters so far into *out. */
 void cad_store_checkpoint_get_stats(cad_store_checkpoint_t *c, cad_store_checkpoint_stats_t *out);
 
-/* Waits for a checkpoint in progress, stops the thread, closes its
- * connection and frees `c`. NULL is a no-op. */
+/* Interrupts a checkpoint in progress (the main connection copies the rest
+ * when it closes), stops the thread, closes its connection and frees `c`.
+ * NULL is a no-op. */
 void cad_store_checkpoint_stop(cad_store_checkpoint_t *c);
 
 #endif

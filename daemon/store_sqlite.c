@@ -868,9 +868,12 @@ enum open_mode { OPEN_READWRITE, OPEN_READONLY, OPEN_COPY };
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages)
 {
     cad_store_t *st = arg;
-    if (pages >= CHECKPOINT_INLINE_PAGES)
-        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    else if (pages >= CHECKPOINT_PAGES)
+    if (pages >= CHECKPOINT_INLINE_PAGES) {
+        int log_frames = 0, checkpointed = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
+                                           &checkpointed);
+        cad_store_checkpoint_record_commit(st->checkpoint, rc, log_frames, checkpointed);
+    } else if (pages >= CHECKPOINT_PAGES)
         cad_store_checkpoint_request(st->checkpoint);
     return SQLITE_OK;
 }
@@ -1003,14 +1006,11 @@ void cad_store_close(cad_store_t *st)
     free(st);
 }
 
-void cad_store_checkpoint_counts(cad_store_t *st, int64_t *runs, int64_t *frames, int64_t *failed)
+void cad_store_checkpoint_counts(cad_store_t *st, cad_store_checkpoint_stats_t *out)
 {
-    cad_store_checkpoint_stats_t cs = {0};
+    memset(out, 0, sizeof *out);
     if (st && st->checkpoint)
-        cad_store_checkpoint_get_stats(st->checkpoint, &cs);
-    *runs = cs.runs;
-    *frames = cs.frames;
-    *failed = cs.failed;
+        cad_store_checkpoint_get_stats(st->checkpoint, out);
 }
 
 /* Appends the names of the set bits of `mask` to buf as "a,b,c". */
