@@ -298,6 +298,9 @@ class Commands(h.DaemonTestCase):
         self.assertIn("cadence_queue_depth ", text)
         self.assertIn('cadence_alerts_open{kind="content_gap"}', text)
         self.assertIn('cadence_delivery_latency_seconds_bucket{le="+Inf"}', text)
+        self.assertIn('cadence_store_checkpoints_total{where="commit",result="busy"}', text)
+        self.assertIn("# TYPE cadence_store_wal_frames gauge", text)
+        self.assertIn("cadence_store_wal_checkpointed_frames ", text)
         for line in text.splitlines():
             if line.startswith("#"):
                 self.assertRegex(line, r"^# (HELP|TYPE) [a-z_]+ ")
