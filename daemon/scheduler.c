@@ -181,6 +181,14 @@ static int evaluate(cad_scheduler_t *s, int64_t key, cad_time_t now)
         return 0;
     }
     rc = cad_store_record_decision(s->store, pb, &snap, &dec, now, err);
+    if (rc == -CAD_EINVAL) {
+        /* Refused before anything was written: this customer only. */
+        cad_log_err("decision refused, customer retried in %d s: %s customer=%s",
+                    CAD_SCHEDULER_RETRY_DELAY, err, snap.customer.id);
+        s->stats.errors++;
+        cad_calendar_set(&s->cal, key, now + CAD_SCHEDULER_RETRY_DELAY);
+        return 0;
+    }
     if (rc < 0) {
         cad_log_err("cannot record decision: %s customer=%s", err, snap.customer.id);
         return rc;

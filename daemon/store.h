@@ -199,7 +199,11 @@ int cad_store_load_snapshot(cad_store_t *st, const cad_playbook_t *pb, int64_t k
  * is not SKIP, with reason), the customer's next evaluation time, a dropped
  * history row for each final suppression, and — when the decision chose a
  * touch — the touch with its idempotency key in the outbox (state queued,
- * due now, expiring at the verdict's expires_at). Alerts are upserted. */
+ * due now, expiring at the verdict's expires_at). Alerts are upserted.
+ * -CAD_EINVAL means refused before anything was written (a verdict naming
+ * no rule, a chosen touch without channel or contact, an idempotency key
+ * that cannot be formed); inside a batch the batch stays open. Any other
+ * error inside a batch has rolled the whole batch back. */
 int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const cad_snapshot_t *snap,
                               const cad_decision_t *dec, cad_time_t now, char *err);
 

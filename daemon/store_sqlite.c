@@ -38,8 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
-#define TRACE_KEEP      50 /* trace rows kept per customer */
+#define TRACE_KEEP      50                                   /* trace rows kept per customer */
+#define TOUCH_KEY_MAX   (2 * CAD_ID_MAX + CAD_NAME_MAX + 32) /* customer/rule/e:event, NUL */
 #define BUSY_TIMEOUT_MS 5000
 
 /* ---- schema ------------------------------------------------------------- */
@@ -890,9 +892,21 @@ static void start_checkpoint_thread(cad_store_t *st, enum cad_store_sync sync)
     sqlite3_wal_hook(st->db, on_wal_commit, st); /* replaces the automatic checkpoint */
 }
 
+/* Process-wide SQLite settings, before SQLite initialises itself: no
+ * memory statistics (nothing reads them, and keeping them takes a global
+ * mutex around every allocation SQLite makes). When something else in the
+ * process initialised SQLite first, sqlite3_config refuses and SQLite's
+ * defaults stay. */
+static void sqlite_setup(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int open_common(const char *path, enum open_mode mode, enum cad_store_sync sync,
                        cad_store_t **out, char *err)
 {
+    static uv_once_t setup = UV_ONCE_INIT;
+    uv_once(&setup, sqlite_setup);
     bool readonly = mode == OPEN_READONLY;
     /* One connection, used from the loop thread only: no SQLite mutexes. */
     int flags =
@@ -1843,7 +1857,7 @@ static int write_touch(cad_store_t *st, const cad_playbook_t *pb, const cad_snap
                        const cad_verdict_t *v, bool dropped, cad_time_t now, const char *reason,
                        char *err)
 {
-    char key[CAD_ID_MAX + CAD_NAME_MAX + 64];
+    char key[TOUCH_KEY_MAX];
     int n = cad_touch_key(pb, snap, v, key, sizeof(key));
     if (n < 0 || (size_t)n >= sizeof(key))
         return cad_fail(err, CAD_EINVAL, "customer %s: rule %s: no idempotency key",
@@ -1888,7 +1902,19 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
                             " unknown contact",
                             snap->customer.id, pb->rules[v->rule].name);
     }
-    int r = write_begin(st, err);
+    /* Every refusal comes before the first write: inside a batch the
+     * decision then needs no savepoint of its own (a store failure rolls the
+     * whole batch back, and the scheduler retries all of it). */
+    for (int i = 0; i < dec->n_verdicts; i++) {
+        const cad_verdict_t *v = &dec->verdicts[i];
+        bool writes_touch = i == dec->chosen || (v->kind == CAD_VERDICT_SUPPRESS && v->final);
+        char key[TOUCH_KEY_MAX];
+        int n = writes_touch ? cad_touch_key(pb, snap, v, key, sizeof(key)) : 0;
+        if (n < 0 || (size_t)n >= sizeof(key))
+            return cad_fail(err, CAD_EINVAL, "customer %s: rule %s: no idempotency key",
+                            snap->customer.id, pb->rules[v->rule].name);
+    }
+    int r = write_begin_light(st, err);
     if (r < 0)
         return r;
     char sentence[1024];
@@ -1973,6 +1999,10 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
             r = exec_stmt(st, s, err, "recording an alert");
         }
     }
+    /* A statement that failed after others wrote cannot be undone alone
+     * without a savepoint: it fails the whole batch, never as a refusal. */
+    if (is_refusal(r))
+        r = -CAD_ESTORE;
     bool batched = st->in_batch;
     r = write_end(st, r, err);
     if (r == 0 && batched && st->in_batch)
@@ -2052,7 +2082,7 @@ static int outbox_claim(cad_store_t *st, const char *channel, cad_time_t now, in
 {
     if (max <= 0)
         return 0;
-    int r = write_begin(st, err);
+    int r = write_begin_light(st, err);
     if (r < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_OUTBOX_EXPIRE);
@@ -2147,7 +2177,7 @@ static int outbox_explain(cad_store_t *st, int64_t key, const char *action, cad_
 static int outbox_update(cad_store_t *st, enum stmt_id id, int64_t key, const char *text,
                          cad_time_t t, cad_time_t now, const char *action, char *err)
 {
-    int r = write_begin(st, err);
+    int r = write_begin_light(st, err);
     if (r < 0)
         return r;
     sqlite3_stmt *s = stmt(st, id);
@@ -2201,7 +2231,7 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
 
 int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, cad_time_t at, char *err)
 {
-    int r = write_begin(st, err);
+    int r = write_begin_light(st, err);
     if (r < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_OUTBOX_MAYBE_DELIVERED);

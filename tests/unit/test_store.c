@@ -653,6 +653,58 @@ static void test_store_record_decision_queues_touch_traces_drops_and_alerts(void
     cad_snapshot_buf_free(&buf);
 }
 
+/* The longest ids make the longest idempotency key (customer/rule/e:event,
+ * 321 bytes with 127-byte ids); it is queued whole. A decision refused inside
+ * a batch writes nothing and leaves the batch's earlier decisions to commit. */
+static void test_store_longest_key_queued_and_refusal_keeps_batch(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    char cid[CAD_ID_MAX], eid[CAD_ID_MAX];
+    memset(cid, 'c', sizeof(cid) - 1);
+    cid[sizeof(cid) - 1] = '\0';
+    memset(eid, 'e', sizeof(eid) - 1);
+    eid[sizeof(eid) - 1] = '\0';
+    int64_t long_key = add_customer(f, cid, "active", NULL, "reporting");
+    add_event(f, eid, cid, "purchase", T0 - CAD_DAY);
+    cad_snapshot_buf_t long_buf = {0};
+    cad_snapshot_t long_snap;
+    assert_int_equal(
+        cad_store_load_snapshot(f->st, &f->pb, long_key, &long_buf, &long_snap, f->err), 0);
+    cad_verdict_t lv = v[1]; /* a final suppression: a touch row without a contact */
+    lv.trigger_key = long_snap.events[0].key;
+    cad_decision_t long_dec = {
+        .verdicts = &lv, .n_verdicts = 1, .chosen = -1, .next_eval = T0 + CAD_DAY};
+
+    assert_int_equal(cad_store_batch_begin(f->st, f->err), 0);
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &long_snap, &long_dec, T0, f->err),
+                     0);
+    v[0].channel = -1; /* the chosen touch names no channel: refused */
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0 + 1, f->err),
+                     -CAD_EINVAL);
+    assert_true(cad_store_in_batch(f->st));
+    assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
+
+    char idem[2 * CAD_ID_MAX + CAD_NAME_MAX];
+    int n = cad_touch_key(&f->pb, &long_snap, &lv, idem, sizeof(idem));
+    assert_int_equal(n, 127 + 1 + (int)strlen(f->pb.rules[R_REVIEW].name) + 3 + 127);
+    char sql[1024];
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM touches WHERE idempotency_key = '%s'", idem);
+    assert_int_equal(query_int(f, sql), 1);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM touches"), 3);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM traces"), 3);
+    assert_int_equal(query_int(f, "SELECT value FROM counters WHERE name = 'decisions'"), 2);
+    cad_snapshot_buf_free(&long_buf);
+    cad_snapshot_buf_free(&buf);
+}
+
 static void test_store_outbox_claim_and_outcome_transitions(void **state)
 {
     fixture_t *f = *state;
@@ -1426,6 +1478,8 @@ int main(void)
             test_store_snapshot_resolves_roles_reachability_events_history, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_record_decision_queues_touch_traces_drops_and_alerts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_longest_key_queued_and_refusal_keeps_batch,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_claim_and_outcome_transitions, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_dead_and_expired_touches_fail, setup,
