@@ -16,6 +16,14 @@
  * Outcomes decided before anything ran (render or prepare failures) are
  * reported from a 0 ms timer so a completion never runs inside the caller's
  * send call.
+ *
+ * A blocking job gets the channel's timeout, counted from the send call, as
+ * a transfer does: a watchdog timer reports one still waiting for a thread
+ * or still inside send() past it as a retry. A thread cannot be stopped, so
+ * a job abandoned inside send() keeps its thread and its slot of the
+ * channel's concurrency until send() returns; its late outcome is logged
+ * and dropped (the touch was already given back, and is sent again with the
+ * same idempotency key).
  */
 #include "plugin_host.h"
 
@@ -38,6 +46,7 @@
 
 #define SECRET_MAX         (64 * 1024)
 #define DEFAULT_TIMEOUT_MS 30000
+#define WATCHDOG_MS        200 /* how often blocking jobs are checked against their timeout */
 
 typedef struct job job_t;
 
@@ -72,7 +81,10 @@ struct cad_plugin_host {
     int n_envs;
     uv_timer_t soon; /* reports outcomes decided without running anything */
     job_t *soon_head, *soon_tail;
-    int jobs; /* jobs not yet completed */
+    uv_timer_t watchdog; /* runs while blocking jobs are timed */
+    job_t *timed;        /* blocking jobs not yet reported, queued or running */
+    int open_timers;     /* soon and watchdog until both are closed */
+    int jobs;            /* jobs not yet completed */
     bool closing, transport_closed, finished;
     void (*closed)(void *arg);
     void *closed_arg;
@@ -92,6 +104,11 @@ struct job {
     void *arg;
     bool maybe_received; /* failed without an answer after the request left */
     job_t *next;
+    /* blocking jobs only */
+    int64_t deadline_ms; /* loop time after which the job is reported as timed out */
+    bool running;        /* handed to a pool thread */
+    bool abandoned;      /* reported already; freed when send() returns */
+    job_t *timed_prev, *timed_next;
 };
 
 static const cad_plugin_api_t host_api;
@@ -634,6 +651,8 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
     cad_transport_set_total(h->transport, cfg->dispatch_concurrency);
     uv_timer_init(loop, &h->soon);
     h->soon.data = h;
+    uv_timer_init(loop, &h->watchdog);
+    h->watchdog.data = h;
     h->n_envs = cfg->playbook.n_channels;
     for (int c = 0; c < h->n_envs; c++)
         load_channel(h, c);
@@ -723,9 +742,9 @@ static void check_outcome(struct cad_plugin_env *env, cad_plugin_outcome_t *o)
         o->reason[0] = '\0';
 }
 
-static void job_complete(job_t *j)
+/* Reports the job's outcome to its caller, once. */
+static void job_report(job_t *j)
 {
-    cad_plugin_host_t *h = j->host;
     struct cad_plugin_env *env = j->env;
     cad_plugin_outcome_t *o = &j->outcome;
     check_outcome(env, o);
@@ -739,12 +758,111 @@ static void job_complete(job_t *j)
                   env->channel, (long long)j->touch.touch_id, j->touch.attempt,
                   cad_outcome_kind_name(o->kind), (long long)o->retry_after,
                   cad_outcome_effect_name(o->effect), o->reason);
-    if (j->cb)
-        j->cb(o, j->maybe_received, j->arg);
+    cad_plugin_done_cb cb = j->cb;
+    j->cb = NULL;
+    if (cb)
+        cb(o, j->maybe_received, j->arg);
+}
+
+/* Frees a job whose outcome was reported. */
+static void job_release(job_t *j)
+{
+    cad_plugin_host_t *h = j->host;
+    struct cad_plugin_env *env = j->env;
     job_free(j);
     env->active--;
     h->jobs--;
     try_finish(h);
+}
+
+static void job_complete(job_t *j)
+{
+    job_report(j);
+    job_release(j);
+}
+
+/* ---- timeouts of blocking jobs -------------------------------------------------- */
+
+static void timed_remove(job_t *j)
+{
+    cad_plugin_host_t *h = j->host;
+    if (j->timed_prev)
+        j->timed_prev->timed_next = j->timed_next;
+    else if (h->timed == j)
+        h->timed = j->timed_next;
+    if (j->timed_next)
+        j->timed_next->timed_prev = j->timed_prev;
+    j->timed_prev = j->timed_next = NULL;
+    if (!h->timed)
+        uv_timer_stop(&h->watchdog);
+}
+
+static void on_watchdog(uv_timer_t *t);
+
+static void timed_add(job_t *j)
+{
+    cad_plugin_host_t *h = j->host;
+    j->deadline_ms = (int64_t)uv_now(h->loop) + j->env->timeout_ms;
+    j->timed_prev = NULL;
+    j->timed_next = h->timed;
+    if (h->timed)
+        h->timed->timed_prev = j;
+    else
+        uv_timer_start(&h->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
+    h->timed = j;
+}
+
+/* Takes a job that waits for a thread out of its channel's queue. */
+static void queue_remove(struct cad_plugin_env *env, job_t *j)
+{
+    job_t **pp = &env->queue_head, *prev = NULL;
+    while (*pp && *pp != j) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = j->next;
+    if (env->queue_tail == j)
+        env->queue_tail = prev;
+    env->queued--;
+    j->next = NULL;
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    cad_plugin_host_t *h = t->data;
+    int64_t now = (int64_t)uv_now(h->loop);
+    job_t *j = h->timed;
+    while (j) {
+        job_t *next = j->timed_next;
+        if (now >= j->deadline_ms) {
+            struct cad_plugin_env *env = j->env;
+            timed_remove(j);
+            if (j->running) {
+                /* The request may have left: counted as possibly received. */
+                set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
+                            "plugin %s did not return from send() within the channel's "
+                            "timeout of %lld ms",
+                            env->plugin, (long long)env->timeout_ms);
+                j->maybe_received = true;
+                j->abandoned = true;
+                cad_log_err("plugin %s still inside send() after %lld ms; the touch is retried, "
+                            "the thread stays taken until send() returns channel=%s touch=%lld",
+                            env->plugin, (long long)env->timeout_ms, env->channel,
+                            (long long)j->touch.touch_id);
+                job_report(j);
+            } else {
+                queue_remove(env, j);
+                set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
+                            "not started within the channel's timeout of %lld ms: all %u of "
+                            "its sends are busy",
+                            (long long)env->timeout_ms, env->concurrency);
+                job_complete(j);
+            }
+        }
+        j = next;
+    }
 }
 
 static void report_soon(job_t *j)
@@ -937,6 +1055,16 @@ static void work_done(uv_work_t *w, int status)
     job_t *j = w->data;
     struct cad_plugin_env *env = j->env;
     env->blocking_in_flight--;
+    if (j->abandoned) {
+        cad_log_warning("plugin %s returned from send() after its timeout; outcome %s ignored, "
+                        "the touch was retried already channel=%s touch=%lld",
+                        env->plugin, cad_outcome_kind_name(j->outcome.kind), env->channel,
+                        (long long)j->touch.touch_id);
+        job_release(j);
+        pump_blocking(env);
+        return;
+    }
+    timed_remove(j);
     if (status == UV_ECANCELED)
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cancelled: the daemon is shutting down");
     job_complete(j);
@@ -954,10 +1082,13 @@ static void pump_blocking(struct cad_plugin_env *env)
         env->queued--;
         j->next = NULL;
         j->work.data = j;
+        j->running = true;
         env->blocking_in_flight++;
         int rc = uv_queue_work(h->loop, &j->work, work_send, work_done);
         if (rc < 0) {
             env->blocking_in_flight--;
+            j->running = false;
+            timed_remove(j);
             set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cannot queue work: %s", uv_strerror(rc));
             report_soon(j);
         }
@@ -1003,6 +1134,7 @@ int cad_plugin_host_send(cad_plugin_host_t *h, int channel, const cad_plugin_tou
         env->queue_head = j;
     env->queue_tail = j;
     env->queued++;
+    timed_add(j);
     pump_blocking(env);
     return 0;
 }
@@ -1039,9 +1171,11 @@ int cad_plugin_host_list(const cad_plugin_host_t *h, cad_plugin_info_t *out, int
 
 /* ---- closing ------------------------------------------------------------------------ */
 
-static void on_soon_closed(uv_handle_t *handle)
+static void on_timer_closed(uv_handle_t *handle)
 {
     cad_plugin_host_t *h = handle->data;
+    if (--h->open_timers > 0)
+        return;
     void (*closed)(void *) = h->closed;
     void *arg = h->closed_arg;
     free(h);
@@ -1060,7 +1194,9 @@ static void try_finish(cad_plugin_host_t *h)
             env->desc->shutdown(env->instance);
         env_free(env);
     }
-    uv_close((uv_handle_t *)&h->soon, on_soon_closed);
+    h->open_timers = 2;
+    uv_close((uv_handle_t *)&h->soon, on_timer_closed);
+    uv_close((uv_handle_t *)&h->watchdog, on_timer_closed);
 }
 
 static void on_transport_closed(void *arg)
@@ -1079,6 +1215,7 @@ static void cancel_queued_jobs(struct cad_plugin_env *env, const char *why)
         job_t *j = env->queue_head;
         env->queue_head = j->next;
         env->queued--;
+        timed_remove(j);
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", why);
         report_soon(j);
     }

@@ -193,13 +193,53 @@ class PluginFaults(h.DaemonTestCase):
         took = time.monotonic() - t0
         self.assertIsNotNone(rc, "cadenced did not exit within 15 s of SIGTERM:\n" + d.read_log())
         self.assertLess(took, 10.0)
-        self.assertIn("still inside send()", d.read_log())
+        self.assertIn("a plugin is still inside send(); exiting without it", d.read_log())
         # Restarted on a working plugin: the abandoned touches are sent again,
         # with the same idempotency keys, once each.
         self.write_config("file")
         d2 = self.start_daemon()
         self.assert_delivered_once(d2)
         self.assertEqual(d2.stop(), 0)
+
+    def test_a_send_past_its_timeout_is_retried_and_its_late_outcome_ignored(self):
+        self.write_config("hang", max_attempts=50)
+        self.import_data()
+        d = self.start_daemon(env={"CADENCE_FAULT_RELEASE": self.release})
+        t0 = time.monotonic()
+        # The channel's timeout (2 s) gives every hung attempt back for a
+        # retry, whether it was inside send() or waiting for a thread.
+        touches = self.wait_outbox(
+            d, lambda ts: len(ts) == N and all(
+                t["attempts"] >= 1 and "within the channel's timeout" in t["last_error"]
+                for t in ts),
+            "every hung attempt given back after the timeout", timeout=15)
+        self.assertGreater(time.monotonic() - t0, 1.5, "not before the timeout")
+        self.assertLess(self.status_latency(d), 1.0)
+        log = d.read_log()
+        self.assertIn("still inside send() after 2000 ms; the touch is retried", log)
+        # The operator sees the stuck threads as in flight on the channel.
+        c = d.connect()
+        try:
+            r = c.call({"cmd": "plugins"})
+        finally:
+            c.close()
+        self.assertTrue(r and r.get("ok"), r)
+        email = [p for p in r["result"]["plugins"] if p["channel"] == "email"][0]
+        self.assertGreaterEqual(email["in_flight"], 1, email)
+        # The peer answers at last: the hung sends return "delivered", too
+        # late to count; the touches are delivered by later attempts, once.
+        h.write_text(self.release, "")
+        touches = self.wait_outbox(d, lambda ts: len(ts) == N and all(
+            t["state"] == "delivered" for t in ts), "every touch delivered", timeout=30)
+        for t in touches:
+            self.assertGreaterEqual(t["attempts"], 2, t)
+        deadline = time.monotonic() + 10
+        while "outcome delivered ignored" not in d.read_log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertIn("returned from send() after its timeout; outcome delivered ignored",
+                      d.read_log())
+        self.assertNotIn("outcome not recorded", d.read_log())
+        self.assertEqual(d.stop(), 0)
 
 
 if __name__ == "__main__":
