@@ -515,7 +515,7 @@ static void on_handle_closed(uv_handle_t *h)
  * closed. */
 struct open_handles {
     const uv_handle_t *skip;
-    int not_closing;
+    int handles, not_closing;
     char list[256];
     size_t len;
 };
@@ -526,6 +526,7 @@ static void name_open_handle(uv_handle_t *h, void *arg)
     if (h == o->skip)
         return;
     bool closing = uv_is_closing(h) != 0;
+    o->handles++;
     o->not_closing += !closing;
     if (o->len >= sizeof o->list - 1)
         return;
@@ -547,13 +548,13 @@ static void on_last_resort(uv_timer_t *t)
     cad_daemon_t *d = t->data;
     struct open_handles open = {.skip = (const uv_handle_t *)t};
     uv_walk(&d->loop, name_open_handle, &open);
-    if (open.len > 0 && open.not_closing == 0) {
+    if (open.handles > 0 && open.not_closing == 0) {
         uv_timer_start(&d->last_resort, on_last_resort, LAST_RESORT_MS, 0);
         return;
     }
     cad_log_err("shutdown: handles still open %d ms after closing; stopping the loop anyway "
                 "open=\"%s\"",
-                LAST_RESORT_MS, open.len ? open.list : "thread-pool requests");
+                LAST_RESORT_MS, open.handles ? open.list : "thread-pool requests");
     d->exit_code = 1;
     d->loop_forced = true;
     uv_stop(&d->loop);
