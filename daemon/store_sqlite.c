@@ -539,7 +539,18 @@ struct cad_store {
     char *claim_strings;
     size_t claim_len, claim_cap_strings;
     cad_store_checkpoint_t *checkpoint; /* NULL: SQLite checkpoints inside commits */
+    /* Customers that may have an open alert: one bit per customer key, read
+     * from the alerts table at open and set whenever a decision opens an
+     * alert, never cleared while the store is open. A decision of a
+     * customer whose bit is clear skips the statement that closes alerts
+     * (as costly as queueing the touch). `alerts_unknown`: every customer
+     * may have one (a key too large for the bitmap, or no memory for it). */
+    uint64_t *alert_marks;
+    size_t alert_words;
+    bool alerts_unknown;
 };
+
+#define ALERT_MARKS_MAX_KEY ((int64_t)1 << 32) /* beyond it: alerts_unknown (512 MiB of bits) */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -566,6 +577,56 @@ static int db_fail(cad_store_t *st, char *err, int rc, const char *what)
 {
     return cad_fail(err, sqlite_code(rc), "store %s: %s: %s", st->path, what,
                     st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+}
+
+/* Records that customer `key` may have an open alert. */
+static void alert_mark(cad_store_t *st, int64_t key)
+{
+    if (st->alerts_unknown)
+        return;
+    if (key < 0 || key >= ALERT_MARKS_MAX_KEY) {
+        st->alerts_unknown = true;
+        return;
+    }
+    size_t word = (size_t)key / 64;
+    if (word >= st->alert_words) {
+        size_t n = st->alert_words ? st->alert_words : 1024;
+        while (n <= word)
+            n *= 2;
+        uint64_t *p = realloc(st->alert_marks, n * sizeof *p);
+        if (!p) {
+            st->alerts_unknown = true;
+            return;
+        }
+        memset(p + st->alert_words, 0, (n - st->alert_words) * sizeof *p);
+        st->alert_marks = p;
+        st->alert_words = n;
+    }
+    st->alert_marks[word] |= (uint64_t)1 << (key % 64);
+}
+
+static bool alert_may_be_open(const cad_store_t *st, int64_t key)
+{
+    if (st->alerts_unknown)
+        return true;
+    if (key < 0)
+        return false;
+    size_t word = (size_t)key / 64;
+    return word < st->alert_words && (st->alert_marks[word] >> (key % 64) & 1);
+}
+
+/* Marks every customer with an open alert in the store. */
+static int alert_marks_load(cad_store_t *st, char *err)
+{
+    sqlite3_stmt *s;
+    int rc =
+        sqlite3_prepare_v2(st->db, "SELECT customer_key FROM alerts WHERE open = 1", -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        return db_fail(st, err, rc, "reading open alerts");
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        alert_mark(st, sqlite3_column_int64(s, 0));
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "reading open alerts");
 }
 
 static sqlite3_stmt *stmt(cad_store_t *st, enum stmt_id id)
@@ -974,6 +1035,8 @@ static int open_common(const char *path, enum open_mode mode, enum cad_store_syn
             goto fail;
         }
     }
+    if (!readonly && (r = alert_marks_load(st, err)) < 0)
+        goto fail;
     *out = st;
     return 0;
 fail:
@@ -1016,6 +1079,7 @@ void cad_store_close(cad_store_t *st)
     sqlite3_close(st->db);
     free(st->claim_rows);
     free(st->claim_strings);
+    free(st->alert_marks);
     free(st->path);
     free(st);
 }
@@ -1967,7 +2031,7 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
         r = count_decisions(st, 1, err); /* in a batch: once, at its commit */
     static const uint32_t alert_bits[] = {CAD_ALERT_CONTENT_GAP, CAD_ALERT_LOOP_OVERDUE,
                                           CAD_ALERT_SILENT};
-    if (r == 0 && !st->no_traces) {
+    if (r == 0 && !st->no_traces && alert_may_be_open(st, ckey)) {
         /* One statement closes the open alerts of every kind not raised. */
         sqlite3_stmt *s = stmt(st, S_ALERT_CLOSE);
         sqlite3_bind_int64(s, 1, ckey);
@@ -1996,6 +2060,7 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
             }
             bind_text(s, 4, sentence);
             sqlite3_bind_int64(s, 5, now);
+            alert_mark(st, ckey); /* before: a failed insert may still have opened it */
             r = exec_stmt(st, s, err, "recording an alert");
         }
     }
@@ -2117,6 +2182,10 @@ static int outbox_claim(cad_store_t *st, const char *channel, cad_time_t now, in
         sqlite3_bind_int64(s, 2, now);
         r = exec_stmt(st, s, err, "claiming a touch");
     }
+    /* Without a savepoint a failed claim cannot be undone alone: whatever
+     * the cause, the caller must roll the batch back. */
+    if (is_refusal(r))
+        r = -CAD_ESTORE;
     r = write_end(st, r, err);
     if (r < 0)
         return r;

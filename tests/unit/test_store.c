@@ -705,6 +705,42 @@ static void test_store_longest_key_queued_and_refusal_keeps_batch(void **state)
     cad_snapshot_buf_free(&buf);
 }
 
+/* A decision closes the alerts the customer no longer raises, also when
+ * they were opened before the store was last opened; a customer who never
+ * had one is decided without touching the alerts table. */
+static void test_store_alerts_close_across_reopen(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    dec.chosen = -1;
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM alerts WHERE open = 1"), 1);
+
+    cad_store_close(f->st);
+    open_store(f);
+    assert_int_equal(cad_store_load_snapshot(f->st, &f->pb, key, &buf, &snap, f->err), 0);
+    dec.alerts = 0;
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0 + 60, f->err), 0);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM alerts WHERE open = 1"), 0);
+    assert_int_equal(query_int(f, "SELECT closed_at FROM alerts"), T0 + 60);
+
+    /* raised again in this session, closed again */
+    dec.alerts = CAD_ALERT_SILENT;
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0 + 120, f->err), 0);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM alerts WHERE open = 1"), 1);
+    dec.alerts = 0;
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0 + 180, f->err), 0);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM alerts WHERE open = 1"), 0);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM alerts"), 2);
+    cad_snapshot_buf_free(&buf);
+}
+
 static void test_store_outbox_claim_and_outcome_transitions(void **state)
 {
     fixture_t *f = *state;
@@ -1480,6 +1516,7 @@ int main(void)
             test_store_record_decision_queues_touch_traces_drops_and_alerts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_longest_key_queued_and_refusal_keeps_batch,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_alerts_close_across_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_claim_and_outcome_transitions, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_dead_and_expired_touches_fail, setup,
