@@ -17,13 +17,15 @@
  * reported from a 0 ms timer so a completion never runs inside the caller's
  * send call.
  *
- * A blocking job gets the channel's timeout, counted from the send call, as
- * a transfer does: a watchdog timer reports one still waiting for a thread
- * or still inside send() past it as a retry. A thread cannot be stopped, so
- * a job abandoned inside send() keeps its thread and its slot of the
+ * A blocking job gets the channel's timeout from the moment it is handed to
+ * a thread, as a transfer gets it from its start: a watchdog timer reports
+ * one still inside send() past it as a retry. A thread cannot be stopped,
+ * so a job abandoned inside send() keeps its thread and its slot of the
  * channel's concurrency until send() returns; its late outcome is logged
- * and dropped (the touch was already given back, and is sent again with the
- * same idempotency key).
+ * and dropped (the touch was already given back, and is sent again with
+ * the same idempotency key). While every slot of a channel is held that
+ * way, its waiting and new jobs are reported as retries at once instead of
+ * waiting behind them.
  */
 #include "plugin_host.h"
 
@@ -67,6 +69,7 @@ struct cad_plugin_env {
     uint32_t concurrency;
     int64_t timeout_ms;
     int blocking_in_flight;
+    int stuck;  /* of those, abandoned past the timeout: still inside send() */
     int active; /* jobs of this channel not yet completed, queued ones included */
     job_t *queue_head, *queue_tail; /* blocking jobs waiting for a slot */
     int queued;
@@ -82,7 +85,7 @@ struct cad_plugin_host {
     uv_timer_t soon; /* reports outcomes decided without running anything */
     job_t *soon_head, *soon_tail;
     uv_timer_t watchdog; /* runs while blocking jobs are timed */
-    job_t *timed;        /* blocking jobs not yet reported, queued or running */
+    job_t *timed;        /* blocking jobs inside send(), not yet reported */
     int open_timers;     /* soon and watchdog until both are closed */
     int jobs;            /* jobs not yet completed */
     bool closing, transport_closed, finished;
@@ -106,7 +109,6 @@ struct job {
     job_t *next;
     /* blocking jobs only */
     int64_t deadline_ms; /* loop time after which the job is reported as timed out */
-    bool running;        /* handed to a pool thread */
     bool abandoned;      /* reported already; freed when send() returns */
     job_t *timed_prev, *timed_next;
 };
@@ -812,22 +814,17 @@ static void timed_add(job_t *j)
     h->timed = j;
 }
 
-/* Takes a job that waits for a thread out of its channel's queue. */
-static void queue_remove(struct cad_plugin_env *env, job_t *j)
+/* Why a blocking job cannot start: every slot of its channel is held by a
+ * send() that did not return. Reported as a retry (not a cancellation), so
+ * backoff and the circuit apply. */
+static void stuck_reason(const struct cad_plugin_env *env, char *buf, size_t size)
 {
-    job_t **pp = &env->queue_head, *prev = NULL;
-    while (*pp && *pp != j) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (!*pp)
-        return;
-    *pp = j->next;
-    if (env->queue_tail == j)
-        env->queue_tail = prev;
-    env->queued--;
-    j->next = NULL;
+    snprintf(buf, size,
+             "not started: all %u sends of channel %s are stuck inside plugin %s's send()",
+             env->concurrency, env->channel, env->plugin);
 }
+
+static void end_queued_jobs(struct cad_plugin_env *env, const char *why);
 
 static void on_watchdog(uv_timer_t *t)
 {
@@ -839,26 +836,23 @@ static void on_watchdog(uv_timer_t *t)
         if (now >= j->deadline_ms) {
             struct cad_plugin_env *env = j->env;
             timed_remove(j);
-            if (j->running) {
-                /* The request may have left: counted as possibly received. */
-                set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
-                            "plugin %s did not return from send() within the channel's "
-                            "timeout of %lld ms",
-                            env->plugin, (long long)env->timeout_ms);
-                j->maybe_received = true;
-                j->abandoned = true;
-                cad_log_err("plugin %s still inside send() after %lld ms; the touch is retried, "
-                            "the thread stays taken until send() returns channel=%s touch=%lld",
-                            env->plugin, (long long)env->timeout_ms, env->channel,
-                            (long long)j->touch.touch_id);
-                job_report(j);
-            } else {
-                queue_remove(env, j);
-                set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
-                            "not started within the channel's timeout of %lld ms: all %u of "
-                            "its sends are busy",
-                            (long long)env->timeout_ms, env->concurrency);
-                job_complete(j);
+            /* The request may have left: counted as possibly received. */
+            set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
+                        "plugin %s did not return from send() within the channel's timeout of "
+                        "%lld ms",
+                        env->plugin, (long long)env->timeout_ms);
+            j->maybe_received = true;
+            j->abandoned = true;
+            env->stuck++;
+            cad_log_err("plugin %s still inside send() after %lld ms; the touch is retried, the "
+                        "thread stays taken until send() returns channel=%s touch=%lld stuck=%d",
+                        env->plugin, (long long)env->timeout_ms, env->channel,
+                        (long long)j->touch.touch_id, env->stuck);
+            job_report(j);
+            if ((uint32_t)env->stuck >= env->concurrency) {
+                char why[CAD_PLUGIN_REASON_MAX];
+                stuck_reason(env, why, sizeof why);
+                end_queued_jobs(env, why);
             }
         }
         j = next;
@@ -1056,6 +1050,7 @@ static void work_done(uv_work_t *w, int status)
     struct cad_plugin_env *env = j->env;
     env->blocking_in_flight--;
     if (j->abandoned) {
+        env->stuck--;
         cad_log_warning("plugin %s returned from send() after its timeout; outcome %s ignored, "
                         "the touch was retried already channel=%s touch=%lld",
                         env->plugin, cad_outcome_kind_name(j->outcome.kind), env->channel,
@@ -1082,12 +1077,11 @@ static void pump_blocking(struct cad_plugin_env *env)
         env->queued--;
         j->next = NULL;
         j->work.data = j;
-        j->running = true;
         env->blocking_in_flight++;
+        timed_add(j);
         int rc = uv_queue_work(h->loop, &j->work, work_send, work_done);
         if (rc < 0) {
             env->blocking_in_flight--;
-            j->running = false;
             timed_remove(j);
             set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cannot queue work: %s", uv_strerror(rc));
             report_soon(j);
@@ -1127,6 +1121,13 @@ int cad_plugin_host_send(cad_plugin_host_t *h, int channel, const cad_plugin_tou
         start_transfer(j);
         return 0;
     }
+    if ((uint32_t)env->stuck >= env->concurrency) {
+        char why[CAD_PLUGIN_REASON_MAX];
+        stuck_reason(env, why, sizeof why);
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", why);
+        report_soon(j);
+        return 0;
+    }
     j->next = NULL;
     if (env->queue_tail)
         env->queue_tail->next = j;
@@ -1134,7 +1135,6 @@ int cad_plugin_host_send(cad_plugin_host_t *h, int channel, const cad_plugin_tou
         env->queue_head = j;
     env->queue_tail = j;
     env->queued++;
-    timed_add(j);
     pump_blocking(env);
     return 0;
 }
@@ -1208,14 +1208,14 @@ static void on_transport_closed(void *arg)
 }
 
 /* Ends every job of a blocking channel that waits for a pool thread with a
- * RETRY outcome saying `why` (which starts with "cancelled:"). */
-static void cancel_queued_jobs(struct cad_plugin_env *env, const char *why)
+ * RETRY outcome saying `why` ("cancelled: ..." releases the touch unsent,
+ * anything else counts as a failed attempt). */
+static void end_queued_jobs(struct cad_plugin_env *env, const char *why)
 {
     while (env->queue_head) {
         job_t *j = env->queue_head;
         env->queue_head = j->next;
         env->queued--;
-        timed_remove(j);
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "%s", why);
         report_soon(j);
     }
@@ -1231,7 +1231,7 @@ void cad_plugin_host_close(cad_plugin_host_t *h, int64_t grace_ms, void (*closed
     h->closed = closed;
     h->closed_arg = arg;
     for (int c = 0; c < h->n_envs; c++)
-        cancel_queued_jobs(&h->envs[c], "cancelled: the daemon is shutting down");
+        end_queued_jobs(&h->envs[c], "cancelled: the daemon is shutting down");
     cad_transport_close(h->transport, grace_ms, on_transport_closed, h);
 }
 
@@ -1240,7 +1240,7 @@ void cad_plugin_host_take_back(cad_plugin_host_t *h, int channel)
     if (h->closing || channel < 0 || channel >= h->n_envs)
         return;
     struct cad_plugin_env *env = &h->envs[channel];
-    cancel_queued_jobs(env, "cancelled: taken back before it started");
+    end_queued_jobs(env, "cancelled: taken back before it started");
     if (env->lane >= 0 && env->instance)
         cad_transport_clear_lane(h->transport, env->lane);
 }

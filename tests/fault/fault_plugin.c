@@ -9,6 +9,8 @@
  *   FAULT_HANG     send() does not return until the file named by
  *                  $CADENCE_FAULT_RELEASE exists (at most 120 s): a plugin
  *                  stuck on a dead peer without a timeout of its own.
+ *   FAULT_SLOW     send() takes 1.5 s, then delivers: a slow provider,
+ *                  each call well within a 2 s timeout.
  *
  * Each loads and initialises like a well-behaved blocking plugin, so only
  * the fault explains what the host and the dispatcher do.
@@ -43,6 +45,12 @@ static void fault_send(void *instance, const cad_plugin_touch_t *touch, cad_plug
     }
     out->kind = CAD_OUTCOME_DELIVERED;
     strcpy(out->provider_id, "late");
+#endif
+#ifdef FAULT_SLOW
+    struct timespec ts = {1, 500 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    out->kind = CAD_OUTCOME_DELIVERED;
+    strcpy(out->provider_id, "slow");
 #endif
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Plugin faults on the running daemon: a plugin whose init fails, one that
-returns garbage outcomes, one that hangs inside send().
+returns garbage outcomes, one that hangs inside send(), one that is slow.
 
 Each test starts the real cadenced on a small playbook (an invoice notice,
 transactional, due at once, to a billing contact over one channel "email")
@@ -60,14 +60,15 @@ class PluginFaults(h.DaemonTestCase):
         self.plugins = self.tmp.join("plugins")
         os.mkdir(self.plugins)
         os.symlink(os.path.join(h.PLUGIN_BUILD_DIR, "file.so"), os.path.join(self.plugins, "file.so"))
-        for name in ("garbage", "hang", "init_fails"):
+        for name in ("garbage", "hang", "slow", "init_fails"):
             os.symlink(os.path.join(FIXTURES, name + ".so"), os.path.join(self.plugins, name + ".so"))
         self.out = self.tmp.join("out")
         self.config = self.tmp.join("cadenced.conf")
         self.release = self.tmp.join("release")
 
-    def write_config(self, plugin, max_attempts=8):
+    def write_config(self, plugin, max_attempts=8, concurrency=4):
         settings = 'settings = { directory = "%s"; };' % self.out if plugin == "file" else ""
+        settings += " concurrency = %d;" % concurrency
         h.write_text(self.config, CONFIG.format(
             state=self.tmp.join("state"), socket=self.tmp.join("control.sock"),
             plugins=self.plugins, plugin=plugin, settings=settings, max_attempts=max_attempts))
@@ -206,14 +207,19 @@ class PluginFaults(h.DaemonTestCase):
         self.import_data()
         d = self.start_daemon(env={"CADENCE_FAULT_RELEASE": self.release})
         t0 = time.monotonic()
-        # The channel's timeout (2 s) gives every hung attempt back for a
-        # retry, whether it was inside send() or waiting for a thread.
+        # The channel's timeout (2 s) gives every attempt hung inside send()
+        # back for a retry; with all 4 of the channel's sends stuck, the
+        # attempt waiting for one is given back as not started.
         touches = self.wait_outbox(
             d, lambda ts: len(ts) == N and all(
-                t["attempts"] >= 1 and "within the channel's timeout" in t["last_error"]
+                t["attempts"] >= 1 and ("did not return from send() within the channel's "
+                                        "timeout of 2000 ms" in t["last_error"] or
+                                        "not started: all 4 sends of channel email are stuck "
+                                        "inside plugin hang's send()" in t["last_error"])
                 for t in ts),
             "every hung attempt given back after the timeout", timeout=15)
         self.assertGreater(time.monotonic() - t0, 1.5, "not before the timeout")
+        self.assertTrue(any("are stuck" in t["last_error"] for t in touches), touches)
         self.assertLess(self.status_latency(d), 1.0)
         log = d.read_log()
         self.assertIn("still inside send() after 2000 ms; the touch is retried", log)
@@ -239,6 +245,20 @@ class PluginFaults(h.DaemonTestCase):
         self.assertIn("returned from send() after its timeout; outcome delivered ignored",
                       d.read_log())
         self.assertNotIn("outcome not recorded", d.read_log())
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_slow_send_waits_for_its_thread_without_timing_out(self):
+        # One send at a time, 1.5 s each, timeout 2 s: the last of the five
+        # waits 6 s for the thread, which does not count against its timeout.
+        self.write_config("slow", concurrency=1)
+        self.import_data()
+        d = self.start_daemon()
+        touches = self.wait_outbox(d, lambda ts: len(ts) == N and all(
+            t["state"] == "delivered" for t in ts), "every touch delivered", timeout=30)
+        for t in touches:
+            self.assertEqual(t["attempts"], 1, t)
+            self.assertEqual(t["provider_id"], "slow", t)
+        self.assertNotIn("still inside send()", d.read_log())
         self.assertEqual(d.stop(), 0)
 
 
