@@ -3,12 +3,14 @@
  * snapshots, decisions, the outbox's state machine, traces and failures.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1104,6 +1106,79 @@ static void test_store_checkpoints_run_on_their_own_thread(void **state)
     cad_store_close(copy);
 }
 
+/* A checkpoint that cannot write the database (here: the file may not grow,
+ * as on a full disk) is counted as failed, and the store goes on: commits
+ * still land in the WAL, and once the database may grow again the next
+ * checkpoint copies everything and nothing is lost. */
+static void test_store_failed_checkpoint_is_counted_and_recovers(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    char name[220];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    for (int batch = 0; batch < 40; batch++)
+        commit_named_customers(f, batch, name);
+    /* Closed and opened again: everything is in the database, the WAL
+     * starts empty. */
+    cad_store_close(f->st);
+    open_store(f);
+
+    /* The database may not grow past its size now; the WAL, which is
+     * written from its start, stays below that size. */
+    struct stat sb;
+    assert_int_equal(stat(f->path, &sb), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit saved, limit;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    limit = saved;
+    limit.rlim_cur = (rlim_t)sb.st_size;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &limit), 0);
+    int failed_batch = -1;
+    for (int batch = 40; batch < 60 && failed_batch < 0; batch++) {
+        int rc = cad_store_batch_begin(f->st, f->err);
+        for (int i = 0; rc == 0 && i < 500; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "b%d-%d", batch, i);
+            cad_customer_input_t in = {
+                .id = id, .name = name, .timezone = "UTC", .stage = "active", .segment = "default"};
+            int64_t key;
+            rc = cad_store_customer_upsert(f->st, &in, T0, &key, f->err);
+        }
+        if (rc == 0)
+            rc = cad_store_batch_commit(f->st, f->err);
+        if (rc != 0)
+            failed_batch = batch;
+    }
+    cad_store_checkpoint_stats_t ck = {0};
+    for (int wait = 0; wait < 1000 && failed_batch < 0; wait++) {
+        cad_store_checkpoint_counts(f->st, &ck);
+        if (ck.failed[CAD_CHECKPOINT_THREAD] > 0)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    if (failed_batch >= 0)
+        fail_msg("batch %d: %s", failed_batch, f->err);
+    assert_true(ck.failed[CAD_CHECKPOINT_THREAD] >= 1);
+    assert_true(ck.wal_checkpointed < ck.wal_frames || ck.wal_frames == 0);
+    int64_t ok_before = ck.ok[CAD_CHECKPOINT_THREAD];
+
+    /* The database may grow again: the next checkpoint copies it all. */
+    commit_named_customers(f, 60, name);
+    for (int wait = 0; wait < 1000; wait++) {
+        cad_store_checkpoint_counts(f->st, &ck);
+        if (ck.ok[CAD_CHECKPOINT_THREAD] > ok_before && ck.wal_checkpointed == ck.wal_frames)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_true(ck.ok[CAD_CHECKPOINT_THREAD] > ok_before);
+    assert_int_equal(ck.wal_checkpointed, ck.wal_frames);
+    cad_store_close(f->st);
+    f->st = NULL;
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM customers"), 61 * 500);
+}
+
 /* Under commits that follow each other without a pause the checkpoint
  * thread never finishes a full copy (frames keep arriving while it copies),
  * and the WAL restarts only after one: past 16,000 WAL pages the
@@ -1532,6 +1607,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_disk_full_rolls_back_whole_write, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_checkpoints_run_on_their_own_thread, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_failed_checkpoint_is_counted_and_recovers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_wal_stays_bounded_under_back_to_back_commits,
                                         setup, teardown),
