@@ -708,8 +708,8 @@ static void test_store_longest_key_queued_and_refusal_keeps_batch(void **state)
 }
 
 /* A decision closes the alerts the customer no longer raises, also when
- * they were opened before the store was last opened; a customer who never
- * had one is decided without touching the alerts table. */
+ * they were opened before the store was last opened (the store skips the
+ * closing statement for customers it knows have none open). */
 static void test_store_alerts_close_across_reopen(void **state)
 {
     fixture_t *f = *state;
