@@ -918,9 +918,9 @@ static void print_metrics(json_t *r)
 static void print_plugins(json_t *r)
 {
     static const char *const cols[] = {
-        "channel", "CHANNEL",     "plugin",      "PLUGIN",    "loaded",    "LOADED",    "version",
-        "VERSION", "concurrency", "CONCURRENCY", "in_flight", "IN FLIGHT", "delivered", "DELIVERED",
-        "failed",  "FAILED",      "error",       "ERROR",     NULL};
+        "channel",   "CHANNEL",     "plugin",      "PLUGIN",    "loaded",    "LOADED", "version",
+        "VERSION",   "concurrency", "CONCURRENCY", "in_flight", "IN FLIGHT", "stuck",  "STUCK",
+        "delivered", "DELIVERED",   "failed",      "FAILED",    "error",     "ERROR",  NULL};
     print_columns(json_object_get(r, "plugins"), cols);
 }
 

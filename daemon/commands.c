@@ -1605,6 +1605,7 @@ static json_t *cmd_plugins(json_t *req, const cad_control_peer_t *peer, void *ar
                                 json_sprintf("%u.%u", info[k].abi_major, info[k].abi_minor));
             json_object_set_new(item, "in_flight", json_integer(info[k].in_flight));
             json_object_set_new(item, "queued", json_integer(info[k].queued));
+            json_object_set_new(item, "stuck", json_integer(info[k].stuck));
             json_object_set_new(item, "delivered", json_integer(info[k].delivered));
             json_object_set_new(item, "retried", json_integer(info[k].retried));
             json_object_set_new(item, "failed", json_integer(info[k].failed));
@@ -1725,6 +1726,16 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
         const char *l[] = {"channel", ds.channels[i].channel, NULL};
         cad_metrics_sample(&m, "cadence_circuit_open", l,
                            ds.channels[i].circuit != CAD_CIRCUIT_CLOSED);
+    }
+    cad_plugin_host_t *host = cad_daemon_plugin_host(c->d);
+    cad_plugin_info_t info[CAD_MAX_CHANNELS];
+    int n_info = host ? cad_plugin_host_list(host, info, CAD_MAX_CHANNELS) : 0;
+    cad_metrics_family(&m, "cadence_plugin_sends_stuck", "gauge",
+                       "Blocking sends still inside the plugin past the channel's timeout (their "
+                       "touches were given back; the threads stay taken), by channel.");
+    for (int i = 0; i < n_info; i++) {
+        const char *l[] = {"channel", info[i].channel, NULL};
+        cad_metrics_sample(&m, "cadence_plugin_sends_stuck", l, info[i].stuck);
     }
     static const double bounds[] = {1, 5, 30, 60, 300, 900, 3600, 14400, 86400};
     int64_t buckets[CAD_ARRAY_LEN(bounds) + 1];

@@ -1160,6 +1160,7 @@ int cad_plugin_host_list(const cad_plugin_host_t *h, cad_plugin_info_t *out, int
         i->concurrency = env->concurrency;
         i->in_flight = env->active - env->queued;
         i->queued = env->queued;
+        i->stuck = env->stuck;
         if (d && env->lane >= 0 && h->transport) /* a transfer channel: the transport knows */
             cad_transport_lane_counts(h->transport, env->lane, &i->in_flight, &i->queued);
         i->delivered = env->delivered;

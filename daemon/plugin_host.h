@@ -57,6 +57,7 @@ typedef struct cad_plugin_info {
     uint32_t concurrency;
     int in_flight; /* being sent now (a transfer channel: as its transport lane last said) */
     int queued;    /* handed over, waiting for a slot: a pool thread or the transport's lane */
+    int stuck;     /* of in_flight, blocking sends past their timeout that have not returned */
     int64_t delivered, retried, failed; /* outcomes since start */
 } cad_plugin_info_t;
 

@@ -232,6 +232,14 @@ class PluginFaults(h.DaemonTestCase):
         self.assertTrue(r and r.get("ok"), r)
         email = [p for p in r["result"]["plugins"] if p["channel"] == "email"][0]
         self.assertGreaterEqual(email["in_flight"], 1, email)
+        self.assertEqual(email["stuck"], 4, email)  # all 4 of the channel's sends
+        c = d.connect()
+        try:
+            r = c.call({"cmd": "metrics"})
+        finally:
+            c.close()
+        self.assertTrue(r and r.get("ok"), r)
+        self.assertIn('cadence_plugin_sends_stuck{channel="email"} 4\n', r["result"]["text"])
         # The peer answers at last: the hung sends return "delivered", too
         # late to count; the touches are delivered by later attempts, once.
         h.write_text(self.release, "")
