@@ -55,8 +55,10 @@ typedef struct job job_t;
 struct cad_plugin_env {
     cad_plugin_host_t *host;
     int index;
-    const char *channel; /* points into the config */
-    const char *plugin;
+    /* Copies: an old host outlives its config after a reload while sends
+     * it started finish. */
+    char channel[CAD_NAME_MAX];
+    char plugin[CAD_NAME_MAX];
     enum cad_plugin_address address;
     char *path;
     char *error; /* why not loaded; NULL when loaded */
@@ -110,6 +112,7 @@ struct job {
     /* blocking jobs only */
     int64_t deadline_ms; /* loop time after which the job is reported as timed out */
     bool abandoned;      /* reported already; freed when send() returns */
+    bool expired;        /* cancelled by the watchdog before a thread took it */
     job_t *timed_prev, *timed_next;
 };
 
@@ -545,8 +548,8 @@ static void load_channel(cad_plugin_host_t *h, int c)
     struct cad_plugin_env *env = &h->envs[c];
     env->host = h;
     env->index = c;
-    env->channel = ch->name;
-    env->plugin = ch->plugin;
+    snprintf(env->channel, sizeof env->channel, "%s", ch->name);
+    snprintf(env->plugin, sizeof env->plugin, "%s", ch->plugin);
     env->address = ch->address == CAD_ADDRESS_EMAIL   ? CAD_PLUGIN_ADDRESS_EMAIL
                    : ch->address == CAD_ADDRESS_PHONE ? CAD_PLUGIN_ADDRESS_PHONE
                                                       : CAD_PLUGIN_ADDRESS_NONE;
@@ -744,11 +747,11 @@ static void check_outcome(struct cad_plugin_env *env, cad_plugin_outcome_t *o)
         o->reason[0] = '\0';
 }
 
-/* Reports the job's outcome to its caller, once. */
-static void job_report(job_t *j)
+/* Reports outcome `o` (the job's own, or one the host decided while the
+ * plugin still writes the job's) to the job's caller, once. */
+static void job_report(job_t *j, cad_plugin_outcome_t *o)
 {
     struct cad_plugin_env *env = j->env;
-    cad_plugin_outcome_t *o = &j->outcome;
     check_outcome(env, o);
     switch (o->kind) {
     case CAD_OUTCOME_DELIVERED: env->delivered++; break;
@@ -779,7 +782,7 @@ static void job_release(job_t *j)
 
 static void job_complete(job_t *j)
 {
-    job_report(j);
+    job_report(j, &j->outcome);
     job_release(j);
 }
 
@@ -836,8 +839,19 @@ static void on_watchdog(uv_timer_t *t)
         if (now >= j->deadline_ms) {
             struct cad_plugin_env *env = j->env;
             timed_remove(j);
-            /* The request may have left: counted as possibly received. */
-            set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
+            /* Still in libuv's queue (every pool thread busy, maybe with
+             * other channels' sends): cancelled, reported by work_done. */
+            if (uv_cancel((uv_req_t *)&j->work) == 0) {
+                j->expired = true;
+                j = next;
+                continue;
+            }
+            /* Inside send(): the plugin may still write the job's outcome,
+             * so the host reports one of its own. The request may have
+             * left: counted as possibly received. */
+            cad_plugin_outcome_t o;
+            memset(&o, 0, sizeof o);
+            set_outcome(&o, CAD_OUTCOME_RETRY,
                         "plugin %s did not return from send() within the channel's timeout of "
                         "%lld ms",
                         env->plugin, (long long)env->timeout_ms);
@@ -848,7 +862,7 @@ static void on_watchdog(uv_timer_t *t)
                         "thread stays taken until send() returns channel=%s touch=%lld stuck=%d",
                         env->plugin, (long long)env->timeout_ms, env->channel,
                         (long long)j->touch.touch_id, env->stuck);
-            job_report(j);
+            job_report(j, &o);
             if ((uint32_t)env->stuck >= env->concurrency) {
                 char why[CAD_PLUGIN_REASON_MAX];
                 stuck_reason(env, why, sizeof why);
@@ -1060,7 +1074,12 @@ static void work_done(uv_work_t *w, int status)
         return;
     }
     timed_remove(j);
-    if (status == UV_ECANCELED)
+    if (status == UV_ECANCELED && j->expired)
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
+                    "not started within the channel's timeout of %lld ms: every thread of the "
+                    "pool (UV_THREADPOOL_SIZE) was busy",
+                    (long long)env->timeout_ms);
+    else if (status == UV_ECANCELED)
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cancelled: the daemon is shutting down");
     job_complete(j);
     pump_blocking(env);
@@ -1195,6 +1214,10 @@ static void try_finish(cad_plugin_host_t *h)
             env->desc->shutdown(env->instance);
         env_free(env);
     }
+    /* After a forced stop the daemon closed every handle, ours included,
+     * and exits without waiting for this host. */
+    if (uv_is_closing((uv_handle_t *)&h->soon) || uv_is_closing((uv_handle_t *)&h->watchdog))
+        return;
     h->open_timers = 2;
     uv_close((uv_handle_t *)&h->soon, on_timer_closed);
     uv_close((uv_handle_t *)&h->watchdog, on_timer_closed);

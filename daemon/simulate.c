@@ -90,6 +90,8 @@ typedef struct sim {
     FILE *out;
     cad_simulate_result_t result;
     int64_t only_key;
+    int claim_rc; /* the first failure recording a claimed touch, 0 if none */
+    char claim_err[CAD_ERRBUF];
 } sim_t;
 
 static void on_schedule(int64_t key, cad_time_t next_eval, void *arg)
@@ -104,7 +106,11 @@ static void on_schedule(int64_t key, cad_time_t next_eval, void *arg)
 static void on_claim(const cad_outbox_touch_t *t, void *arg)
 {
     sim_t *sim = arg;
-    cad_store_outbox_delivered(sim->store, t->key, "simulated", t->due_at, NULL);
+    if (sim->claim_rc < 0)
+        return; /* the batch is gone: nothing more is written */
+    int rc = cad_store_outbox_delivered(sim->store, t->key, "simulated", t->due_at, sim->claim_err);
+    if (rc < 0)
+        sim->claim_rc = rc;
 }
 
 static void print_touch(sim_t *sim, const cad_snapshot_t *snap, const cad_verdict_t *v,
@@ -187,6 +193,8 @@ static int step(sim_t *sim, int64_t key, cad_time_t at, char *err)
         rc = cad_store_outbox_claim(sim->store, at, 16, on_claim, sim, err);
         if (rc < 0)
             return rc;
+        if (sim->claim_rc < 0)
+            return cad_fail(err, -sim->claim_rc, "%s", sim->claim_err);
     }
     if (dec.next_eval != CAD_TIME_NEVER) {
         cad_time_t next = dec.next_eval;

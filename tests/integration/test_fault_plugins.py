@@ -255,6 +255,48 @@ class PluginFaults(h.DaemonTestCase):
         self.assertNotIn("outcome not recorded", d.read_log())
         self.assertEqual(d.stop(), 0)
 
+    def test_a_send_that_never_gets_a_pool_thread_is_given_back_unsent(self):
+        # Concurrency 6 over libuv's 4 pool threads: 4 sends hang, the 5th
+        # waits in the pool's queue; at the timeout it is cancelled there
+        # (never sent) while the 4 are abandoned inside send().
+        self.write_config("hang", max_attempts=50, concurrency=6)
+        self.import_data()
+        d = self.start_daemon(env={"CADENCE_FAULT_RELEASE": self.release,
+                                   "UV_THREADPOOL_SIZE": "4"})
+        touches = self.wait_outbox(
+            d, lambda ts: len(ts) == N and all(t["attempts"] >= 1 and t["last_error"]
+                                               for t in ts),
+            "every attempt given back after the timeout", timeout=15)
+        errors = [t["last_error"] for t in touches]
+        self.assertEqual(sum("did not return from send()" in e for e in errors), 4, errors)
+        self.assertEqual(sum("not started within the channel's timeout of 2000 ms: every thread "
+                             "of the pool" in e for e in errors), 1, errors)
+        h.write_text(self.release, "")
+        self.wait_outbox(d, lambda ts: len(ts) == N and all(
+            t["state"] == "delivered" for t in ts), "every touch delivered", timeout=30)
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_hung_send_times_out_on_the_host_a_reload_replaced(self):
+        # The reload frees the old config while the old plugin host still
+        # watches its hung sends: their timeout is reported with the names
+        # the host kept, and every touch is delivered once the peer answers.
+        self.write_config("hang", max_attempts=50)
+        self.import_data()
+        d = self.start_daemon(env={"CADENCE_FAULT_RELEASE": self.release})
+        self.wait_outbox(d, lambda ts: len(ts) == N and any(t["state"] == "in_flight" for t in ts),
+                         "sends stuck in flight")
+        d.signal(signal.SIGHUP)
+        self.wait_outbox(
+            d, lambda ts: len(ts) == N and all(t["attempts"] >= 1 and t["last_error"] for t in ts),
+            "every hung attempt given back after the timeout", timeout=15)
+        self.assertIn("plugin hang still inside send() after 2000 ms", d.read_log())
+        self.assertIn("channel=email", d.read_log())
+        self.assertLess(self.status_latency(d), 1.0)
+        h.write_text(self.release, "")
+        self.wait_outbox(d, lambda ts: len(ts) == N and all(
+            t["state"] == "delivered" for t in ts), "every touch delivered", timeout=30)
+        self.assertEqual(d.stop(), 0)
+
     def test_a_slow_send_waits_for_its_thread_without_timing_out(self):
         # One send at a time, 1.5 s each, timeout 2 s: the last of the five
         # waits 6 s for the thread, which does not count against its timeout.
