@@ -18,8 +18,10 @@
  * send call.
  *
  * A blocking job gets the channel's timeout from the moment it is handed to
- * a thread, as a transfer gets it from its start: a watchdog timer reports
- * one still inside send() past it as a retry. A thread cannot be stopped,
+ * libuv's thread pool, as a transfer gets it from its start (waiting in the
+ * channel's own queue does not count): a watchdog timer reports one still
+ * inside send() past it as a retry, and cancels one still waiting for a
+ * pool thread, which is reported as not started. A thread cannot be stopped,
  * so a job abandoned inside send() keeps its thread and its slot of the
  * channel's concurrency until send() returns; its late outcome is logged
  * and dropped (the touch was already given back, and is sent again with
