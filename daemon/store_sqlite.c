@@ -40,8 +40,12 @@
 #include <time.h>
 #include <uv.h>
 
-#define TRACE_KEEP      50                                   /* trace rows kept per customer */
-#define TOUCH_KEY_MAX   (2 * CAD_ID_MAX + CAD_NAME_MAX + 32) /* customer/rule/e:event, NUL */
+#define TRACE_KEEP    50                                   /* trace rows kept per customer */
+#define TOUCH_KEY_MAX (2 * CAD_ID_MAX + CAD_NAME_MAX + 32) /* customer/rule/e:event, NUL */
+/* The longest key: two ids and a rule name at their limits (check_id allows
+ * CAD_ID_MAX bytes), "/", "/e:" and the NUL; the "/p<number>" form is shorter. */
+_Static_assert(TOUCH_KEY_MAX >= 2 * CAD_ID_MAX + CAD_NAME_MAX + 4 + 1,
+               "TOUCH_KEY_MAX must hold the longest idempotency key");
 #define BUSY_TIMEOUT_MS 5000
 
 /* ---- schema ------------------------------------------------------------- */
@@ -1966,18 +1970,10 @@ int cad_store_record_decision(cad_store_t *st, const cad_playbook_t *pb, const c
                             " unknown contact",
                             snap->customer.id, pb->rules[v->rule].name);
     }
-    /* Every refusal comes before the first write: inside a batch the
-     * decision then needs no savepoint of its own (a store failure rolls the
-     * whole batch back, and the scheduler retries all of it). */
-    for (int i = 0; i < dec->n_verdicts; i++) {
-        const cad_verdict_t *v = &dec->verdicts[i];
-        bool writes_touch = i == dec->chosen || (v->kind == CAD_VERDICT_SUPPRESS && v->final);
-        char key[TOUCH_KEY_MAX];
-        int n = writes_touch ? cad_touch_key(pb, snap, v, key, sizeof(key)) : 0;
-        if (n < 0 || (size_t)n >= sizeof(key))
-            return cad_fail(err, CAD_EINVAL, "customer %s: rule %s: no idempotency key",
-                            snap->customer.id, pb->rules[v->rule].name);
-    }
+    /* Every refusal comes before the first write (the checks above; a key
+     * always fits TOUCH_KEY_MAX): inside a batch the decision then needs no
+     * savepoint of its own (a store failure rolls the whole batch back, and
+     * the scheduler retries all of it). */
     int r = write_begin_light(st, err);
     if (r < 0)
         return r;

@@ -656,7 +656,7 @@ static void test_store_record_decision_queues_touch_traces_drops_and_alerts(void
 }
 
 /* The longest ids make the longest idempotency key (customer/rule/e:event,
- * 321 bytes with 127-byte ids); it is queued whole. A decision refused inside
+ * 323 bytes with the 128-byte ids the store accepts); it is queued whole. A decision refused inside
  * a batch writes nothing and leaves the batch's earlier decisions to commit. */
 static void test_store_longest_key_queued_and_refusal_keeps_batch(void **state)
 {
@@ -668,7 +668,7 @@ static void test_store_longest_key_queued_and_refusal_keeps_batch(void **state)
     cad_decision_t dec;
     int64_t key;
     decide(f, &key, &buf, &snap, v, &dec);
-    char cid[CAD_ID_MAX], eid[CAD_ID_MAX];
+    char cid[CAD_ID_MAX + 1], eid[CAD_ID_MAX + 1];
     memset(cid, 'c', sizeof(cid) - 1);
     cid[sizeof(cid) - 1] = '\0';
     memset(eid, 'e', sizeof(eid) - 1);
@@ -694,9 +694,9 @@ static void test_store_longest_key_queued_and_refusal_keeps_batch(void **state)
     assert_true(cad_store_in_batch(f->st));
     assert_int_equal(cad_store_batch_commit(f->st, f->err), 0);
 
-    char idem[2 * CAD_ID_MAX + CAD_NAME_MAX];
+    char idem[2 * CAD_ID_MAX + CAD_NAME_MAX + 8];
     int n = cad_touch_key(&f->pb, &long_snap, &lv, idem, sizeof(idem));
-    assert_int_equal(n, 127 + 1 + (int)strlen(f->pb.rules[R_REVIEW].name) + 3 + 127);
+    assert_int_equal(n, CAD_ID_MAX + 1 + (int)strlen(f->pb.rules[R_REVIEW].name) + 3 + CAD_ID_MAX);
     char sql[1024];
     snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM touches WHERE idempotency_key = '%s'", idem);
     assert_int_equal(query_int(f, sql), 1);
