@@ -97,14 +97,18 @@ class PluginFaults(h.DaemonTestCase):
     def start_daemon(self, env=None):
         return self.start(config=self.config, args=["--plugin-dir", self.plugins], env=env)
 
-    def outbox(self, d):
-        c = d.connect()
+    def request(self, d, req, timeout=None):
+        """One request on its own connection; the checked result."""
+        c = d.connect(timeout=timeout) if timeout else d.connect()
         try:
-            r = c.call({"cmd": "outbox.list", "limit": 100})
+            r = c.call(req)
         finally:
             c.close()
         self.assertTrue(r and r.get("ok"), r)
-        return r["result"]["touches"]
+        return r["result"]
+
+    def outbox(self, d):
+        return self.request(d, {"cmd": "outbox.list", "limit": 100})["touches"]
 
     def wait_outbox(self, d, pred, what, timeout=20):
         deadline = time.monotonic() + timeout
@@ -122,12 +126,7 @@ class PluginFaults(h.DaemonTestCase):
 
     def status_latency(self, d):
         t0 = time.monotonic()
-        c = d.connect(timeout=5)
-        try:
-            r = c.call({"cmd": "status"})
-        finally:
-            c.close()
-        self.assertTrue(r and r.get("ok"), r)
+        self.request(d, {"cmd": "status"}, timeout=5)
         return time.monotonic() - t0
 
     def fix_channel_and_reload(self, d):
@@ -224,22 +223,12 @@ class PluginFaults(h.DaemonTestCase):
         log = d.read_log()
         self.assertIn("still inside send() after 2000 ms; the touch is retried", log)
         # The operator sees the stuck threads as in flight on the channel.
-        c = d.connect()
-        try:
-            r = c.call({"cmd": "plugins"})
-        finally:
-            c.close()
-        self.assertTrue(r and r.get("ok"), r)
-        email = [p for p in r["result"]["plugins"] if p["channel"] == "email"][0]
+        plugins = self.request(d, {"cmd": "plugins"})["plugins"]
+        email = [p for p in plugins if p["channel"] == "email"][0]
         self.assertGreaterEqual(email["in_flight"], 1, email)
         self.assertEqual(email["stuck"], 4, email)  # all 4 of the channel's sends
-        c = d.connect()
-        try:
-            r = c.call({"cmd": "metrics"})
-        finally:
-            c.close()
-        self.assertTrue(r and r.get("ok"), r)
-        self.assertIn('cadence_plugin_sends_stuck{channel="email"} 4\n', r["result"]["text"])
+        metrics = self.request(d, {"cmd": "metrics"})["text"]
+        self.assertIn('cadence_plugin_sends_stuck{channel="email"} 4\n', metrics)
         # The peer answers at last: the hung sends return "delivered", too
         # late to count; the touches are delivered by later attempts, once.
         h.write_text(self.release, "")
