@@ -7,9 +7,10 @@
  * The worker side is a thread with
  * a libuv loop of its own that drives the multi handle with curl's multi-uv
  * pattern: libcurl's socket callback gets one uv_poll_t per socket
- * (remembered with curl_multi_assign(), closed on CURL_POLL_REMOVE), its
- * timer callback arms one uv_timer_t, and curl_multi_socket_action is only
- * ever called from those libuv callbacks, never re-entrantly.
+ * (remembered with curl_multi_assign(), kept between transfers, see
+ * poll_for), its timer callback arms one uv_timer_t, and
+ * curl_multi_socket_action is only ever called from those libuv callbacks,
+ * never re-entrantly.
  *
  * The two sides meet in two lists under one mutex. A started transfer goes
  * into `inbox` and the worker is woken with uv_async_send; the worker owns
@@ -46,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define HEADERS_MAX            (64 * 1024)
 #define CONNECT_TIMEOUT_MAX_MS 10000
@@ -433,6 +435,9 @@ static void hand_back(cad_transport_t *t, xfer_list_t *done)
 }
 
 /* Adds queued transfers of a lane to the multi handle while it has room. */
+static int on_socket_opened(void *userp, curl_socket_t s, curlsocktype purpose);
+static int on_socket_closing(void *userp, curl_socket_t s);
+
 static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
 {
     while (!t->refusing && l->queue_head && l->in_flight < l->concurrency &&
@@ -443,6 +448,12 @@ static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
             l->queue_tail = NULL;
         l->waiting--;
         x->next = x->prev = NULL;
+        /* Set here, after the plugin's options: the kept poll handles
+         * depend on hearing of every connection's socket (poll_for). */
+        curl_easy_setopt(x->easy, CURLOPT_SOCKOPTFUNCTION, on_socket_opened);
+        curl_easy_setopt(x->easy, CURLOPT_SOCKOPTDATA, t);
+        curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, on_socket_closing);
+        curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, t);
         CURLMcode mc = curl_multi_add_handle(t->multi, x->easy);
         if (mc != CURLM_OK) {
             x->result = CURLE_FAILED_INIT;
@@ -490,6 +501,9 @@ struct poll_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     cad_transport_t *t;
+    int events;      /* UV_READABLE/UV_WRITABLE being watched; 0: stopped */
+    bool connection; /* a connection's socket, opened and closed through us */
+    bool idle;       /* kept watched after CURL_POLL_REMOVE, see poll_for */
 };
 
 static void on_poll_closed(uv_handle_t *h)
@@ -497,10 +511,27 @@ static void on_poll_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* Stops watching p's socket: libuv removes it from epoll. */
+static void poll_stop(poll_ctx_t *p)
+{
+    if (p->events) {
+        uv_poll_stop(&p->poll);
+        p->events = 0;
+    }
+}
+
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     poll_ctx_t *p = h->data;
     cad_transport_t *t = p->t;
+    if (p->idle) {
+        /* An idle connection in libcurl's cache became readable: the peer
+         * closed it (or sent something unasked). libcurl finds out when it
+         * next checks the connection; stop watching so the event, level-
+         * triggered, does not come back on every turn. */
+        poll_stop(p);
+        return;
+    }
     int flags = 0;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
@@ -513,14 +544,21 @@ static void on_poll(uv_poll_t *h, int status, int events)
     check_done(t);
 }
 
-/* The poll handle of socket s, kept after libcurl stops using the socket:
- * a connection reused for the next transfer (the usual case) is watched
- * again with uv_poll_start alone, instead of a new handle (libuv checks
- * and registers the descriptor anew, several epoll_ctl calls) and a close.
- * When libcurl closes the socket the stopped handle stays with its number
- * and serves the next socket that gets it: a uv_poll_t holds nothing of a
- * socket but its number, and the kernel drops a closed descriptor from
- * epoll by itself. */
+/* The poll handle of socket s. Handles are kept by socket number and never
+ * closed before the worker ends: a uv_poll_t holds nothing of a socket but
+ * its number. Every uv_poll_start and uv_poll_stop costs epoll_ctl calls
+ * (libuv removes the descriptor and adds it again on each start), and a
+ * connection reused for the next transfer, the usual case, is watched for
+ * reading again; so a connection's socket stays watched for reading
+ * between transfers: CURL_POLL_REMOVE only marks it idle, the next
+ * transfer's CURL_POLL_IN changes nothing, and an idle socket that becomes
+ * readable (the peer closed it) is stopped then (on_poll). This needs to
+ * know when such a socket is closed, as epoll forgets a closed descriptor
+ * and a new socket may get its number: libcurl opens and closes the
+ * sockets of its connections through on_socket_opened and
+ * on_socket_closing (set on every transfer), which stop the handle. Any
+ * other socket (the threaded resolver's wake-up pair, closed without
+ * telling us) is stopped at CURL_POLL_REMOVE. */
 static poll_ctx_t *poll_for(cad_transport_t *t, curl_socket_t s)
 {
     if (s < 0)
@@ -566,6 +604,36 @@ static void polls_close(cad_transport_t *t)
     t->n_polls = 0;
 }
 
+/* libcurl opened socket s for a connection (CURLOPT_SOCKOPTFUNCTION). A
+ * handle kept with its number may have watched a socket closed without
+ * telling us; it registers the new one afresh. */
+static int on_socket_opened(void *userp, curl_socket_t s, curlsocktype purpose)
+{
+    (void)purpose;
+    cad_transport_t *t = userp;
+    poll_ctx_t *p = poll_for(t, s);
+    if (p) { /* without one (out of memory) the socket is stopped at CURL_POLL_REMOVE */
+        poll_stop(p);
+        p->connection = true;
+        p->idle = false;
+    }
+    return CURL_SOCKOPT_OK;
+}
+
+/* libcurl closes a connection's socket (CURLOPT_CLOSESOCKETFUNCTION): stop
+ * watching it while the descriptor is still this socket, then close it. */
+static int on_socket_closing(void *userp, curl_socket_t s)
+{
+    cad_transport_t *t = userp;
+    if (s >= 0 && s < t->n_polls && t->polls[s]) {
+        poll_ctx_t *p = t->polls[s];
+        poll_stop(p);
+        p->connection = false;
+        p->idle = false;
+    }
+    return close(s);
+}
+
 static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
 {
     (void)easy;
@@ -573,7 +641,10 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
     poll_ctx_t *p = socketp;
     if (action == CURL_POLL_REMOVE) {
         if (p) {
-            uv_poll_stop(&p->poll); /* kept for the socket's next use, see poll_for */
+            if (p->connection && p->events == UV_READABLE)
+                p->idle = true; /* still watched, see poll_for */
+            else
+                poll_stop(p);
             curl_multi_assign(t->multi, s, NULL);
         }
         return 0;
@@ -583,12 +654,16 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
             return -1;
         curl_multi_assign(t->multi, s, p);
     }
+    p->idle = false;
     int events = 0;
     if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
         events |= UV_READABLE;
     if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    uv_poll_start(&p->poll, events, on_poll);
+    if (events != p->events) {
+        uv_poll_start(&p->poll, events, on_poll);
+        p->events = events;
+    }
     return 0;
 }
 

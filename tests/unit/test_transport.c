@@ -7,7 +7,8 @@
  *
  * The server understands a few paths: /ok answers 200 at once, /slow answers
  * after 50 ms, /hang never answers, /retry answers 503 with Retry-After,
- * /big answers 200 with a 100 KiB body, /continue sends a 100 Continue first.
+ * /big answers 200 with a 100 KiB body, /continue sends a 100 Continue first,
+ * /close answers 200 with "Connection: close" and closes the connection.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -28,6 +31,8 @@ typedef struct client client_t;
 typedef struct server {
     uv_loop_t *loop;
     uv_tcp_t listener;
+    uv_pipe_t unix_listener; /* the same server on a Unix socket */
+    char unix_path[64];
     int port;
     int open_requests; /* received, not yet answered */
     int max_open_requests;
@@ -38,7 +43,10 @@ typedef struct server {
 } server_t;
 
 struct client {
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h; /* as the listener it came from */
     uv_timer_t delay;
     server_t *srv;
     char buf[16384];
@@ -71,7 +79,7 @@ static void close_client(client_t *c)
         s->open_requests--;
     c->pending_closes = 2;
     uv_close((uv_handle_t *)&c->delay, on_client_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_client_handle_closed);
+    uv_close((uv_handle_t *)&c->h.tcp, on_client_handle_closed);
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -87,7 +95,7 @@ static void send_text(client_t *c, const char *text, size_t len)
     memcpy(copy, text, len);
     req->data = copy;
     uv_buf_t b = uv_buf_init(copy, (unsigned)len);
-    uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    uv_write(req, (uv_stream_t *)&c->h.tcp, &b, 1, on_written);
 }
 
 static void respond(client_t *c, int code, const char *extra_headers, const char *body,
@@ -101,6 +109,13 @@ static void respond(client_t *c, int code, const char *extra_headers, const char
     if (body_len)
         send_text(c, body, body_len);
     c->srv->open_requests--;
+}
+
+static void on_close_written(uv_write_t *req, int status)
+{
+    client_t *c = req->handle->data;
+    on_written(req, status);
+    close_client(c);
 }
 
 static void on_delay(uv_timer_t *t)
@@ -131,6 +146,14 @@ static void handle_request(client_t *c, const char *path)
         memset(body, 'b', n);
         respond(c, 200, "", body, n);
         free(body);
+    } else if (strcmp(path, "/close") == 0) {
+        static const char answer[] =
+            "HTTP/1.1 200 X\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbye!\n";
+        uv_write_t *req = malloc(sizeof *req);
+        req->data = NULL;
+        uv_buf_t b = uv_buf_init((char *)answer, sizeof answer - 1);
+        uv_write(req, (uv_stream_t *)&c->h.tcp, &b, 1, on_close_written);
+        s->open_requests--;
     } else if (strcmp(path, "/continue") == 0) {
         const char *interim = "HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n";
         send_text(c, interim, strlen(interim));
@@ -185,15 +208,18 @@ static void on_connection(uv_stream_t *l, int status)
     server_t *s = l->data;
     client_t *c = calloc(1, sizeof *c);
     c->srv = s;
-    uv_tcp_init(s->loop, &c->tcp);
+    if (l->type == UV_NAMED_PIPE)
+        uv_pipe_init(s->loop, &c->h.pipe, 0);
+    else
+        uv_tcp_init(s->loop, &c->h.tcp);
     uv_timer_init(s->loop, &c->delay);
-    c->tcp.data = c;
+    c->h.tcp.data = c;
     c->delay.data = c;
-    uv_accept(l, (uv_stream_t *)&c->tcp);
+    uv_accept(l, (uv_stream_t *)&c->h.tcp);
     c->next = s->clients;
     s->clients = c;
     s->connections++;
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    uv_read_start((uv_stream_t *)&c->h.tcp, on_alloc, on_read);
 }
 
 static void server_start(server_t *s, uv_loop_t *loop)
@@ -210,6 +236,13 @@ static void server_start(server_t *s, uv_loop_t *loop)
     int len = sizeof bound;
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
     s->port = ntohs(bound.sin_port);
+    snprintf(s->unix_path, sizeof s->unix_path, "/tmp/cadence-test-transport-%d.sock",
+             (int)getpid());
+    unlink(s->unix_path);
+    uv_pipe_init(loop, &s->unix_listener, 0);
+    s->unix_listener.data = s;
+    assert_int_equal(uv_pipe_bind(&s->unix_listener, s->unix_path), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s->unix_listener, 128, on_connection), 0);
 }
 
 static void server_stop(server_t *s)
@@ -217,6 +250,8 @@ static void server_stop(server_t *s)
     while (s->clients)
         close_client(s->clients);
     uv_close((uv_handle_t *)&s->listener, NULL);
+    uv_close((uv_handle_t *)&s->unix_listener, NULL);
+    unlink(s->unix_path);
 }
 
 /* ---- fixtures --------------------------------------------------------------- */
@@ -241,6 +276,7 @@ typedef struct fixture {
     int done;
     int expected;
     bool closed;
+    bool over_unix; /* start() connects to the server's Unix socket */
 } fixture_t;
 
 static fixture_t *fx_current;
@@ -310,6 +346,8 @@ static void start(fixture_t *fx, int lane, const char *path, int64_t timeout_ms,
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", fx->srv.port, path);
     curl_easy_setopt(cad_transfer_easy(x), CURLOPT_URL, url);
+    if (fx->over_unix)
+        curl_easy_setopt(cad_transfer_easy(x), CURLOPT_UNIX_SOCKET_PATH, fx->srv.unix_path);
     assert_int_equal(cad_transport_start(fx->t, x, on_done, r, err), 0);
 }
 
@@ -446,6 +484,94 @@ static void test_transport_many_concurrent_transfers_never_block_the_loop(void *
     assert_int_equal(st.failed, 0);
     assert_int_equal(st.in_flight, 0);
     assert_int_equal(st.queued, 0);
+}
+
+/* Runs the loop for `ms` milliseconds. */
+static void run_for(fixture_t *fx, uint64_t ms)
+{
+    uint64_t t0 = uv_now(&fx->loop);
+    while (uv_now(&fx->loop) - t0 < ms)
+        uv_run(&fx->loop, UV_RUN_ONCE); /* the 5 ms ticker wakes it */
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* The transfer thread keeps watching an idle connection between transfers.
+ * Connections ended by the server, while idle (a keep-alive timeout) or
+ * with "Connection: close", are replaced by new ones, whose sockets often
+ * get the closed ones' numbers, and every transfer still completes; an
+ * idle connection the server closed does not keep the transfer thread
+ * busy. Over a Unix socket, where a connection is made at once and its
+ * first wait is for reading, a new socket with a closed one's number must
+ * still be registered anew. */
+static void closed_connections_are_replaced(fixture_t *fx, bool over_unix)
+{
+    char err[CAD_ERRBUF];
+    fx->over_unix = over_unix;
+    int lane = cad_transport_lane_add(fx->t, "web", 2, err);
+    enum { ROUNDS = 12 };
+    result_t r[ROUNDS][3];
+    memset(r, 0, sizeof r);
+    int done = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        start(fx, lane, "/ok", 5000, &r[i][0]);
+        start(fx, lane, "/ok", 5000, &r[i][1]);
+        run_until(fx, done += 2);
+        start(fx, lane, i % 2 ? "/close" : "/ok", 5000, &r[i][2]);
+        run_until(fx, done += 1);
+        if (i % 3 == 0) {
+            /* the server drops its idle connections: readable on our side */
+            while (fx->srv.clients)
+                close_client(fx->srv.clients);
+            run_for(fx, 20);
+        }
+    }
+    for (int i = 0; i < ROUNDS; i++)
+        for (int k = 0; k < 3; k++) {
+            assert_int_equal(r[i][k].calls, 1);
+            assert_int_equal(r[i][k].result, CURLE_OK);
+            assert_int_equal(r[i][k].code, 200);
+            assert_string_equal(r[i][k].body, k == 2 && i % 2 ? "bye!\n" : "hello");
+        }
+    /* a new connection after each drop or "Connection: close" followed by
+     * another round, at most two (the lane's concurrency); reused otherwise */
+    int breaks = 0;
+    for (int i = 0; i < ROUNDS - 1; i++)
+        breaks += i % 2 || i % 3 == 0;
+    assert_true(fx->srv.connections >= 1 + breaks);
+    assert_true(fx->srv.connections <= 2 * (1 + breaks));
+
+    /* idle connections the server closed: watched until readable, then
+     * not again; a transfer thread spinning on them would use the whole
+     * half second */
+    start(fx, lane, "/ok", 5000, &r[0][0]);
+    start(fx, lane, "/ok", 5000, &r[0][1]);
+    run_until(fx, done += 2);
+    while (fx->srv.clients)
+        close_client(fx->srv.clients);
+    double cpu0 = cpu_seconds();
+    run_for(fx, 500);
+    assert_true(cpu_seconds() - cpu0 < 0.2);
+    result_t last = {0};
+    start(fx, lane, "/ok", 5000, &last);
+    run_until(fx, done + 1);
+    assert_int_equal(last.code, 200);
+}
+
+static void test_transport_connections_closed_by_either_side_are_replaced(void **state)
+{
+    closed_connections_are_replaced(*state, false);
+}
+
+static void test_transport_unix_socket_connections_closed_are_replaced(void **state)
+{
+    closed_connections_are_replaced(*state, true);
 }
 
 static void test_transport_lanes_are_independent(void **state)
@@ -678,6 +804,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transport_reused_transfer_carries_nothing_over, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_transport_lanes_are_independent, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_transport_connections_closed_by_either_side_are_replaced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_unix_socket_connections_closed_are_replaced,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_clear_lane_takes_back_only_waiting_transfers,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_total_caps_every_lane_together, setup,
