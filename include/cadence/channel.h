@@ -166,7 +166,10 @@ typedef struct cad_plugin_outcome {
  * already set: CURLOPT_NOSIGNAL, CURLOPT_TIMEOUT_MS and
  * CURLOPT_CONNECTTIMEOUT_MS from the channel's timeout, no redirects, only
  * the http, https, smtp and smtps protocols, and write/header callbacks that
- * collect the response (do not replace them).
+ * collect the response (do not replace them). When the transfer starts the
+ * host sets CURLOPT_SOCKOPTFUNCTION and CURLOPT_CLOSESOCKETFUNCTION (it
+ * watches the connections' sockets between transfers); a plugin's own
+ * setting of those two is replaced.
  * The plugin sets the URL, method, body and headers with curl_easy_setopt()
  * and stores what it allocated in the fields below; the host frees them
  * after the transfer finishes, whatever happens. */
