@@ -22,10 +22,12 @@
 
 #include <cadence/channel.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct email_instance {
     const cad_plugin_api_t *api;
@@ -171,6 +173,9 @@ static int email_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void *
         rc = init_fail(err, err_size,
                        "email: unsubscribe_url \"%s\" must start with https:// (RFC 8058)",
                        em->unsubscribe_url);
+    } else if (is_set(em->ca_file) && access(em->ca_file, R_OK) != 0) {
+        rc = init_fail(err, err_size, "email: ca_file \"%s\" cannot be read: %s", em->ca_file,
+                       strerror(errno));
     }
     if (rc == 0 && is_set(em->username)) {
         if (api->read_secret(env, "password_file", &em->password, &em->password_len, err,

@@ -22,10 +22,12 @@
 #include <cadence/channel.h>
 #include <jansson.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TWILIO_UNSUBSCRIBED 21610 /* attempt to send to unsubscribed recipient */
 #define TWILIO_INVALID_TO   21211 /* invalid 'To' phone number */
@@ -40,6 +42,7 @@ typedef struct sms_instance {
     const char *from;
     const char *messaging_service_sid;
     const char *status_callback;
+    const char *ca_file; /* PEM bundle to verify the API with; NULL: the system's */
     int64_t max_segments;
     char *auth_token; /* from the secret file; wiped with api->free_secret */
     size_t auth_token_len;
@@ -57,6 +60,8 @@ static const cad_plugin_option_t sms_options[] = {
      "MessagingServiceSid to send through instead of a From number"},
     {"status_callback", CAD_OPTION_STRING, NULL, false,
      "URL the provider calls with delivery status updates (StatusCallback)"},
+    {"ca_file", CAD_OPTION_STRING, NULL, false,
+     "PEM bundle of CAs to verify an https:// base_url with, instead of the system's"},
     {"max_segments", CAD_OPTION_INT, "3", false,
      "longest body allowed, in billed segments (160/153 GSM-7, 70/67 UCS-2); 1 to 10"},
     {NULL, 0, NULL, false, NULL},
@@ -131,6 +136,7 @@ static int sms_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **i
     sms->from = api->option(env, "from");
     sms->messaging_service_sid = api->option(env, "messaging_service_sid");
     sms->status_callback = api->option(env, "status_callback");
+    sms->ca_file = api->option(env, "ca_file");
     sms->max_segments = api->option_int(env, "max_segments", 3);
 
     int rc = 0;
@@ -162,6 +168,9 @@ static int sms_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **i
     } else if (sms->max_segments < 1 || sms->max_segments > 10) {
         rc = init_fail(err, err_size, "sms: max_segments %lld is outside 1 to 10",
                        (long long)sms->max_segments);
+    } else if (is_set(sms->ca_file) && access(sms->ca_file, R_OK) != 0) {
+        rc = init_fail(err, err_size, "sms: ca_file \"%s\" cannot be read: %s", sms->ca_file,
+                       strerror(errno));
     }
     if (rc == 0) {
         size_t n = strlen(base_url);
@@ -276,6 +285,8 @@ static int sms_prepare(void *instance, const cad_plugin_touch_t *touch, cad_plug
         cc = curl_easy_setopt(easy, CURLOPT_PASSWORD, sms->auth_token);
     if (cc == CURLE_OK && xfer->headers)
         cc = curl_easy_setopt(easy, CURLOPT_HTTPHEADER, xfer->headers);
+    if (cc == CURLE_OK && is_set(sms->ca_file))
+        cc = curl_easy_setopt(easy, CURLOPT_CAINFO, sms->ca_file);
     if (cc != CURLE_OK) {
         outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE, "libcurl refused an HTTP option: %s",
                 curl_easy_strerror(cc));

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define KEY_MAX 256
 
@@ -39,6 +40,7 @@ typedef struct webhook {
     size_t key_len;
     int64_t timeout;
     char *event_type;
+    char *ca_file;       /* PEM bundle to verify an https:// endpoint with; NULL: the system's */
     EVP_MAC *hmac;       /* fetched once: a fetch per signature costs more than the MAC */
     EVP_MAC_CTX *signer; /* HMAC-SHA256 keyed with `key`; re-initialised per signature */
 } webhook_t;
@@ -169,6 +171,8 @@ static int webhook_prepare(void *instance, const cad_plugin_touch_t *t, cad_plug
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (w->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
     if (w->timeout > 0) {
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(w->timeout * 1000));
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
@@ -294,6 +298,18 @@ static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
+    const char *ca_file = api->option(env, "ca_file");
+    if (ca_file && *ca_file) {
+        if (access(ca_file, R_OK) != 0) {
+            snprintf(err, err_size, "option ca_file \"%s\" cannot be read: %s", ca_file,
+                     strerror(errno));
+            goto fail;
+        }
+        if (!(w->ca_file = strdup(ca_file))) {
+            snprintf(err, err_size, "out of memory");
+            goto fail;
+        }
+    }
     if (api->read_secret(env, "secret_file", &secret, &len, err, err_size) < 0)
         goto fail;
     int rc = decode_secret(secret, len, w->key, &w->key_len, err, err_size);
@@ -315,6 +331,7 @@ fail:
     OPENSSL_cleanse(w->key, sizeof w->key);
     free(w->url);
     free(w->event_type);
+    free(w->ca_file);
     free(w);
     return -1;
 }
@@ -326,6 +343,7 @@ static void webhook_shutdown(void *instance)
     OPENSSL_cleanse(w->key, sizeof w->key);
     free(w->url);
     free(w->event_type);
+    free(w->ca_file);
     free(w);
 }
 
@@ -336,6 +354,8 @@ static const cad_plugin_option_t webhook_options[] = {
     {"timeout", CAD_OPTION_DURATION, NULL, false,
      "total time allowed per request; default: the channel's timeout"},
     {"event_type", CAD_OPTION_STRING, "touch.decided", false, "the \"type\" field of the body"},
+    {"ca_file", CAD_OPTION_STRING, NULL, false,
+     "PEM bundle of CAs to verify an https:// endpoint with, instead of the system's"},
     {NULL, 0, NULL, false, NULL},
 };
 

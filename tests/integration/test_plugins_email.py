@@ -373,7 +373,7 @@ class EmailTlsTest(unittest.TestCase):
         controller.start()
         self.addCleanup(controller.stop)
 
-    def send(self, url, ca_file):
+    def send(self, url, ca_file, expect_load=True):
         args = [DRIVER, "--plugin-dir", PLUGIN_DIR, "--state-dir", self.tmp.name,
                 "--plugin", "email", "--address", "email", "--timeout", "10",
                 "--credentials-dir", self.credentials,
@@ -386,7 +386,7 @@ class EmailTlsTest(unittest.TestCase):
                  "attempt": 1}
         proc = subprocess.run(args, input=json.dumps(touch) + "\n", capture_output=True,
                               text=True, timeout=SEND_TIMEOUT)
-        self.assertEqual(proc.returncode, 0, proc.stderr + proc.stdout)
+        self.assertEqual(proc.returncode, 0 if expect_load else 3, proc.stderr + proc.stdout)
         return json.loads(proc.stdout.strip().splitlines()[0])
 
     def test_starttls_upgrades_before_auth_and_delivers(self):
@@ -409,6 +409,13 @@ class EmailTlsTest(unittest.TestCase):
         self.assertEqual(out["outcome"], "retry", out)
         self.assertEqual(self.handler.messages, [])
         self.assertEqual(self.handler.logins, [])
+
+    def test_unreadable_ca_file_stops_the_channel_at_load(self):
+        self.start(implicit=False)
+        missing = os.path.join(self.tmp.name, "no-such-ca.pem")
+        out = self.send("smtp://127.0.0.1:%d" % self.port, missing, expect_load=False)
+        self.assertIn('ca_file "%s" cannot be read' % missing, out["error"])
+        self.assertEqual(self.handler.messages, [])
 
 
 if __name__ == "__main__":

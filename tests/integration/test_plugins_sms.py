@@ -9,11 +9,14 @@ auth; 201 is delivered with the message sid; 400 with error 21610 is
 permanent and revokes SMS consent; 429 with Retry-After is a retry after
 that many seconds; 5xx is retried; other 4xx are permanent with the
 provider's message; an invalid E.164 number and a body over max_segments
-are refused before any request. Every step is bounded in time.
+are refused before any request; over https with a self-signed certificate,
+delivered when ca_file names it and retried without it, and an unreadable
+ca_file refused at load. Every step is bounded in time.
 """
 import base64
 import json
 import os
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -287,6 +290,37 @@ class SmsPluginTest(unittest.TestCase):
         out = self.send(self.touch(), {"base_url": "http://127.0.0.1:%d" % port})
         self.assertEqual(out["outcome"], "retry", out)
         self.assertLess(time.monotonic() - started, SEND_TIMEOUT)
+
+    def test_https_verifies_the_api_with_ca_file(self):
+        cert = os.path.join(self.tmp.name, "api-cert.pem")
+        key = os.path.join(self.tmp.name, "api-key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True,
+                       timeout=60)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), MessagesAPI)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        https_url = "https://127.0.0.1:%d" % server.server_address[1]
+
+        out = self.send(self.touch(), {"base_url": https_url, "ca_file": cert})
+        self.assertEqual(out["outcome"], "delivered", out)
+        self.assertEqual(len(self.requests()), 1)
+        self.assertEqual(self.requests()[0]["form"]["To"], "+447700900123")
+
+        out = self.send(self.touch(), {"base_url": https_url})
+        self.assertEqual(out["outcome"], "retry", out)
+        self.assertIn("certificate", out["reason"])
+        self.assertEqual(len(self.requests()), 1)  # nothing reached an unverified server
+
+        missing = os.path.join(self.tmp.name, "no-such-ca.pem")
+        out = self.send(self.touch(), {"base_url": https_url, "ca_file": missing},
+                        expect_load=False)
+        self.assertIn('ca_file "%s" cannot be read' % missing, out["error"])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ checks the Standard Webhooks signature independently with hmac/hashlib. Each
 scenario maps one receiver behaviour to the outcome the plugin must report:
 200 delivered, 410 permanent (endpoint disabled), 500 + Retry-After retry,
 429 + HTTP-date Retry-After retry, 400 permanent, 302 permanent and not
-followed, a hanging receiver retry after the timeout.
+followed, a hanging receiver retry after the timeout. Over https, against a
+receiver with a self-signed certificate: delivered when ca_file names it,
+over kept-alive TLS connections; a retry naming the certificate without it;
+an unreadable ca_file refused at load.
 """
 import base64
 import email.utils
@@ -16,6 +19,8 @@ import hmac
 import http.server
 import json
 import os
+import socketserver
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -138,6 +143,69 @@ def drive(driver, plugin_dir, state, creds, url, touches, extra=()):
     return {o["touch_id"]: o for o in outs}, p.stderr
 
 
+class CountingServer(http.server.ThreadingHTTPServer):
+    """Counts the connections it accepts (TLS handshakes, once wrapped)."""
+    daemon_threads = True
+    connections = 0
+
+    def process_request(self, request, client_address):
+        CountingServer.connections += 1
+        socketserver.ThreadingMixIn.process_request(self, request, client_address)
+
+
+def https_cases(driver, plugin_dir, state, creds, tmp):
+    cert = os.path.join(tmp, "cert.pem")
+    key = os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    server = CountingServer(("127.0.0.1", 0), Receiver)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = "https://127.0.0.1:%d" % server.server_address[1]
+    try:
+        # ca_file names the receiver's certificate: delivered, signed, and
+        # eight touches one at a time share a kept-alive TLS connection
+        before = len(received)
+        touches = [touch(40 + i, "tls-%d" % i) for i in range(8)]
+        outs, _ = drive(driver, plugin_dir, state, creds, base + "/ok", touches,
+                        extra=("--set", "ca_file=" + cert, "--concurrency", "1"))
+        for t in touches:
+            o = outs[t["touch_id"]]
+            check(o["outcome"] == "delivered", "https with ca_file: %r" % o)
+        check(len(received) == before + 8, "expected 8 requests over https")
+        for _, headers, body in received[before:]:
+            verify_signature(headers, body)
+        check(CountingServer.connections <= 2,
+              "8 touches took %d TLS connections" % CountingServer.connections)
+
+        # without ca_file the system's CAs do not know the receiver: a retry
+        # naming the certificate, nothing received
+        before = len(received)
+        outs, _ = drive(driver, plugin_dir, state, creds, base + "/ok", [touch(50, "tls-x")])
+        o = outs[50]
+        check(o["outcome"] == "retry" and "certificate" in o["reason"],
+              "https without ca_file: %r" % o)
+        check(len(received) == before, "a request went to an unverified server")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # an unreadable ca_file fails the load, naming it
+    missing = os.path.join(tmp, "no-such-ca.pem")
+    p = subprocess.run([driver, "--plugin-dir", plugin_dir, "--state-dir", state,
+                        "--credentials-dir", creds, "--plugin", "webhook",
+                        "--set", "url=" + base + "/ok", "--set", "secret_file=webhook.key",
+                        "--set", "ca_file=" + missing],
+                       input="", capture_output=True, text=True, timeout=30)
+    check(p.returncode == 3, "a missing ca_file must fail the load: %d %s"
+          % (p.returncode, p.stdout))
+    check(missing in p.stdout and "cannot be read" in p.stdout,
+          "the load error must name the file: %s" % p.stdout)
+
+
 def main():
     build = os.environ["CADENCE_BUILD_DIR"]
     plugin_dir = os.environ.get("CADENCE_PLUGIN_BUILD_DIR", os.path.join(build, "plugins"))
@@ -242,6 +310,8 @@ def main():
                            input="", capture_output=True, text=True, timeout=30)
         check(p.returncode == 3, "a bad secret must fail the load: %d %s" % (p.returncode, p.stdout))
         check("tooshort" not in p.stdout + p.stderr, "the bad secret was echoed")
+
+        https_cases(driver, plugin_dir, state, creds, tmp)
 
     server.shutdown()
     print("ok: webhook plugin outcomes and signatures")
