@@ -24,10 +24,16 @@
 #include <unistd.h>
 
 #define CAD_LOG_LINE_MAX 4096
+#define CAD_LOG_HOLD_MAX (64 * 1024)
 
 static enum cad_log_level log_level = CAD_LOG_INFO;
 static bool log_journal;
 static int log_fd = 2;
+
+/* cad_log_hold's buffer, per thread: allocated at the first hold, kept. */
+static _Thread_local char *hold_buf;
+static _Thread_local size_t hold_len;
+static _Thread_local bool holding;
 
 static const char *level_name(enum cad_log_level level)
 {
@@ -88,6 +94,36 @@ const char *cad_log_level_name(enum cad_log_level level)
     return level_name(level);
 }
 
+static void write_all(const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(log_fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere left to report it */
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+void cad_log_hold(void)
+{
+    if (!hold_buf)
+        hold_buf = malloc(CAD_LOG_HOLD_MAX); /* a thread's, never freed; NULL: no holding */
+    holding = hold_buf != NULL;
+    hold_len = 0;
+}
+
+void cad_log_release(bool emit)
+{
+    if (emit && hold_len > 0)
+        write_all(hold_buf, hold_len);
+    hold_len = 0;
+    holding = false;
+}
+
 void cad_log(enum cad_log_level level, const char *fmt, ...)
 {
     if (level > log_level)
@@ -122,15 +158,14 @@ void cad_log(enum cad_log_level level, const char *fmt, ...)
     while (len > start && line[len - 1] == ' ')
         len--;
     line[len++] = '\n';
-    const char *p = line;
-    while (len > 0) {
-        ssize_t w = write(log_fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return; /* nowhere left to report it */
+    if (holding && level >= CAD_LOG_NOTICE) {
+        if (hold_len + len > CAD_LOG_HOLD_MAX) { /* full: what is held goes out now */
+            write_all(hold_buf, hold_len);
+            hold_len = 0;
         }
-        p += w;
-        len -= (size_t)w;
+        memcpy(hold_buf + hold_len, line, len);
+        hold_len += len;
+        return;
     }
+    write_all(line, len);
 }

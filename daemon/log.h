@@ -24,6 +24,19 @@ const char *cad_log_level_name(enum cad_log_level level);
 
 void cad_log(enum cad_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Holds the calling thread's notice, info and debug lines in a buffer of
+ * its own until cad_log_release, which writes them all with one write(2)
+ * when `emit` is true and drops them otherwise: the scheduler holds the
+ * "touch decided" lines of a batch of decisions, so they appear when the
+ * batch is committed and not at all when it is rolled back, and a batch of
+ * thousands costs a handful of writes instead of one each. Errors and
+ * warnings are written at once, held or not. Lines of other threads are
+ * not held. When the buffer cannot be allocated, or fills, lines are
+ * written as if not held; when it fills, what it holds is written then,
+ * emit or not. Holds do not nest. */
+void cad_log_hold(void);
+void cad_log_release(bool emit);
+
 #define cad_log_err(...)     cad_log(CAD_LOG_ERR, __VA_ARGS__)
 #define cad_log_warning(...) cad_log(CAD_LOG_WARNING, __VA_ARGS__)
 #define cad_log_notice(...)  cad_log(CAD_LOG_NOTICE, __VA_ARGS__)

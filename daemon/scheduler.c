@@ -246,6 +246,7 @@ static void run_batch(cad_scheduler_t *s)
     size_t n = 0;
     int failed = 0;
     memset(&s->batch, 0, sizeof(s->batch));
+    cad_log_hold(); /* "touch decided" lines appear once the batch is committed */
     int64_t decided_before = s->stats.touches_decided;
     cad_calendar_entry_t e;
     while (n < s->batch_cap && cad_calendar_pop_due(&s->cal, now, &e)) {
@@ -259,6 +260,7 @@ static void run_batch(cad_scheduler_t *s)
         cad_log_err("cannot commit a decision batch: %s customers=%zu", err, n);
         failed = 1;
     }
+    cad_log_release(!failed);
     if (!failed) {
         s->stats.evaluations += s->batch.evaluations;
         s->stats.touches_decided += s->batch.touches_decided;

@@ -1,7 +1,7 @@
 /*
  * test_log.c — log lines: the human and the journald format, the threshold,
- * one line per message whatever the message holds, and $JOURNAL_STREAM
- * detection against the real stderr.
+ * one line per message whatever the message holds, $JOURNAL_STREAM
+ * detection against the real stderr, and held lines (cad_log_hold).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 
 #include "log.h"
 
+#include <pthread.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +175,82 @@ static void test_level_names(void **state)
     assert_string_equal(cad_log_level_name(CAD_LOG_DEBUG), "debug");
 }
 
+/* The size of what has been written to fd so far. */
+static off_t written(int fd)
+{
+    return lseek(fd, 0, SEEK_END);
+}
+
+static void *log_from_another_thread(void *arg)
+{
+    (void)arg;
+    cad_log_info("from another thread");
+    return NULL;
+}
+
+/* Held notice/info/debug lines wait for the release and go out together,
+ * or not at all; errors and warnings, and other threads' lines, do not
+ * wait; a full buffer writes what it holds. */
+static void test_held_lines(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/cad-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    cad_log_set_output(fd, true);
+    cad_log_set_level(CAD_LOG_DEBUG);
+
+    cad_log_hold();
+    cad_log_info("touch decided customer=a");
+    cad_log_notice("a notice");
+    assert_int_equal(written(fd), 0);
+    cad_log_err("an error");
+    cad_log_warning("a warning");
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, log_from_another_thread, NULL), 0);
+    pthread_join(th, NULL);
+    cad_log_debug("touch decided customer=b");
+    off_t before = written(fd);
+    assert_true(before > 0);
+    cad_log_release(true);
+    cad_log_info("after the release");
+
+    cad_log_hold();
+    cad_log_info("touch decided customer=rolled-back");
+    cad_log_release(false);
+
+    char text[1024] = "";
+    assert_true(pread(fd, text, sizeof text - 1, 0) > 0);
+    assert_string_equal(text, "<3>an error\n"
+                              "<4>a warning\n"
+                              "<6>from another thread\n"
+                              "<6>touch decided customer=a\n"
+                              "<5>a notice\n"
+                              "<7>touch decided customer=b\n"
+                              "<6>after the release\n");
+
+    /* 100 lines of 1,000 bytes do not fit the 64 KiB buffer: what it held
+     * when full was written, the rest is dropped with the hold */
+    assert_int_equal(ftruncate(fd, 0), 0);
+    lseek(fd, 0, SEEK_SET);
+    char filler[1001];
+    memset(filler, 'x', 1000);
+    filler[1000] = '\0';
+    cad_log_hold();
+    for (int i = 0; i < 100; i++)
+        cad_log_info("%s", filler);
+    off_t full = written(fd);
+    cad_log_release(false);
+    assert_int_equal(written(fd), full);
+    assert_true(full >= 60 * 1004 && full <= 66 * 1004);
+    assert_int_equal(full % 1004, 0); /* whole lines only */
+
+    cad_log_set_output(2, false);
+    cad_log_set_level(CAD_LOG_INFO);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_long_messages_are_cut),
         cmocka_unit_test(test_journal_stream_detection),
         cmocka_unit_test(test_level_names),
+        cmocka_unit_test(test_held_lines),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
