@@ -434,10 +434,10 @@ static void hand_back(cad_transport_t *t, xfer_list_t *done)
         uv_async_send(&t->done_async);
 }
 
-/* Adds queued transfers of a lane to the multi handle while it has room. */
 static int on_socket_opened(void *userp, curl_socket_t s, curlsocktype purpose);
 static int on_socket_closing(void *userp, curl_socket_t s);
 
+/* Adds queued transfers of a lane to the multi handle while it has room. */
 static void pump_lane(cad_transport_t *t, wlane_t *l, xfer_list_t *done)
 {
     while (!t->refusing && l->queue_head && l->in_flight < l->concurrency &&
