@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,10 +117,30 @@ void cad_log_hold(void)
     hold_len = 0;
 }
 
+/* Writes held lines in pieces of whole lines of at most PIPE_BUF bytes:
+ * a write that size to a pipe or the journald stream is atomic, so another
+ * thread's line never lands inside one of ours. */
+static void write_lines(const char *p, size_t len)
+{
+    while (len > 0) {
+        size_t n = len;
+        if (n > PIPE_BUF) {
+            n = PIPE_BUF;
+            while (n > 0 && p[n - 1] != '\n')
+                n--;
+            if (n == 0)
+                n = PIPE_BUF; /* not reached: a line is at most CAD_LOG_LINE_MAX */
+        }
+        write_all(p, n);
+        p += n;
+        len -= n;
+    }
+}
+
 void cad_log_release(bool emit)
 {
     if (emit && hold_len > 0)
-        write_all(hold_buf, hold_len);
+        write_lines(hold_buf, hold_len);
     hold_len = 0;
     holding = false;
 }
@@ -160,7 +181,7 @@ void cad_log(enum cad_log_level level, const char *fmt, ...)
     line[len++] = '\n';
     if (holding && level >= CAD_LOG_NOTICE) {
         if (hold_len + len > CAD_LOG_HOLD_MAX) { /* full: what is held goes out now */
-            write_all(hold_buf, hold_len);
+            write_lines(hold_buf, hold_len);
             hold_len = 0;
         }
         memcpy(hold_buf + hold_len, line, len);

@@ -524,6 +524,8 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     poll_ctx_t *p = h->data;
     cad_transport_t *t = p->t;
+    if (status < 0)
+        p->events = 0; /* libuv stopped the handle itself */
     if (p->idle) {
         /* An idle connection in libcurl's cache became readable: the peer
          * closed it (or sent something unasked). libcurl finds out when it
