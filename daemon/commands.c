@@ -1286,6 +1286,9 @@ static json_t *pause_resume(cad_commands_t *c, json_t *req, bool paused,
     if (rc != 0)
         return store_fail(error, rc, err);
     changed(c, key);
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    if (!paused && disp)
+        cad_dispatch_kick(disp); /* the customer's waiting touches are due again */
     cad_log_info("control: customer %s customer=%s uid=%u pid=%d", paused ? "paused" : "resumed",
                  id, (unsigned)peer->uid, (int)peer->pid);
     return json_pack("{s:s, s:b}", "customer", id, "paused", paused);
@@ -1710,9 +1713,11 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
         const char *l1[] = {"channel", ch->channel, "outcome", "delivered", NULL};
         const char *l2[] = {"channel", ch->channel, "outcome", "retry", NULL};
         const char *l3[] = {"channel", ch->channel, "outcome", "dead", NULL};
+        const char *l4[] = {"channel", ch->channel, "outcome", "withdrawn", NULL};
         cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l1, (double)ch->delivered);
         cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l2, (double)ch->retried);
         cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l3, (double)ch->dead);
+        cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l4, (double)ch->withdrawn);
     }
     cad_metrics_family(&m, "cadence_dispatch_in_flight", "gauge",
                        "Touches handed to a plugin, outcome pending, by channel.");

@@ -72,7 +72,8 @@ typedef struct attempt {
     const char *idempotency_key, *customer_id, *contact_id, *rule, *purpose, *content_id;
     const char *customer_name, *customer_attributes, *contact_name, *contact_first_name;
     const char *contact_email, *contact_phone;
-    bool took_probe;     /* this attempt is the half-open probe */
+    const char *withdrawn; /* static; why it must not be sent after all, or NULL */
+    bool took_probe;       /* this attempt is the half-open probe */
     bool maybe_received; /* it failed without an answer after the request left */
     char buf[];
 } attempt_t;
@@ -92,7 +93,7 @@ struct chan {
     int in_flight;
     attempt_t *wait_head, *wait_tail; /* waiting for a domain token */
     int n_waiting;
-    int64_t claimed, delivered, retried, dead, expired, permanent;
+    int64_t claimed, delivered, retried, dead, expired, permanent, withdrawn;
     char last_error[CAD_PLUGIN_REASON_MAX];
 };
 
@@ -101,7 +102,7 @@ typedef struct account {
     cad_bucket_t bucket;
 } account_t;
 
-enum record_kind { REC_DELIVERED, REC_RETRY, REC_DEAD, REC_RELEASE };
+enum record_kind { REC_DELIVERED, REC_RETRY, REC_DEAD, REC_RELEASE, REC_WITHDRAW };
 
 /* An outcome waiting for the next group commit. */
 typedef struct pending {
@@ -581,6 +582,16 @@ static const cad_rule_t *find_rule(const cad_playbook_t *pb, const char *name)
 static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_t *wake_ms)
 {
     chan_t *ch = a->ch;
+    if (a->withdrawn) {
+        pending_t *p = pending_add(d, REC_WITHDRAW, a);
+        if (p)
+            snprintf(p->text, sizeof p->text, "not sent: %s", a->withdrawn);
+        ch->withdrawn++;
+        cad_log_notice("touch withdrawn channel=%s touch=%lld customer=%s contact=%s reason=\"%s\"",
+                       ch->name, (long long)a->key, a->customer_id, a->contact_id, a->withdrawn);
+        attempt_free(a);
+        return true;
+    }
     cad_time_t now = cad_wall_now();
     /* Due times are whole seconds: sending in the expiry second itself could
      * reach the provider a moment after it ended. A touch is sendable while
@@ -684,6 +695,32 @@ static char *copy_str(char **p, const char *s)
     return r;
 }
 
+/* Why a claimed touch may not be sent after all, or NULL. The engine checked
+ * consent and address when it decided; a touch that waited (for a retry, a
+ * token, a circuit, an operator's retry) is checked again as it is claimed,
+ * so an opt-out, a suppression or a hard bounce since then stops it (R10). */
+static const char *withdrawn_reason(const chan_t *ch, const cad_outbox_touch_t *t)
+{
+    if (t->unusable)
+        return "the contact's channel was marked unusable after a permanent failure";
+    switch (ch->address) {
+    case CAD_ADDRESS_EMAIL:
+        if (!t->email_consent)
+            return "the contact has no email consent any more";
+        if (t->email_suppressed)
+            return "the contact's email address is on the suppression list";
+        break;
+    case CAD_ADDRESS_PHONE:
+        if (!t->sms_consent)
+            return "the contact has no SMS consent any more";
+        if (t->phone_suppressed)
+            return "the contact's phone number is on the suppression list";
+        break;
+    case CAD_ADDRESS_NONE: break;
+    }
+    return NULL;
+}
+
 typedef struct claim_ctx {
     cad_dispatch_t *d;
     chan_t *ch;
@@ -725,18 +762,21 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
     a->number = t->attempt + 1;
     a->decided_at = t->decided_at;
     a->expires_at = t->expires_at;
-    a->took_probe = c->probe && c->n == 0;
-    /* Tokens are taken now; given back if the batch fails. */
-    cad_bucket_take(&c->ch->bucket, c->now_ms);
-    if (c->ch->account >= 0)
-        cad_bucket_take(&d->accounts[c->ch->account].bucket, c->now_ms);
-    cad_bucket_take(&d->global, c->now_ms);
+    a->withdrawn = withdrawn_reason(c->ch, t);
     a->next = NULL;
     if (d->claimed_tail)
         d->claimed_tail->next = a;
     else
         d->claimed_head = a;
     d->claimed_tail = a;
+    if (a->withdrawn)
+        return; /* recorded after the claim commits; no token, no probe */
+    a->took_probe = c->probe && c->n == 0;
+    /* Tokens are taken now; given back if the batch fails. */
+    cad_bucket_take(&c->ch->bucket, c->now_ms);
+    if (c->ch->account >= 0)
+        cad_bucket_take(&d->accounts[c->ch->account].bucket, c->now_ms);
+    cad_bucket_take(&d->global, c->now_ms);
     c->n++;
 }
 
@@ -814,6 +854,11 @@ static void unclaim_all(cad_dispatch_t *d)
     d->claimed_head = d->claimed_tail = NULL;
     while (a) {
         attempt_t *next = a->next;
+        if (a->withdrawn) { /* took no token */
+            attempt_free(a);
+            a = next;
+            continue;
+        }
         cad_bucket_give_back(&a->ch->bucket);
         if (a->ch->account >= 0)
             cad_bucket_give_back(&d->accounts[a->ch->account].bucket);
@@ -931,6 +976,7 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
         break;
     case REC_DEAD: rc = cad_store_outbox_dead(d->store, p->key, p->text, now, err); break;
     case REC_RELEASE: rc = cad_store_outbox_release(d->store, p->key, now, err); break;
+    case REC_WITHDRAW: rc = cad_store_outbox_withdraw(d->store, p->key, p->text, now, err); break;
     }
     /* An attempt that may have reached the customer counts, for the
      * engine's spacing rules, even if the touch later dies (at-least-once:
@@ -1065,7 +1111,7 @@ static void pump(cad_dispatch_t *d)
             rc = n;
             break;
         }
-        if (probe[c] && n == 0)
+        if (probe[c] && ctx.n == 0) /* nothing claimed, or all of it withdrawn */
             cad_circuit_abandon(&ch->circuit);
         more[c] = n >= room[c];
     }
@@ -1282,6 +1328,7 @@ void cad_dispatch_get_stats(const cad_dispatch_t *d, cad_dispatch_stats_t *st)
         o->dead = ch->dead;
         o->expired = ch->expired;
         o->permanent = ch->permanent;
+        o->withdrawn = ch->withdrawn;
         o->circuit = ch->circuit.state;
         if (o->circuit == CAD_CIRCUIT_OPEN && cad_circuit_wait_ms(&ch->circuit, now_ms) == 0)
             o->circuit = CAD_CIRCUIT_HALF_OPEN; /* a probe goes out at the next pump */

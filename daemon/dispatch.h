@@ -49,6 +49,7 @@ typedef struct cad_dispatch_channel_stats {
     int64_t dead;               /* dead: attempts or age exhausted, permanent, expired */
     int64_t expired;            /* of dead: past expires_at, never sent */
     int64_t permanent;          /* of dead: permanent outcomes */
+    int64_t withdrawn; /* claimed, then not sent: consent withdrawn, address suppressed... */
     enum cad_circuit_state circuit;
     cad_time_t circuit_since;      /* wall-clock UTC seconds of the last circuit change */
     uint32_t consecutive_failures; /* transient failures in a row */

@@ -250,10 +250,16 @@ typedef struct cad_outbox_touch {
     const char *last_error;  /* "" when none */
     const char *provider_id; /* "" until delivered */
     cad_time_t updated_at;
+    /* Read again as the touch is claimed (false in listings), so the
+     * dispatcher can withdraw a touch the contact may no longer receive. */
+    bool email_consent, sms_consent;        /* opted in now */
+    bool email_suppressed, phone_suppressed; /* the address is on the suppression list */
+    bool unusable;                          /* the contact's channel was marked unusable */
 } cad_outbox_touch_t;
 
 /* Moves up to `max` due touches (queued or retry-wait with due_at <= now) to
- * in-flight and calls fn for each. Returns the number claimed. */
+ * in-flight and calls fn for each. A paused customer's touches are not due
+ * until the customer is resumed (R14). Returns the number claimed. */
 int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
                            void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg,
                            char *err);
@@ -284,7 +290,12 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
  * for its spacing rules — min_gap, caps, recurring periods, appreciations —
  * whatever becomes of it, even dead or cancelled. */
 int cad_store_outbox_maybe_delivered(cad_store_t *st, int64_t key, cad_time_t at, char *err);
-/* Earliest due_at of a queued/retry-wait touch, CAD_TIME_NEVER when none. */
+/* A claimed touch is not sent after all: it becomes cancelled with `reason`
+ * (the contact withdrew consent, say), its claim not counted as an attempt. */
+int cad_store_outbox_withdraw(cad_store_t *st, int64_t key, const char *reason, cad_time_t now,
+                              char *err);
+/* Earliest due_at of a queued/retry-wait touch of a customer not paused,
+ * CAD_TIME_NEVER when none. */
 cad_time_t cad_store_outbox_next_due(cad_store_t *st);
 /* The same for one channel (by name). */
 cad_time_t cad_store_outbox_next_due_channel(cad_store_t *st, const char *channel);

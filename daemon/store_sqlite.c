@@ -239,6 +239,7 @@ enum stmt_id {
     S_OUTBOX_DUE_CHANNEL,
     S_OUTBOX_NEXT_DUE_CHANNEL,
     S_OUTBOX_RELEASE,
+    S_OUTBOX_WITHDRAW,
     S_OUTBOX_MAYBE_DELIVERED,
     S_COUNT_CUSTOMERS,
     S_COUNT_CONTACTS,
@@ -283,9 +284,22 @@ enum stmt_id {
     " JOIN customers cu ON cu.key = t.customer_key"                                                \
     " LEFT JOIN contacts co ON co.key = t.contact_key"
 #define OUTBOX_SELECT OUTBOX_COLUMNS " FROM touches t" OUTBOX_JOINS
-/* The same, reading touches through the named index (the planner has no
- * statistics and would otherwise sort the whole backlog). */
-#define OUTBOX_SELECT_FROM(index) OUTBOX_COLUMNS " FROM touches t INDEXED BY " index OUTBOX_JOINS
+/* What the dispatcher checks again as it claims a touch, since the contact
+ * may have changed while it waited (R10): email and SMS consent, each
+ * address on the suppression list, the touch's channel marked unusable. */
+#define OUTBOX_SEND_CHECKS                                                                         \
+    ", COALESCE((SELECT opted_in FROM consents"                                                    \
+    " WHERE contact_key = t.contact_key AND kind = 'email'), 0),"                                  \
+    " COALESCE((SELECT opted_in FROM consents WHERE contact_key = t.contact_key AND kind = 'sms'),"  \
+    " 0), co.email <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = lower(co.email)),"  \
+    " co.phone <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = co.phone),"            \
+    " EXISTS (SELECT 1 FROM contact_channels WHERE contact_key = t.contact_key"                    \
+    " AND channel = t.channel)"
+/* Due touches to claim, read through the named index (the planner has no
+ * statistics and would otherwise sort the whole backlog). A paused
+ * customer's touches wait (R14). */
+#define OUTBOX_CLAIM_FROM(index)                                                                   \
+    OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t INDEXED BY " index OUTBOX_JOINS
 #define OUTBOX_STRINGS            16
 
 static const char *const stmt_sql[S_COUNT] = {
@@ -380,8 +394,9 @@ static const char *const stmt_sql[S_COUNT] = {
         "UPDATE touches INDEXED BY touches_pending_expiry SET state = 'dead', updated_at = ?1,"
         " last_error = 'expired before it could be sent'"
         " WHERE state IN ('queued', 'retry_wait') AND expires_at <= ?1 AND due_at <= ?1",
-    [S_OUTBOX_DUE] = OUTBOX_SELECT " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1"
-                                   " ORDER BY t.due_at, t.key LIMIT ?2",
+    [S_OUTBOX_DUE] = OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t" OUTBOX_JOINS
+        " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1 AND cu.paused = 0"
+        " ORDER BY t.due_at, t.key LIMIT ?2",
     [S_OUTBOX_CLAIM_ONE] = "UPDATE touches SET state = 'in_flight', attempt = attempt + 1,"
                            " updated_at = ?2 WHERE key = ?1",
     [S_OUTBOX_DELIVERED] =
@@ -399,17 +414,22 @@ static const char *const stmt_sql[S_COUNT] = {
                          " WHERE state = 'in_flight'",
     [S_OUTBOX_MAYBE_DELIVERED] = "UPDATE touches SET maybe_delivered_at ="
                                  " MAX(maybe_delivered_at, ?2) WHERE key = ?1",
-    [S_OUTBOX_NEXT_DUE] = "SELECT MIN(due_at) FROM touches WHERE state IN ('queued',"
-                          " 'retry_wait')",
+    [S_OUTBOX_NEXT_DUE] = "SELECT MIN(t.due_at) FROM touches t"
+                          " JOIN customers cu ON cu.key = t.customer_key"
+                          " WHERE t.state IN ('queued', 'retry_wait') AND cu.paused = 0",
     // clang-format off
-    [S_OUTBOX_DUE_CHANNEL] = OUTBOX_SELECT_FROM("touches_pending_due")
+    [S_OUTBOX_DUE_CHANNEL] = OUTBOX_CLAIM_FROM("touches_pending_due")
         " WHERE t.state IN ('queued', 'retry_wait') AND t.channel = ?3 AND t.due_at <= ?1"
-        " ORDER BY t.due_at, t.key LIMIT ?2",
+        " AND cu.paused = 0 ORDER BY t.due_at, t.key LIMIT ?2",
     // clang-format on
-    [S_OUTBOX_NEXT_DUE_CHANNEL] = "SELECT MIN(due_at) FROM touches INDEXED BY touches_pending_due"
-                                  " WHERE state IN ('queued', 'retry_wait') AND channel = ?1",
+    [S_OUTBOX_NEXT_DUE_CHANNEL] = "SELECT t.due_at FROM touches t INDEXED BY touches_pending_due"
+                                  " JOIN customers cu ON cu.key = t.customer_key"
+                                  " WHERE t.state IN ('queued', 'retry_wait') AND t.channel = ?1"
+                                  " AND cu.paused = 0 ORDER BY t.due_at LIMIT 1",
     [S_OUTBOX_RELEASE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2,"
                          " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
+    [S_OUTBOX_WITHDRAW] = "UPDATE touches SET state = 'cancelled', last_error = ?2, updated_at = ?3,"
+                          " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
     [S_COUNT_CUSTOMERS] = "SELECT COUNT(*) FROM customers",
     [S_COUNT_CONTACTS] = "SELECT COUNT(*) FROM contacts",
     [S_COUNT_EVENTS] = "SELECT COUNT(*) FROM events",
@@ -2094,7 +2114,7 @@ static bool claim_add_string(cad_store_t *st, const char *s, size_t *off)
 
 /* Copies one OUTBOX_SELECT row into `row`; strings go to the claim arena
  * (fixed up by outbox_row_fix once the arena stops moving). */
-static bool outbox_row_read(cad_store_t *st, sqlite3_stmt *s, claim_row_t *row)
+static bool outbox_row_read(cad_store_t *st, sqlite3_stmt *s, bool checks, claim_row_t *row)
 {
     memset(row, 0, sizeof(*row));
     cad_outbox_touch_t *t = &row->touch;
@@ -2112,6 +2132,13 @@ static bool outbox_row_read(cad_store_t *st, sqlite3_stmt *s, claim_row_t *row)
     t->updated_at = sqlite3_column_int64(s, c + 6);
     int state = outbox_state_parse(col_text(s, 14));
     t->state = state < 0 ? CAD_OUTBOX_DEAD : (enum cad_outbox_state)state;
+    if (checks) {
+        t->email_consent = sqlite3_column_int(s, c + 7) != 0;
+        t->sms_consent = sqlite3_column_int(s, c + 8) != 0;
+        t->email_suppressed = sqlite3_column_int(s, c + 9) != 0;
+        t->phone_suppressed = sqlite3_column_int(s, c + 10) != 0;
+        t->unusable = sqlite3_column_int(s, c + 11) != 0;
+    }
     return true;
 }
 
@@ -2162,7 +2189,7 @@ static int outbox_claim(cad_store_t *st, const char *channel, cad_time_t now, in
                 r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
                 break;
             }
-            if (!outbox_row_read(st, s, &st->claim_rows[n])) {
+            if (!outbox_row_read(st, s, true, &st->claim_rows[n])) {
                 r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory claiming touches", st->path);
                 break;
             }
@@ -2321,6 +2348,12 @@ int cad_store_outbox_release(cad_store_t *st, int64_t key, cad_time_t now, char 
     return outbox_update(st, S_OUTBOX_RELEASE, key, NULL, 0, now, "release", err);
 }
 
+int cad_store_outbox_withdraw(cad_store_t *st, int64_t key, const char *reason, cad_time_t now,
+                              char *err)
+{
+    return outbox_update(st, S_OUTBOX_WITHDRAW, key, reason, 0, now, "withdraw", err);
+}
+
 cad_time_t cad_store_outbox_next_due_channel(cad_store_t *st, const char *channel)
 {
     sqlite3_stmt *s = stmt(st, S_OUTBOX_NEXT_DUE_CHANNEL);
@@ -2352,7 +2385,7 @@ int cad_store_outbox_foreach(cad_store_t *st, int state, const char *customer_id
     claim_row_t row;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         st->claim_len = 0;
-        if (!outbox_row_read(st, s, &row)) {
+        if (!outbox_row_read(st, s, false, &row)) {
             sqlite3_reset(s);
             return cad_fail(err, CAD_ENOMEM, "store %s: out of memory listing touches", st->path);
         }

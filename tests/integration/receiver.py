@@ -193,7 +193,7 @@ log = {{ level = "{log_level}"; }};
 plugins = {{ credentials_dir = "{cred_dir}"; }};
 engine = {{ shutdown_timeout = "{shutdown}"; batch_size = 500; }};
 channels = (
-  {{ name = "hook"; plugin = "webhook"; address = "none";
+  {{ name = "hook"; plugin = "webhook"; address = "{hook_address}";
      concurrency = {concurrency}; timeout = "{timeout}"; max_attempts = {max_attempts};
      retry_schedule = "exponential"; retry_base = "1s"; retry_cap = "{retry_cap}";
      circuit_threshold = {circuit_threshold}; circuit_interval = "{circuit_interval}";
@@ -230,7 +230,7 @@ def write_dispatch_config(tmp, url, name="cadenced.conf", **kw):
     values = dict(state_dir=tmp.join("state"), socket=tmp.join("control.sock"), cred_dir=cred,
                   log_level="info", shutdown="5s", concurrency=16, timeout="5s",
                   max_attempts=20, retry_cap="2s", circuit_threshold=5, circuit_interval="1s", url=url,
-                  hook_extra="", expires="7d", channels='"hook", "files"')
+                  hook_extra="", expires="7d", channels='"hook", "files"', hook_address="none")
     values.update(kw)
     path = tmp.join(name)
     with open(path, "w") as f:
@@ -238,18 +238,23 @@ def write_dispatch_config(tmp, url, name="cadenced.conf", **kw):
     return path
 
 
-def write_customers(tmp, n, prefix="cust", first=0):
+def write_customers(tmp, n, prefix="cust", first=0, email_consent=False):
     """Writes customers, contacts and purchase events (JSONL) for n customers;
-    returns the three file paths."""
+    returns the three file paths. email_consent: each contact opted in to
+    email."""
     paths = [tmp.join("%s-%s.jsonl" % (prefix, k)) for k in ("customers", "contacts", "events")]
     with open(paths[0], "w") as cu, open(paths[1], "w") as co, open(paths[2], "w") as ev:
         for i in range(first, first + n):
             cid = "%s-%05d" % (prefix, i)
             cu.write(json.dumps({"id": cid, "name": "Customer %d" % i, "timezone": "UTC",
                                  "stage": "active", "segment": "default"}) + "\n")
-            co.write(json.dumps({"id": cid + "-dm", "customer": cid, "name": "Pat %d" % i,
-                                 "first_name": "Pat", "roles": ["decision_maker"],
-                                 "email": "pat%d@example.com" % i}) + "\n")
+            contact = {"id": cid + "-dm", "customer": cid, "name": "Pat %d" % i,
+                       "first_name": "Pat", "roles": ["decision_maker"],
+                       "email": "pat%d@example.com" % i}
+            if email_consent:
+                contact["consent"] = {"email": {"opted_in": True, "at": "now-1d",
+                                                "source": "signup form"}}
+            co.write(json.dumps(contact) + "\n")
             ev.write(json.dumps({"id": cid + "-order", "customer": cid, "type": "purchase",
                                  "at": "now-1m"}) + "\n")
     return paths

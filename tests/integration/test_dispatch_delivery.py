@@ -5,8 +5,10 @@ group commit; a receiver answering 500 for a while (retries, the circuit
 opens, then closes, nothing lost); a receiver that hangs or is SIGSTOPped
 mid-request (timeouts and retries, the control socket keeps answering, the
 late answer changes nothing); a permanent failure (410) marks the contact's
-channel unusable and the next decision uses the other channel; bad
-dispatcher settings in the config name file and line."""
+channel unusable and the next decision uses the other channel; a touch
+waiting for a retry is withdrawn when its contact opts out, and waits while
+its customer is paused; bad dispatcher settings in the config name file and
+line."""
 import json
 import os
 import re
@@ -236,6 +238,56 @@ class Feedback(DispatchCase):
                                        " ON e.key = t.trigger_key"))
         self.assertEqual(chans["cust-00002-order2"], "files")
         self.assertEqual(chans["cust-00003-order2"], "hook")
+        self.assertEqual(d.stop(), 0)
+
+
+class SendTimeChecks(DispatchCase):
+    def test_a_waiting_touch_is_not_sent_after_an_opt_out_or_while_paused(self):
+        """Touches wait for a retry; meanwhile one contact opts out of email
+        and one customer is paused. The opted-out touch is withdrawn, never
+        sent again; the paused one waits and goes once the customer is
+        resumed; the others are delivered."""
+        self.rx.set(status=503, retry_after=3)
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(), hook_address="email",
+                                       circuit_threshold=0)
+        rx.import_customers(h.CADENCED, cfg,
+                            rx.write_customers(self.tmp, 3, email_consent=True))
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 3, 20))
+        for args in (("contact", "consent", "cust-00000-dm", "email", "out", "--source",
+                      "unsubscribe link"),
+                     ("pause", "cust-00001")):
+            r = d.ctl(*args)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.rx.set(status=200)
+
+        def rows():  # customer id -> outbox row
+            return {r[1].split("/")[0]: r for r in rx.outbox_rows(self.db)}
+
+        def states():
+            return {c: r[2] for c, r in rows().items()}
+
+        self.assertTrue(rx.wait_until(lambda: states() == {
+            "cust-00000": "cancelled", "cust-00001": "retry_wait", "cust-00002": "delivered"},
+            20), "%r" % rows())
+        withdrawn = rows()["cust-00000"]
+        self.assertIn("not sent: the contact has no email consent any more", withdrawn[5])
+        self.assertEqual(withdrawn[3], 1)  # the withdrawal is not an attempt
+        time.sleep(1.5)  # past the paused touch's retry time
+        self.assertEqual(states()["cust-00001"], "retry_wait")
+        by_customer = {}
+        for rec in self.rx.records():
+            by_customer[rec["customer"]] = by_customer.get(rec["customer"], 0) + 1
+        self.assertEqual(by_customer, {"cust-00000": 1, "cust-00001": 1, "cust-00002": 2})
+        self.assertIn("touch withdrawn channel=hook", d.read_log())
+        r = d.ctl("resume", "cust-00001")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(rx.wait_until(lambda: states()["cust-00001"] == "delivered", 10),
+                        "%r" % rows())
+        self.assertEqual(len([x for x in self.rx.records() if x["customer"] == "cust-00000"]), 1)
+        metrics = d.ctl("metrics").stdout
+        self.assertIn('cadence_dispatch_outcomes_total{channel="hook",outcome="withdrawn"} 1',
+                      metrics)
         self.assertEqual(d.stop(), 0)
 
 
