@@ -301,6 +301,9 @@ static void print_status(json_t *r)
     row("log level", "%s", str(r, "log_level"));
     row("playbook", "%lld rules, %lld channels", num(r, "playbook.rules"),
         num(r, "playbook.channels"));
+    size_t down = json_array_size(json_object_get(r, "channels_not_loaded"));
+    if (down > 0)
+        row("channels", "%zu not loaded (see `cadencectl plugins`)", down);
     json_t *counts = json_object_get(r, "counts");
     if (json_is_object(counts)) {
         row("customers", "%lld", num(counts, "customers"));
@@ -333,9 +336,22 @@ static void print_status(json_t *r)
     }
 }
 
+/* Warns on stderr about every channel whose plugin is not loaded. */
+static void warn_channels_not_loaded(json_t *r)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(r, "channels_not_loaded"), i, c)
+        fprintf(stderr,
+                "cadencectl: warning: channel %s is not loaded; its touches wait in the "
+                "outbox: %s\n",
+                str(c, "channel"), str(c, "error"));
+}
+
 static void print_reload(json_t *r)
 {
     printf("reloaded %s\n", str(r, "config"));
+    warn_channels_not_loaded(r);
 }
 
 static void print_help_reply(json_t *r)

@@ -249,6 +249,20 @@ static void on_watchdog(uv_timer_t *t)
     cad_notify_watchdog();
 }
 
+/* The channels whose plugin is not loaded, as [{channel, error}]: their
+ * touches wait in the outbox. */
+static json_t *channels_not_loaded(const cad_daemon_t *d)
+{
+    json_t *down = json_array();
+    cad_plugin_info_t info[CAD_MAX_CHANNELS];
+    int n = d->host ? cad_plugin_host_list(d->host, info, CAD_MAX_CHANNELS) : 0;
+    for (int i = 0; down && i < n && i < CAD_MAX_CHANNELS; i++)
+        if (!info[i].loaded)
+            json_array_append_new(down, json_pack("{s:s, s:s}", "channel", info[i].channel, "error",
+                                                  info[i].error ? info[i].error : ""));
+    return down;
+}
+
 static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void *arg,
                           cad_control_error_t *error)
 {
@@ -274,6 +288,7 @@ static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void 
     json_object_set_new(r, "playbook",
                         json_pack("{s:i, s:i}", "rules", d->cfg->playbook.n_rules, "channels",
                                   d->cfg->playbook.n_channels));
+    json_object_set_new(r, "channels_not_loaded", channels_not_loaded(d));
     json_object_set_new(r, "store",
                         json_pack("{s:s, s:i, s:i}", "path", cad_store_path(d->store),
                                   "schema_version", cad_store_user_version(d->store),
@@ -339,7 +354,8 @@ static json_t *cmd_reload(json_t *request, const cad_control_peer_t *peer, void 
         error->details = errors;
         return NULL;
     }
-    return json_pack("{s:b, s:s}", "reloaded", 1, "config", d->config_path);
+    return json_pack("{s:b, s:s, s:o}", "reloaded", 1, "config", d->config_path,
+                     "channels_not_loaded", channels_not_loaded(d));
 }
 
 /* ---- reload -------------------------------------------------------------- */

@@ -74,7 +74,7 @@ typedef struct attempt {
     const char *contact_email, *contact_phone;
     const char *withdrawn; /* static; why it must not be sent after all, or NULL */
     bool took_probe;       /* this attempt is the half-open probe */
-    bool maybe_received; /* it failed without an answer after the request left */
+    bool maybe_received;   /* it failed without an answer after the request left */
     char buf[];
 } attempt_t;
 

@@ -191,7 +191,7 @@ static int check_config(const char *path, const char *plugin_dir)
     const char *dir = cfg->plugin_dir ? cfg->plugin_dir : CADENCE_PLUGIN_DIR;
     bool plugins_checked = stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
     if (plugins_checked) {
-        int failed = cad_plugin_host_check(cfg, stderr);
+        int failed = cad_plugin_host_check(cfg, stderr, stdout);
         if (failed > 0) {
             fprintf(stderr, "%s: %d channel%s would not load their plugin\n", path, failed,
                     failed == 1 ? "" : "s");

@@ -63,7 +63,8 @@ struct cad_plugin_env {
     char plugin[CAD_NAME_MAX];
     enum cad_plugin_address address;
     char *path;
-    char *error; /* why not loaded; NULL when loaded */
+    char *error;            /* why not loaded; NULL when loaded */
+    bool secret_unreadable; /* a check-only init could not read a secret file here */
     void *dl;
     const cad_plugin_descriptor_t *desc;
     void *instance;
@@ -96,6 +97,7 @@ struct cad_plugin_host {
     void (*closed)(void *arg);
     void *closed_arg;
     FILE *check_errors; /* check-only mode: errors go here, nothing is started */
+    FILE *check_notes;  /* ... and what could not be checked on this machine */
 };
 
 struct job {
@@ -159,6 +161,8 @@ static void api_log(cad_plugin_env_t *env, int level, const char *fmt, ...)
 {
     if (level > (int)cad_log_get_level())
         return;
+    if (env->host->check_errors && level > CAD_PLUGIN_LOG_WARNING)
+        return; /* a config check reports problems only */
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -179,6 +183,11 @@ static const char *api_channel_name(cad_plugin_env_t *env)
 static enum cad_plugin_address api_address_kind(cad_plugin_env_t *env)
 {
     return env->address;
+}
+
+static bool api_checking(cad_plugin_env_t *env)
+{
+    return env->host->check_errors != NULL;
 }
 
 static const char *api_state_dir(cad_plugin_env_t *env)
@@ -268,6 +277,7 @@ static int api_read_secret(cad_plugin_env_t *env, const char *name, char **out, 
         if (!dir || !*dir)
             dir = env->host->cfg->credentials_dir;
         if (!dir) {
+            env->secret_unreadable = true;
             snprintf(err, err_size,
                      "option %s of channel %s names \"%s\", a relative path, but no credentials "
                      "directory is configured",
@@ -278,6 +288,7 @@ static int api_read_secret(cad_plugin_env_t *env, const char *name, char **out, 
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
+        env->secret_unreadable = true;
         snprintf(err, err_size, "cannot open secret file %s (option %s of channel %s): %s", path,
                  name, env->channel, strerror(errno));
         return -CAD_EIO;
@@ -405,6 +416,7 @@ static const cad_plugin_api_t host_api = {
     .header = api_header,
     .retry_after = api_retry_after,
     .now = api_now,
+    .checking = api_checking,
 };
 
 /* ---- loading ------------------------------------------------------------------ */
@@ -614,9 +626,28 @@ static void load_channel(cad_plugin_host_t *h, int c)
         env->desc = NULL;
         return;
     }
-    if (h->check_errors)
-        return; /* check-only: everything but starting it */
     char err[CAD_ERRBUF] = "";
+    if (h->check_errors) {
+        /* Check-only: init validates settings and secrets (api->checking
+         * tells it to create nothing), then the instance is shut down. */
+        void *probe = NULL;
+        if (d->init(&host_api, env, &probe, err, sizeof err) == 0) {
+            d->shutdown(probe);
+            return;
+        }
+        env->desc = NULL;
+        const char *file = h->cfg->path ? h->cfg->path : "config";
+        if (env->secret_unreadable) {
+            /* Secrets often exist only where the daemon runs (systemd's
+             * LoadCredential=): say what was not checked; not an error. */
+            fprintf(h->check_notes, "%s:%d: channel \"%s\": not checked further here: %s\n", file,
+                    ch->line, ch->name, err[0] ? err : "a secret file cannot be read");
+            return;
+        }
+        env_fail(env, "%s:%d: channel \"%s\": plugin %s would fail to start: %s", file, ch->line,
+                 ch->name, ch->plugin, err[0] ? err : "no reason given");
+        return;
+    }
     if (transfer) {
         env->lane = cad_transport_lane_add(h->transport, ch->name, env->concurrency, err);
         if (env->lane < 0) {
@@ -679,7 +710,7 @@ static void env_free(struct cad_plugin_env *env)
     free(env->error);
 }
 
-int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors)
+int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors, FILE *notes)
 {
     cad_plugin_host_t *h = calloc(1, sizeof *h);
     if (!h) {
@@ -688,6 +719,7 @@ int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors)
     }
     h->cfg = cfg;
     h->check_errors = errors;
+    h->check_notes = notes;
     h->n_envs = cfg->playbook.n_channels;
     int failed = 0;
     for (int c = 0; c < h->n_envs; c++) {

@@ -71,11 +71,15 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
                         char *err);
 
 /* Checks every channel's plugin as cad_plugin_host_new would — the file,
- * the descriptor, the settings against the option table — without starting
- * anything (init is not called, so secret files are not read). Writes one
- * line per problem to `errors` ("FILE:LINE: ..." for settings) and returns
- * the number of channels that would not load. For a config test mode. */
-int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors);
+ * the descriptor, the settings against the option table, then the plugin's
+ * own init (which reads its secret files and validates its settings, told
+ * by api->checking to create nothing and connect nowhere) followed at once
+ * by its shutdown. Writes one line per problem to `errors`
+ * ("FILE:LINE: ...") and returns the number of channels that would not
+ * load; a channel whose secret file cannot be read here is not a problem
+ * but a line on `notes` (secrets may exist only where the daemon runs).
+ * For a config test mode. */
+int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors, FILE *notes);
 
 /* Is channel `channel` (playbook index) loaded and able to send? */
 bool cad_plugin_host_ready(const cad_plugin_host_t *host, int channel);

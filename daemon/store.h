@@ -252,9 +252,9 @@ typedef struct cad_outbox_touch {
     cad_time_t updated_at;
     /* Read again as the touch is claimed (false in listings), so the
      * dispatcher can withdraw a touch the contact may no longer receive. */
-    bool email_consent, sms_consent;        /* opted in now */
+    bool email_consent, sms_consent;         /* opted in now */
     bool email_suppressed, phone_suppressed; /* the address is on the suppression list */
-    bool unusable;                          /* the contact's channel was marked unusable */
+    bool unusable;                           /* the contact's channel was marked unusable */
 } cad_outbox_touch_t;
 
 /* Moves up to `max` due touches (queued or retry-wait with due_at <= now) to

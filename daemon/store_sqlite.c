@@ -290,8 +290,9 @@ enum stmt_id {
 #define OUTBOX_SEND_CHECKS                                                                         \
     ", COALESCE((SELECT opted_in FROM consents"                                                    \
     " WHERE contact_key = t.contact_key AND kind = 'email'), 0),"                                  \
-    " COALESCE((SELECT opted_in FROM consents WHERE contact_key = t.contact_key AND kind = 'sms'),"  \
-    " 0), co.email <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = lower(co.email)),"  \
+    " COALESCE((SELECT opted_in FROM consents WHERE contact_key = t.contact_key AND kind = "       \
+    "'sms'),"                                                                                      \
+    " 0), co.email <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = lower(co.email))," \
     " co.phone <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = co.phone),"            \
     " EXISTS (SELECT 1 FROM contact_channels WHERE contact_key = t.contact_key"                    \
     " AND channel = t.channel)"
@@ -300,7 +301,7 @@ enum stmt_id {
  * customer's touches wait (R14). */
 #define OUTBOX_CLAIM_FROM(index)                                                                   \
     OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t INDEXED BY " index OUTBOX_JOINS
-#define OUTBOX_STRINGS            16
+#define OUTBOX_STRINGS 16
 
 static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -394,9 +395,10 @@ static const char *const stmt_sql[S_COUNT] = {
         "UPDATE touches INDEXED BY touches_pending_expiry SET state = 'dead', updated_at = ?1,"
         " last_error = 'expired before it could be sent'"
         " WHERE state IN ('queued', 'retry_wait') AND expires_at <= ?1 AND due_at <= ?1",
-    [S_OUTBOX_DUE] = OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t" OUTBOX_JOINS
-        " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1 AND cu.paused = 0"
-        " ORDER BY t.due_at, t.key LIMIT ?2",
+    [S_OUTBOX_DUE] = OUTBOX_COLUMNS OUTBOX_SEND_CHECKS
+    " FROM touches t" OUTBOX_JOINS
+    " WHERE t.state IN ('queued', 'retry_wait') AND t.due_at <= ?1 AND cu.paused = 0"
+    " ORDER BY t.due_at, t.key LIMIT ?2",
     [S_OUTBOX_CLAIM_ONE] = "UPDATE touches SET state = 'in_flight', attempt = attempt + 1,"
                            " updated_at = ?2 WHERE key = ?1",
     [S_OUTBOX_DELIVERED] =
@@ -428,8 +430,9 @@ static const char *const stmt_sql[S_COUNT] = {
                                   " AND cu.paused = 0 ORDER BY t.due_at LIMIT 1",
     [S_OUTBOX_RELEASE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2,"
                          " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
-    [S_OUTBOX_WITHDRAW] = "UPDATE touches SET state = 'cancelled', last_error = ?2, updated_at = ?3,"
-                          " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
+    [S_OUTBOX_WITHDRAW] =
+        "UPDATE touches SET state = 'cancelled', last_error = ?2, updated_at = ?3,"
+        " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
     [S_COUNT_CUSTOMERS] = "SELECT COUNT(*) FROM customers",
     [S_COUNT_CONTACTS] = "SELECT COUNT(*) FROM contacts",
     [S_COUNT_EVENTS] = "SELECT COUNT(*) FROM events",

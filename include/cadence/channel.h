@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define CAD_PLUGIN_ABI_MAJOR 1
-#define CAD_PLUGIN_ABI_MINOR 0
+#define CAD_PLUGIN_ABI_MINOR 1
 
 /* Name of the one symbol a plugin exports. */
 #define CAD_PLUGIN_SYMBOL "cadence_channel_plugin"
@@ -269,6 +269,12 @@ typedef struct cad_plugin_api {
     int64_t (*retry_after)(const cad_plugin_response_t *resp);
     /* Wall clock, Unix seconds UTC. */
     int64_t (*now)(void);
+
+    /* Since ABI 1.1 (api->abi_minor >= 1): true while the host only checks
+     * the configuration (`cadenced --check`). init() then validates its
+     * settings and secret files as usual, but creates no file or directory
+     * and connects nowhere; shutdown() follows at once. */
+    bool (*checking)(cad_plugin_env_t *env);
 } cad_plugin_api_t;
 
 /* ---- the descriptor ---------------------------------------------------------- */

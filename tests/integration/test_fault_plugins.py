@@ -156,6 +156,14 @@ class PluginFaults(h.DaemonTestCase):
         self.assertIn("init_fails", log)
         self.assertIn("the fixture always fails", log)
         self.assertLess(self.status_latency(d), 1.0)
+        # The operator sees it in status, and a reload that leaves it broken says so.
+        r = d.ctl("status")
+        self.assertIn("1 not loaded", r.stdout)
+        r = d.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("reloaded", r.stdout)
+        self.assertRegex(r.stderr, r"warning: channel \S+ is not loaded; its touches wait in the "
+                                   r"outbox: .*the fixture always fails")
         self.fix_channel_and_reload(d)
         self.assert_delivered_once(d)
         self.assertEqual(d.stop(), 0)

@@ -540,24 +540,37 @@ static void test_plugin_host_check_reports_without_starting_anything(void **stat
 {
     fixture_t *fx = *state;
     const char *typo[] = {"url=http://127.0.0.1:1/", "secret_file=absent", "timout=5s", NULL};
+    const char *ftp[] = {"url=ftp://127.0.0.1/", "secret_file=absent", NULL};
+    const char *no_secret[] = {"url=http://127.0.0.1:1/", "secret_file=absent", NULL};
     const char *preview[] = {"directory=never-created", NULL};
     add_channel(fx, "crm", "webhook", CAD_ADDRESS_NONE, 1, typo);
     add_channel(fx, "old", "bad_abi", CAD_ADDRESS_NONE, 1, NULL);
     add_channel(fx, "preview", "file", CAD_ADDRESS_EMAIL, 1, preview);
-    char *text = NULL;
-    size_t len = 0;
+    add_channel(fx, "ftp", "webhook", CAD_ADDRESS_NONE, 1, ftp);
+    add_channel(fx, "nosecret", "webhook", CAD_ADDRESS_NONE, 1, no_secret);
+    char *text = NULL, *notes = NULL;
+    size_t len = 0, notes_len = 0;
     FILE *errors = open_memstream(&text, &len);
-    assert_int_equal(cad_plugin_host_check(&fx->cfg, errors), 2);
+    FILE *note_file = open_memstream(&notes, &notes_len);
+    assert_int_equal(cad_plugin_host_check(&fx->cfg, errors, note_file), 3);
     fclose(errors);
+    fclose(note_file);
     assert_non_null(strstr(text, "/etc/cadence/cadenced.conf:102: channel \"crm\": plugin "
                                  "webhook has no option \"timout\""));
     assert_non_null(strstr(text, "built for plugin ABI 99.0"));
-    /* init never ran: no secret was read, no directory was created */
-    assert_null(strstr(text, "cannot open secret file"));
+    /* the plugin's own init ran: a setting only it knows is refused... */
+    assert_non_null(strstr(text, "/etc/cadence/cadenced.conf:43: channel \"ftp\": plugin webhook "
+                                 "would fail to start: option url must be an http:// or https://"));
+    /* ...a secret file this machine cannot read is a note, not an error */
+    assert_null(strstr(text, "nosecret"));
+    assert_non_null(strstr(notes, "/etc/cadence/cadenced.conf:44: channel \"nosecret\": not "
+                                  "checked further here: "));
+    /* ...and the file plugin, told it is only checking, created nothing */
     char dir[600];
     snprintf(dir, sizeof dir, "%s/never-created", fx->state);
     assert_int_not_equal(access(dir, F_OK), 0);
     free(text);
+    free(notes);
     free_settings(fx);
 }
 
