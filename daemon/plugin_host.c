@@ -105,7 +105,7 @@ struct job {
     struct cad_plugin_env *env;
     cad_plugin_touch_t touch; /* strings in `strings` */
     char *strings;
-    char *rendered[3]; /* subject, text, html */
+    char *rendered[5]; /* subject, text, html, unsubscribe url, unsubscribe mailto */
     cad_plugin_outcome_t outcome;
     cad_plugin_transfer_t xfer;
     uv_work_t work;
@@ -526,6 +526,17 @@ static int resolve_settings(struct cad_plugin_env *env, const cad_channel_config
             bad++;
             continue;
         }
+        /* The unsubscribe settings are templates the host renders for
+         * every touch (render_unsubscribe): an unknown variable is known
+         * now, not at the first send. */
+        if ((strcmp(set->name, "unsubscribe_url") == 0 ||
+             strcmp(set->name, "unsubscribe_mailto") == 0) &&
+            cad_template_check(value, why) < 0) {
+            env_fail(env, "%s:%d: channel \"%s\": option %s: %s", file, set->line, env->channel,
+                     set->name, why);
+            bad++;
+            continue;
+        }
         free(env->values[i]);
         env->values[i] = strdup(value);
     }
@@ -742,7 +753,7 @@ static void try_finish(cad_plugin_host_t *h);
 
 static void job_free(job_t *j)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         free(j->rendered[i]);
     free(j->strings);
     free(j);
@@ -979,6 +990,30 @@ static int copy_touch(job_t *j, const cad_plugin_touch_t *src)
     return 0;
 }
 
+/* A channel whose plugin has the options unsubscribe_url/unsubscribe_mailto
+ * (the email plugin) gives every touch that carries none its rendered
+ * setting before the message is rendered, so templates can show the same
+ * link as the List-Unsubscribe header ({{unsubscribe_url}}). */
+static int render_unsubscribe(job_t *j)
+{
+    static const char *const names[2] = {"unsubscribe_url", "unsubscribe_mailto"};
+    const char **fields[2] = {&j->touch.unsubscribe_url, &j->touch.unsubscribe_mailto};
+    for (int k = 0; k < 2; k++) {
+        int i = option_index(j->env, names[k]);
+        const char *tmpl = i >= 0 ? j->env->values[i] : NULL;
+        if (!tmpl || !*tmpl || (*fields[k] && **fields[k]))
+            continue;
+        char err[CAD_ERRBUF] = "";
+        if (cad_template_render(tmpl, false, &j->touch, &j->rendered[3 + k], err) < 0) {
+            set_outcome(&j->outcome, CAD_OUTCOME_PERMANENT, "setting %s of channel %s: %s",
+                        names[k], j->env->channel, err);
+            return -1;
+        }
+        *fields[k] = j->rendered[3 + k];
+    }
+    return 0;
+}
+
 static int render(job_t *j, const cad_template_t *tmpl)
 {
     const char *parts[3] = {tmpl->subject, tmpl->text, tmpl->html};
@@ -1166,7 +1201,7 @@ int cad_plugin_host_send(cad_plugin_host_t *h, int channel, const cad_plugin_tou
     j->arg = arg;
     h->jobs++;
     env->active++;
-    if (tmpl && render(j, tmpl) < 0) {
+    if (render_unsubscribe(j) < 0 || (tmpl && render(j, tmpl) < 0)) {
         report_soon(j);
         return 0;
     }

@@ -260,6 +260,29 @@ class EmailPluginTest(unittest.TestCase):
         )
         self.assertEqual(str(msg["List-Unsubscribe-Post"]), "List-Unsubscribe=One-Click")
 
+    def test_template_shows_the_same_unsubscribe_link_as_the_header(self):
+        touch = self.touch(unsubscribe_url="", unsubscribe_mailto="", subject="", text="", html="",
+                           template={"subject": "News for {{customer.name}}",
+                                     "text": "Hi {{contact.first_name}}\n"
+                                             "Unsubscribe: {{unsubscribe_url}}\n",
+                                     "html": "<p><a href=\"{{unsubscribe_url}}\">Unsubscribe"
+                                             "</a> or write to {{unsubscribe_mailto}}</p>"})
+        out = self.send(touch, {
+            "unsubscribe_url": "https://shop.example/u/{{customer.id}}?c={{contact.id}}",
+            "unsubscribe_mailto": "leave+{{customer.id}}@shop.example",
+        })
+        self.assertEqual(out["outcome"], "delivered", out)
+        msg = email.message_from_bytes(self.handler.messages[0]["content"],
+                                       policy=email.policy.default)
+        self.assertEqual(
+            str(msg["List-Unsubscribe"]),
+            "<mailto:leave+c-77@shop.example>, <https://shop.example/u/c-77?c=p-5>")
+        text = msg.get_body(("plain",)).get_content()
+        html = msg.get_body(("html",)).get_content()
+        self.assertIn("Unsubscribe: https://shop.example/u/c-77?c=p-5\r\n", text)
+        self.assertIn('href="https://shop.example/u/c-77?c=p-5"', html)
+        self.assertIn("write to leave+c-77@shop.example", html)
+
     # ---- refusals and failures ---------------------------------------------------------
 
     def test_550_to_rcpt_is_permanent_and_marks_address_unusable(self):
@@ -323,6 +346,10 @@ class EmailPluginTest(unittest.TestCase):
         self.assertIn("must start with smtp:// or smtps://", out["error"])
         out = self.send(self.touch(), {"fromm": "x@y.z"}, expect_load=False)
         self.assertIn('plugin email has no option "fromm"', out["error"])
+        out = self.send(self.touch(), {"unsubscribe_url": "https://shop.example/u/{{contact.idd}}"},
+                        expect_load=False)
+        self.assertIn("option unsubscribe_url: ", out["error"])
+        self.assertIn("contact.idd", out["error"])
 
     def test_server_that_never_answers_is_retried_within_the_timeout(self):
         silent = socket.socket()
