@@ -1344,6 +1344,26 @@ static int load_template_ref(struct loader *ld, const config_setting_t *g, const
     return t < 0 ? CAD_NO_TEMPLATE : t;
 }
 
+/* A rule that names a template sends no content item: {{content.*}} in its
+ * template would render empty. */
+static void check_template_without_content(struct loader *ld, const config_setting_t *rule,
+                                           const char *ctx, const cad_template_t *t)
+{
+    const char *parts[] = {t->subject, t->text, t->html};
+    const char *names[] = {"subject", "text", "html"};
+    for (int k = 0; k < 3; k++) {
+        char why[CAD_ERRBUF];
+        if (parts[k] && cad_template_check_without(parts[k], "content.", why) < 0 &&
+            strstr(why, "would be empty")) {
+            report_at(ld, member(rule, "template"),
+                      "%s names template '%s', whose %s part has %s: the rule sends no content "
+                      "item (content variables are filled with content = \"library\")",
+                      ctx, t->name, names[k], why);
+            return;
+        }
+    }
+}
+
 static void load_content(struct loader *ld, const config_setting_t *root)
 {
     static const char *const keys[] = {"id",     "purpose",    "title",       "url",      "topics",
@@ -1800,6 +1820,8 @@ static void load_rule(struct loader *ld, const config_setting_t *e, const char *
                   "no content-free keeping in touch)",
                   ctx);
     rule->template_index = load_template_ref(ld, e, ctx);
+    if (rule->template_index != CAD_NO_TEMPLATE)
+        check_template_without_content(ld, e, ctx, &pb->templates[rule->template_index]);
     const char *content;
     if (get_string(ld, e, "content", ctx, &content) == 1) {
         if (strcmp(content, "library") == 0)

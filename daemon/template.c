@@ -168,6 +168,7 @@ static void position(const char *tmpl, size_t off, int *line, int *col)
 
 typedef struct render_ctx {
     const cad_plugin_touch_t *touch; /* NULL: check only */
+    const char *refuse;              /* check only: variables with this prefix have no value */
     json_t *attributes;              /* parsed lazily */
     bool html;
     buf_t out;
@@ -273,6 +274,11 @@ static int scan(const char *tmpl, render_ctx_t *rc, char *err)
                             "rule, ...)",
                             line, col, name);
         }
+        if (rc->refuse && strncmp(name, rc->refuse, strlen(rc->refuse)) == 0) {
+            position(tmpl, open, &line, &col);
+            return cad_fail(err, CAD_EINVAL, "template line %d column %d: {{%s}} would be empty",
+                            line, col, name);
+        }
         if (!rc->touch)
             continue;
         if (attr) {
@@ -292,9 +298,14 @@ static int scan(const char *tmpl, render_ctx_t *rc, char *err)
 
 int cad_template_check(const char *tmpl, char *err)
 {
+    return cad_template_check_without(tmpl, NULL, err);
+}
+
+int cad_template_check_without(const char *tmpl, const char *prefix, char *err)
+{
     if (!tmpl)
         return 0;
-    render_ctx_t rc = {0};
+    render_ctx_t rc = {.refuse = prefix && *prefix ? prefix : NULL};
     return scan(tmpl, &rc, err);
 }
 

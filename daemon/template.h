@@ -34,6 +34,11 @@ extern const char *const cad_template_variables[];
  * A NULL template is valid (an absent part). */
 int cad_template_check(const char *tmpl, char *err);
 
+/* The same, also refusing every variable whose name starts with `prefix`
+ * ("content." for a rule that sends no content item): such a variable would
+ * render empty, a message with a hole in it. */
+int cad_template_check_without(const char *tmpl, const char *prefix, char *err);
+
 /* Renders `tmpl` against a touch (its customer, contact, content, rule...),
  * HTML-escaping values when `html`. Returns 0 and *out, a malloc'd string the
  * caller frees; or a negative code with err: -CAD_EINVAL for a syntax error,

@@ -806,6 +806,22 @@ static void test_templates_checked_at_load(void **state)
     result_free(&r);
 }
 
+static void test_content_variables_need_a_content_item(void **state)
+{
+    load_result_t r = load_bad("content_hole.conf");
+    assert_error(&r, "content_hole.conf", 15,
+                 "rule 'news_blast' names template 'news', whose text part has template line 1 "
+                 "column 6: {{content.title}} would be empty: the rule sends no content item");
+    assert_error(&r, "content_hole.conf", 17,
+                 "rule 'teaser_blast' names template 'teaser', whose subject part has");
+    /* a content item's own template, and a library rule, are fine */
+    size_t lines = 0;
+    for (const char *p = r.errors; p && *p; p++)
+        lines += *p == '\n';
+    assert_int_equal(lines, 2);
+    result_free(&r);
+}
+
 static void test_log_level_names(void **state)
 {
     assert_int_equal(cad_log_level_parse("debug"), CAD_LOG_DEBUG);
@@ -874,6 +890,7 @@ int main(void)
         cmocka_unit_test(test_policy_weekdays_and_silence_lead),
         cmocka_unit_test(test_duplicate_policy_segment),
         cmocka_unit_test(test_templates_checked_at_load),
+        cmocka_unit_test(test_content_variables_need_a_content_item),
         cmocka_unit_test(test_log_level_names),
         cmocka_unit_test(test_free_accepts_null),
     };
