@@ -562,7 +562,7 @@ bad:
 
 static json_t *build_contact(const subcommand_t *sc, int argc, char **argv)
 {
-    static const char *const verbs[] = {"add", "update", "consent", NULL};
+    static const char *const verbs[] = {"add", "update", "consent", "usable", NULL};
     static const opt_spec_t consent_opts[] = {
         {"--source", "source", OPT_STRING}, {"--at", "at", OPT_STRING}, {NULL, NULL, 0}};
     const char *verb = verb_of(sc, argc, argv, verbs);
@@ -576,6 +576,15 @@ static json_t *build_contact(const subcommand_t *sc, int argc, char **argv)
     int n = parse_args(sc, argc - 2, argv + 2, consent ? consent_opts : NULL, req, pos, 64);
     if (n < 0)
         goto bad;
+    if (strcmp(verb, "usable") == 0) {
+        if (n != 2) {
+            fprintf(stderr, "cadencectl contact usable: expected CONTACT CHANNEL\n");
+            goto bad;
+        }
+        json_object_set_new(req, "contact", json_string(pos[0]));
+        json_object_set_new(req, "channel", json_string(pos[1]));
+        return req;
+    }
     if (consent) {
         if (n != 3 || (strcmp(pos[2], "in") != 0 && strcmp(pos[2], "out") != 0)) {
             fprintf(stderr, "cadencectl contact consent: expected CONTACT email|sms in|out\n");
@@ -1408,9 +1417,10 @@ static const subcommand_t subcommands[] = {
      {NULL},
      NULL},
     {"contact",
-     "add or change a contact, or record a consent (admin)",
+     "add or change a contact, record a consent, or clear an unusable mark (admin)",
      "add ID CUSTOMER [FIELD=VALUE...] | update ID [FIELD=VALUE...] |\n"
-     "       consent CONTACT email|sms in|out [--source TEXT] [--at TIME]\n"
+     "       consent CONTACT email|sms in|out [--source TEXT] [--at TIME] |\n"
+     "       usable CONTACT CHANNEL\n"
      "  FIELDs: name, first_name, roles=a,b, email, phone (E.164), customer, consent=JSON",
      build_contact,
      NULL,

@@ -574,6 +574,33 @@ static json_t *cmd_contact_consent(json_t *req, const cad_control_peer_t *peer, 
                      "customer", owner);
 }
 
+/* Clears the mark a permanent failure left on a contact's channel (the
+ * provider was wrong, the mailbox is back); the customer is re-evaluated. */
+static json_t *cmd_contact_usable(json_t *req, const cad_control_peer_t *peer, void *arg,
+                                  cad_control_error_t *error)
+{
+    cad_commands_t *c = arg;
+    static const char *const fields[] = {"contact", "channel", NULL};
+    const char *contact = NULL, *channel = NULL;
+    if (check_fields(req, fields, error) != 0 ||
+        cad_control_arg_string(req, "contact", true, &contact, error) != 0 ||
+        cad_control_arg_string(req, "channel", true, &channel, error) != 0)
+        return NULL;
+    cad_store_t *st = cad_daemon_store(c->d);
+    int64_t key;
+    char owner[CAD_ID_MAX + 1], err[CAD_ERRBUF];
+    int rc = cad_store_contact_customer(st, contact, &key, owner, err);
+    if (rc == 0)
+        rc = cad_store_contact_mark_usable(st, contact, channel, now_seconds(), err);
+    if (rc != 0)
+        return store_fail(error, rc, err);
+    changed(c, key);
+    cad_log_info("control: contact's channel usable again contact=%s channel=%s uid=%u pid=%d",
+                 contact, channel, (unsigned)peer->uid, (int)peer->pid);
+    return json_pack("{s:s, s:s, s:s, s:b}", "contact", contact, "channel", channel, "customer",
+                     owner, "usable", 1);
+}
+
 /* ---- events --------------------------------------------------------------- */
 
 static json_t *cmd_event_add(json_t *req, const cad_control_peer_t *peer, void *arg,
@@ -1850,6 +1877,7 @@ static const command_entry_t command_table[] = {
     {"contact.add", true, cmd_contact_add},
     {"contact.update", true, cmd_contact_update},
     {"contact.consent", true, cmd_contact_consent},
+    {"contact.usable", true, cmd_contact_usable},
     {"event.add", true, cmd_event_add},
     {"import", true, cmd_import},
     {"calendar", false, cmd_calendar},

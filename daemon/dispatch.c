@@ -1007,7 +1007,8 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
         };
         rc = cad_store_consent_set(d->store, p->contact_id, &c, err);
     } else {
-        rc = cad_store_contact_mark_unusable(d->store, p->contact_key, ch->name, source, now, err);
+        rc = cad_store_contact_mark_unusable(d->store, p->contact_key, ch->name, ch->address,
+                                             source, now, err);
     }
     if (rc == -CAD_EINVAL || rc == -CAD_ENOTFOUND) {
         cad_log_warning("dispatch: permanent failure not fed back: %s touch=%lld", err,

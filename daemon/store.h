@@ -138,9 +138,17 @@ int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad
 /* Records one consent (opt-in or opt-out) of an existing contact. */
 int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_consent_input_t *c,
                           char *err);
-/* A permanent failure (hard bounce, SMS opt-out) makes a contact's channel unusable. */
+/* A permanent failure (hard bounce, invalid number) makes a contact's
+ * channel unusable, for the address the contact has now on the channel's
+ * `address` kind: once the contact's address changes, the mark no longer
+ * holds. The customer is scheduled for re-evaluation. */
 int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const char *channel,
-                                    const char *reason, cad_time_t now, char *err);
+                                    enum cad_address_kind address, const char *reason,
+                                    cad_time_t now, char *err);
+/* An operator clears such a mark (the provider was wrong, the mailbox is
+ * back). -CAD_ENOTFOUND when the contact or the mark does not exist. */
+int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const char *channel,
+                                  cad_time_t now, char *err);
 /* Global suppression list: an address (email or phone) never contacted. */
 int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
                                cad_time_t now, char *err);

@@ -186,7 +186,14 @@ static const char schema_v4[] =
     "CREATE INDEX touches_pending_expiry ON touches(expires_at)"
     " WHERE state IN ('queued', 'retry_wait');";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
+/* Version 5: the address a contact's channel was marked unusable for (the
+ * email, lower-cased, or the phone; '' for channels without an address, and
+ * for marks made before). A mark holds while the contact still has that
+ * address: a corrected address is usable again. */
+static const char schema_v5[] =
+    "ALTER TABLE contact_channels ADD COLUMN address TEXT NOT NULL DEFAULT '';";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 
 int cad_store_schema_version(void)
 {
@@ -214,6 +221,7 @@ enum stmt_id {
     S_CONTACT_EXISTS,
     S_CONSENT_UPSERT,
     S_CONTACT_UNUSABLE,
+    S_CONTACT_USABLE,
     S_SUPPRESS,
     S_EVENT_INSERT,
     S_SNAP_CONTACTS,
@@ -271,6 +279,11 @@ enum stmt_id {
     S_COUNT
 };
 
+/* Whether a contact_channels row (columns unqualified or cc.) still holds
+ * for the contact aliased `c`: marked without an address, or for the
+ * address the contact still has. */
+#define UNUSABLE_HOLDS(c) "(address = '' OR address = lower(" c ".email) OR address = " c ".phone)"
+
 /* An outbox row with what the dispatcher needs: the key, OUTBOX_STRINGS
  * strings, then attempt, decided_at, due_at, expires_at, customer_key,
  * contact_key, updated_at. */
@@ -295,7 +308,7 @@ enum stmt_id {
     " 0), co.email <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = lower(co.email))," \
     " co.phone <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = co.phone),"            \
     " EXISTS (SELECT 1 FROM contact_channels WHERE contact_key = t.contact_key"                    \
-    " AND channel = t.channel)"
+    " AND channel = t.channel AND " UNUSABLE_HOLDS("co") ")"
 /* Due touches to claim, read through the named index (the planner has no
  * statistics and would otherwise sort the whole backlog). A paused
  * customer's touches wait (R14). */
@@ -346,9 +359,12 @@ static const char *const stmt_sql[S_COUNT] = {
                          " VALUES (?1, ?2, ?3, ?4, COALESCE(?5, ''))"
                          " ON CONFLICT (contact_key, kind) DO UPDATE SET opted_in = ?3,"
                          " at = ?4, source = COALESCE(?5, '')",
-    [S_CONTACT_UNUSABLE] = "INSERT INTO contact_channels (contact_key, channel, reason, at)"
-                           " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (contact_key, channel)"
-                           " DO UPDATE SET reason = ?3, at = ?4",
+    [S_CONTACT_UNUSABLE] =
+        "INSERT INTO contact_channels (contact_key, channel, reason, at, address)"
+        " SELECT ?1, ?2, ?3, ?4, CASE ?5 WHEN 'email' THEN lower(email) WHEN 'phone' THEN phone"
+        " ELSE '' END FROM contacts WHERE key = ?1 ON CONFLICT (contact_key, channel)"
+        " DO UPDATE SET reason = excluded.reason, at = excluded.at, address = excluded.address",
+    [S_CONTACT_USABLE] = "DELETE FROM contact_channels WHERE contact_key = ?1 AND channel = ?2",
     [S_SUPPRESS] = "INSERT INTO suppressions (address, reason, at) VALUES (?1, ?2, ?3)"
                    " ON CONFLICT (address) DO UPDATE SET reason = ?2, at = ?3",
     [S_EVENT_INSERT] = "INSERT INTO events (id, customer_key, type, at, data, received_at)"
@@ -362,7 +378,8 @@ static const char *const stmt_sql[S_COUNT] = {
         " c.phone <> '' AND EXISTS (SELECT 1 FROM suppressions WHERE address = c.phone)"
         " FROM contacts c WHERE c.customer_key = ?1 ORDER BY c.key",
     [S_SNAP_UNUSABLE] = "SELECT cc.contact_key, cc.channel FROM contact_channels cc"
-                        " JOIN contacts c ON c.key = cc.contact_key WHERE c.customer_key = ?1",
+                        " JOIN contacts c ON c.key = cc.contact_key WHERE c.customer_key = ?1"
+                        " AND " UNUSABLE_HOLDS("c"),
     [S_SNAP_EVENTS] = "SELECT key, id, type, at FROM events WHERE customer_key = ?1"
                       " ORDER BY at, key",
     [S_SNAP_HISTORY] = "SELECT rule, purpose, channel, state, decided_at, updated_at,"
@@ -469,9 +486,10 @@ static const char *const stmt_sql[S_COUNT] = {
         "SELECT c.key, c.id, c.name, c.first_name, c.roles, c.email, c.phone,"
         " (SELECT opted_in FROM consents WHERE contact_key = c.key AND kind = 'email'),"
         " (SELECT opted_in FROM consents WHERE contact_key = c.key AND kind = 'sms'),"
-        " COALESCE((SELECT group_concat(channel) FROM contact_channels"
-        " WHERE contact_key = c.key), '')"
-        " FROM contacts c WHERE c.customer_key = ?1 ORDER BY c.key",
+        " COALESCE((SELECT group_concat(cc.channel) FROM contact_channels cc"
+        " WHERE cc.contact_key = c.key AND " UNUSABLE_HOLDS(
+            "c") "), '')"
+                 " FROM contacts c WHERE c.customer_key = ?1 ORDER BY c.key",
     [S_ALERT_LIST] = "SELECT a.key, a.kind, cu.id, a.rule, a.detail, a.first_at, a.last_at,"
                      " a.closed_at, a.open FROM alerts a JOIN customers cu"
                      " ON cu.key = a.customer_key WHERE (?1 = 0 OR a.open = 1)"
@@ -1453,8 +1471,9 @@ int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad
     return write_end(st, r, err);
 }
 
-int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_consent_input_t *c,
-                          char *err)
+/* The keys of contact `contact_id` and of its customer. */
+static int contact_lookup(cad_store_t *st, const char *contact_id, int64_t *contact_key,
+                          int64_t *customer_key, char *err)
 {
     int r = check_id(contact_id, "contact", err);
     if (r < 0)
@@ -1462,16 +1481,25 @@ int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_con
     sqlite3_stmt *s = stmt(st, S_CONTACT_KEY);
     bind_text(s, 1, contact_id);
     int rc = sqlite3_step(s);
-    int64_t contact_key = 0, customer_key = 0;
     if (rc == SQLITE_ROW) {
-        contact_key = sqlite3_column_int64(s, 0);
-        customer_key = sqlite3_column_int64(s, 1);
+        *contact_key = sqlite3_column_int64(s, 0);
+        *customer_key = sqlite3_column_int64(s, 1);
     }
     sqlite3_reset(s);
     if (rc == SQLITE_DONE)
         return cad_fail(err, CAD_ENOTFOUND, "contact '%s' does not exist", contact_id);
     if (rc != SQLITE_ROW)
         return db_fail(st, err, rc, "looking up a contact");
+    return 0;
+}
+
+int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_consent_input_t *c,
+                          char *err)
+{
+    int64_t contact_key = 0, customer_key = 0;
+    int r = contact_lookup(st, contact_id, &contact_key, &customer_key, err);
+    if (r < 0)
+        return r;
     cad_time_t now = wall_now();
     if ((r = write_begin(st, err)) < 0)
         return r;
@@ -1486,7 +1514,8 @@ int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_con
 }
 
 int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const char *channel,
-                                    const char *reason, cad_time_t now, char *err)
+                                    enum cad_address_kind address, const char *reason,
+                                    cad_time_t now, char *err)
 {
     if (!channel || !*channel)
         return cad_fail(err, CAD_EINVAL, "contact %lld: no channel named to mark unusable",
@@ -1509,7 +1538,39 @@ int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const 
     bind_text(s, 2, channel);
     bind_text(s, 3, reason ? reason : "");
     sqlite3_bind_int64(s, 4, now);
+    bind_text(s, 5,
+              address == CAD_ADDRESS_EMAIL   ? "email"
+              : address == CAD_ADDRESS_PHONE ? "phone"
+                                             : "none");
     r = exec_stmt(st, s, err, "marking a channel unusable");
+    if (r == 0) {
+        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
+        sqlite3_bind_int64(u, 1, customer_key);
+        sqlite3_bind_int64(u, 2, now);
+        r = exec_stmt(st, u, err, "scheduling a customer");
+    }
+    return write_end(st, r, err);
+}
+
+int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const char *channel,
+                                  cad_time_t now, char *err)
+{
+    if (!channel || !*channel)
+        return cad_fail(err, CAD_EINVAL, "contact %s: no channel named to mark usable",
+                        contact_id ? contact_id : "");
+    int64_t contact_key = 0, customer_key = 0;
+    int r = contact_lookup(st, contact_id, &contact_key, &customer_key, err);
+    if (r < 0)
+        return r;
+    if ((r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_CONTACT_USABLE);
+    sqlite3_bind_int64(s, 1, contact_key);
+    bind_text(s, 2, channel);
+    r = exec_stmt(st, s, err, "marking a channel usable");
+    if (r == 0 && sqlite3_changes(st->db) == 0)
+        r = cad_fail(err, CAD_ENOTFOUND, "contact %s: channel %s is not marked unusable",
+                     contact_id, channel);
     if (r == 0) {
         sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
         sqlite3_bind_int64(u, 1, customer_key);

@@ -238,6 +238,22 @@ class Feedback(DispatchCase):
                                        " ON e.key = t.trigger_key"))
         self.assertEqual(chans["cust-00002-order2"], "files")
         self.assertEqual(chans["cust-00003-order2"], "hook")
+        # The operator clears the mark: the contact is reachable on hook again.
+        r = d.ctl("contact", "usable", "cust-00002-dm", "hook")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(rx.query(self.db, "SELECT COUNT(*) FROM contact_channels"), [(0,)])
+        r = d.ctl("contact", "usable", "cust-00002-dm", "hook")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("channel hook is not marked unusable", r.stderr)
+        r = d.ctl("contact", "usable", "nobody", "hook")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("contact 'nobody' does not exist", r.stderr)
+        self.rx.set(gone=[])
+        r = d.ctl("event", "add", "cust-00002-order3", "cust-00002", "purchase", "at=now")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(rx.wait_until(lambda: dict(rx.query(
+            self.db, "SELECT e.id, t.channel FROM touches t JOIN events e"
+                     " ON e.key = t.trigger_key")).get("cust-00002-order3") == "hook", 20))
         self.assertEqual(d.stop(), 0)
 
 

@@ -393,6 +393,58 @@ static void test_store_duplicate_event_is_eexist_and_changes_nothing(void **stat
 
 /* ---- snapshots ---------------------------------------------------------- */
 
+/* Unusable bits of contact `id` in customer `key`'s snapshot. */
+static uint16_t unusable_of(fixture_t *f, int64_t key, const char *id)
+{
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    assert_int_equal(cad_store_load_snapshot(f->st, &f->pb, key, &buf, &snap, f->err), 0);
+    uint16_t bits = 0xffff;
+    for (int i = 0; i < snap.n_contacts; i++)
+        if (strcmp(snap.contacts[i].id, id) == 0)
+            bits = snap.contacts[i].unusable;
+    cad_snapshot_buf_free(&buf);
+    return bits;
+}
+
+static void test_store_unusable_mark_holds_for_its_address_until_cleared(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    int64_t key = add_customer(f, "c1", "active", "default", "");
+    cad_contact_input_t c = {
+        .id = "p-b", .customer_id = "c1", .roles = "billing", .email = "Billing@c1.example"};
+    c.consent[0] = (cad_consent_input_t){.kind = "email", .opted_in = true};
+    assert_int_equal(cad_store_contact_upsert(f->st, &c, T0, f->err), 0);
+    int64_t ck = query_int(f, "SELECT key FROM contacts WHERE id = 'p-b'");
+    assert_int_equal(cad_store_contact_mark_unusable(f->st, ck, "email", CAD_ADDRESS_EMAIL,
+                                                     "provider: 550 no such user", T0, f->err),
+                     0);
+    assert_int_equal(unusable_of(f, key, "p-b"), 1u << CH_EMAIL);
+    /* a corrected address is usable again; the old one, in any case, is not */
+    c.email = "billing-new@c1.example";
+    assert_int_equal(cad_store_contact_upsert(f->st, &c, T0 + 1, f->err), 0);
+    assert_int_equal(unusable_of(f, key, "p-b"), 0);
+    c.email = "BILLING@c1.example";
+    assert_int_equal(cad_store_contact_upsert(f->st, &c, T0 + 2, f->err), 0);
+    assert_int_equal(unusable_of(f, key, "p-b"), 1u << CH_EMAIL);
+    /* an operator clears the mark */
+    assert_int_equal(cad_store_contact_mark_usable(f->st, "p-b", "email", T0 + 3, f->err), 0);
+    assert_int_equal(unusable_of(f, key, "p-b"), 0);
+    assert_int_equal(cad_store_contact_mark_usable(f->st, "p-b", "email", T0 + 3, f->err),
+                     -CAD_ENOTFOUND);
+    assert_non_null(strstr(f->err, "channel email is not marked unusable"));
+    assert_int_equal(cad_store_contact_mark_usable(f->st, "nobody", "email", T0 + 3, f->err),
+                     -CAD_ENOTFOUND);
+    /* a channel without an address: the mark holds whatever the contact's addresses */
+    assert_int_equal(cad_store_contact_mark_unusable(f->st, ck, "crm_task", CAD_ADDRESS_NONE,
+                                                     "provider: 410", T0 + 4, f->err),
+                     0);
+    c.email = "other@c1.example";
+    assert_int_equal(cad_store_contact_upsert(f->st, &c, T0 + 5, f->err), 0);
+    assert_int_equal(unusable_of(f, key, "p-b"), 1u << CH_CRM);
+}
+
 static void test_store_snapshot_resolves_roles_reachability_events_history(void **state)
 {
     fixture_t *f = *state;
@@ -424,10 +476,12 @@ static void test_store_snapshot_resolves_roles_reachability_events_history(void 
     c.consent[0] = (cad_consent_input_t){.kind = "email", .opted_in = true};
     assert_int_equal(cad_store_contact_upsert(f->st, &c, T0, f->err), 0);
     int64_t bounced_key = query_int(f, "SELECT key FROM contacts WHERE id = 'p-bounced'");
+    assert_int_equal(cad_store_contact_mark_unusable(f->st, bounced_key, "email", CAD_ADDRESS_EMAIL,
+                                                     "hard bounce", T0, f->err),
+                     0);
     assert_int_equal(
-        cad_store_contact_mark_unusable(f->st, bounced_key, "email", "hard bounce", T0, f->err), 0);
-    assert_int_equal(cad_store_contact_mark_unusable(f->st, 9999, "email", "x", T0, f->err),
-                     -CAD_ENOTFOUND);
+        cad_store_contact_mark_unusable(f->st, 9999, "email", CAD_ADDRESS_EMAIL, "x", T0, f->err),
+        -CAD_ENOTFOUND);
 
     add_event(f, "late", "c1", "project_completed", T0 - CAD_DAY);
     add_event(f, "early", "c1", "purchase", T0 - 10 * CAD_DAY);
@@ -1396,7 +1450,8 @@ static void test_store_show_customer_contacts_alerts_and_report(void **state)
     p2.consent[1] = (cad_consent_input_t){.kind = "sms", .opted_in = false};
     assert_int_equal(cad_store_contact_upsert(f->st, &p2, T0, f->err), 0);
     int64_t p2key = query_int(f, "SELECT key FROM contacts WHERE id = 'p2'");
-    assert_int_equal(cad_store_contact_mark_unusable(f->st, p2key, "email", "bounce", T0, f->err),
+    assert_int_equal(cad_store_contact_mark_unusable(f->st, p2key, "email", CAD_ADDRESS_EMAIL,
+                                                     "bounce", T0, f->err),
                      0);
     assert_int_equal(cad_store_customer_pause(f->st, "c1", true, T0, f->err), 0);
     assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
@@ -1587,6 +1642,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_snapshot_resolves_roles_reachability_events_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_store_unusable_mark_holds_for_its_address_until_cleared, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_store_record_decision_queues_touch_traces_drops_and_alerts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_longest_key_queued_and_refusal_keeps_batch,
