@@ -694,6 +694,22 @@ static json_t *build_outbox(const subcommand_t *sc, int argc, char **argv)
                       key_field, 1);
 }
 
+static json_t *build_suppress(const subcommand_t *sc, int argc, char **argv)
+{
+    static const char *const verbs[] = {"add", "remove", "list", NULL};
+    static const opt_spec_t add_opts[] = {{"--reason", "reason", OPT_STRING}, {NULL, NULL, 0}};
+    static const opt_spec_t list_opts[] = {{"--limit", "limit", OPT_INT}, {NULL, NULL, 0}};
+    static const char *const address_field[] = {"address"};
+    const char *verb = verb_of(sc, argc, argv, verbs);
+    if (!verb)
+        return NULL;
+    if (strcmp(verb, "list") == 0)
+        return build_with(sc, argc - 2, argv + 2, "suppression.list", list_opts, NULL, 0);
+    bool add = strcmp(verb, "add") == 0;
+    return build_with(sc, argc - 2, argv + 2, add ? "suppression.add" : "suppression.remove",
+                      add ? add_opts : NULL, address_field, 1);
+}
+
 static json_t *build_alerts(const subcommand_t *sc, int argc, char **argv)
 {
     static const opt_spec_t opts[] = {
@@ -819,6 +835,27 @@ static void print_outbox(json_t *r)
         print_columns(json_object_get(r, "touches"), cols);
     else
         printf("touch %lld: %s\n", num(r, "key"), str(r, "state"));
+}
+
+static void print_suppress(json_t *r)
+{
+    json_t *list = json_object_get(r, "suppressions");
+    if (!list) {
+        printf("%s %s\n", str(r, "address"),
+               json_is_true(json_object_get(r, "suppressed")) ? "is suppressed: never contacted"
+                                                              : "taken off the suppression list");
+        return;
+    }
+    size_t i;
+    json_t *item;
+    if (json_array_size(list) == 0)
+        printf("(none)\n");
+    json_array_foreach(list, i, item)
+    {
+        char at[64];
+        format_time(json_object_get(item, "at"), at, sizeof at);
+        printf("%-40s %s  %s\n", str(item, "address"), at, str(item, "reason"));
+    }
 }
 
 static void print_alerts(json_t *r)
@@ -1486,6 +1523,15 @@ static const subcommand_t subcommands[] = {
      "  STATE: queued, in_flight, retry_wait, delivered, dead, cancelled",
      build_outbox,
      print_outbox,
+     NULL,
+     {NULL},
+     NULL},
+    {"suppress",
+     "the global suppression list: addresses never contacted (add/remove: admin)",
+     "add ADDRESS [--reason TEXT] | remove ADDRESS | list [--limit N]\n"
+     "  ADDRESS: an email address or an E.164 phone number",
+     build_suppress,
+     print_suppress,
      NULL,
      {NULL},
      NULL},

@@ -601,6 +601,75 @@ static json_t *cmd_contact_usable(json_t *req, const cad_control_peer_t *peer, v
                      owner, "usable", 1);
 }
 
+/* ---- the suppression list (R10) -------------------------------------------- */
+
+static void collect_suppression(const char *address, const char *reason, cad_time_t at, void *arg)
+{
+    json_t *item =
+        json_pack("{s:s, s:s, s:I}", "address", address, "reason", reason, "at", (json_int_t)at);
+    if (item)
+        json_array_append_new(arg, item);
+}
+
+static json_t *cmd_suppression_add(json_t *req, const cad_control_peer_t *peer, void *arg,
+                                   cad_control_error_t *error)
+{
+    cad_commands_t *c = arg;
+    static const char *const fields[] = {"address", "reason", NULL};
+    const char *address = NULL, *reason = NULL;
+    if (check_fields(req, fields, error) != 0 ||
+        cad_control_arg_string(req, "address", true, &address, error) != 0 ||
+        cad_control_arg_string(req, "reason", false, &reason, error) != 0)
+        return NULL;
+    char err[CAD_ERRBUF];
+    int rc = cad_store_suppress_address(cad_daemon_store(c->d), address,
+                                        reason ? reason : "operator", now_seconds(), err);
+    if (rc != 0)
+        return store_fail(error, rc, err);
+    cad_log_info("control: address suppressed uid=%u pid=%d", (unsigned)peer->uid, (int)peer->pid);
+    return json_pack("{s:s, s:b}", "address", address, "suppressed", 1);
+}
+
+static json_t *cmd_suppression_remove(json_t *req, const cad_control_peer_t *peer, void *arg,
+                                      cad_control_error_t *error)
+{
+    cad_commands_t *c = arg;
+    static const char *const fields[] = {"address", NULL};
+    const char *address = NULL;
+    if (check_fields(req, fields, error) != 0 ||
+        cad_control_arg_string(req, "address", true, &address, error) != 0)
+        return NULL;
+    char err[CAD_ERRBUF];
+    int rc = cad_store_unsuppress_address(cad_daemon_store(c->d), address, err);
+    if (rc != 0)
+        return store_fail(error, rc, err);
+    cad_log_info("control: address taken off the suppression list uid=%u pid=%d",
+                 (unsigned)peer->uid, (int)peer->pid);
+    return json_pack("{s:s, s:b}", "address", address, "suppressed", 0);
+}
+
+static json_t *cmd_suppression_list(json_t *req, const cad_control_peer_t *peer, void *arg,
+                                    cad_control_error_t *error)
+{
+    (void)peer;
+    cad_commands_t *c = arg;
+    static const char *const fields[] = {"limit", NULL};
+    int limit;
+    if (check_fields(req, fields, error) != 0 || arg_limit(req, 1000, &limit, error) != 0)
+        return NULL;
+    json_t *list = json_array();
+    if (!list)
+        return oom(error);
+    char err[CAD_ERRBUF];
+    int rc = cad_store_suppression_foreach(cad_daemon_store(c->d), limit, collect_suppression, list,
+                                           err);
+    if (rc < 0) {
+        json_decref(list);
+        return store_fail(error, rc, err);
+    }
+    return json_pack("{s:o}", "suppressions", list);
+}
+
 /* ---- events --------------------------------------------------------------- */
 
 static json_t *cmd_event_add(json_t *req, const cad_control_peer_t *peer, void *arg,
@@ -1878,6 +1947,9 @@ static const command_entry_t command_table[] = {
     {"contact.update", true, cmd_contact_update},
     {"contact.consent", true, cmd_contact_consent},
     {"contact.usable", true, cmd_contact_usable},
+    {"suppression.add", true, cmd_suppression_add},
+    {"suppression.remove", true, cmd_suppression_remove},
+    {"suppression.list", false, cmd_suppression_list},
     {"event.add", true, cmd_event_add},
     {"import", true, cmd_import},
     {"calendar", false, cmd_calendar},

@@ -149,9 +149,18 @@ int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const 
  * back). -CAD_ENOTFOUND when the contact or the mark does not exist. */
 int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const char *channel,
                                   cad_time_t now, char *err);
-/* Global suppression list: an address (email or phone) never contacted. */
+/* Global suppression list: an address (email, stored lower-cased, or E.164
+ * phone) never contacted (R10). Adding one again updates its reason. */
 int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
                                cad_time_t now, char *err);
+/* Takes an address off the list; -CAD_ENOTFOUND when it is not on it. */
+int cad_store_unsuppress_address(cad_store_t *st, const char *address, char *err);
+/* Calls fn for each suppressed address, newest first, at most `limit`
+ * (<= 0: all); strings are valid during the call. Returns the count. */
+int cad_store_suppression_foreach(cad_store_t *st, int limit,
+                                  void (*fn)(const char *address, const char *reason, cad_time_t at,
+                                             void *arg),
+                                  void *arg, char *err);
 
 typedef struct cad_event_input {
     const char *id;          /* required: idempotency key */

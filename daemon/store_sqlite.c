@@ -223,6 +223,8 @@ enum stmt_id {
     S_CONTACT_UNUSABLE,
     S_CONTACT_USABLE,
     S_SUPPRESS,
+    S_UNSUPPRESS,
+    S_SUPPRESSION_LIST,
     S_EVENT_INSERT,
     S_SNAP_CONTACTS,
     S_SNAP_UNUSABLE,
@@ -367,6 +369,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_CONTACT_USABLE] = "DELETE FROM contact_channels WHERE contact_key = ?1 AND channel = ?2",
     [S_SUPPRESS] = "INSERT INTO suppressions (address, reason, at) VALUES (?1, ?2, ?3)"
                    " ON CONFLICT (address) DO UPDATE SET reason = ?2, at = ?3",
+    [S_UNSUPPRESS] = "DELETE FROM suppressions WHERE address = ?1",
+    [S_SUPPRESSION_LIST] = "SELECT address, reason, at FROM suppressions"
+                           " ORDER BY at DESC, address LIMIT ?1",
     [S_EVENT_INSERT] = "INSERT INTO events (id, customer_key, type, at, data, received_at)"
                        " VALUES (?1, ?2, ?3, ?4, COALESCE(?5, '{}'), ?6)"
                        " ON CONFLICT (id) DO NOTHING",
@@ -838,31 +843,38 @@ static int check_text(const char *text, const char *what, const char *id, const 
     return 0;
 }
 
-static int check_email(const char *email, const char *contact, char *err)
+static bool email_valid(const char *email)
 {
-    if (!email || !*email)
-        return 0;
     const char *at = strchr(email, '@');
-    if (!at || at == email || !at[1] || strchr(at + 1, '@') || strpbrk(email, " \t<>,;") ||
-        has_ctl(email) || strlen(email) > 254)
-        return cad_fail(err, CAD_EINVAL, "contact %s: field email: '%s' is not an email address",
-                        contact, email);
-    return 0;
+    return at && at != email && at[1] && !strchr(at + 1, '@') && !strpbrk(email, " \t<>,;") &&
+           !has_ctl(email) && strlen(email) <= 254;
 }
 
-static int check_phone(const char *phone, const char *contact, char *err)
+/* E.164: + then 7 to 15 digits, the first not 0. */
+static bool phone_valid(const char *phone)
 {
-    if (!phone || !*phone)
-        return 0;
     size_t n = strlen(phone);
     bool ok = phone[0] == '+' && n >= 8 && n <= 16 && phone[1] != '0';
     for (size_t i = 1; ok && i < n; i++)
         ok = isdigit((unsigned char)phone[i]);
-    if (!ok)
-        return cad_fail(err, CAD_EINVAL,
-                        "contact %s: field phone: '%s' is not an E.164 number (+ and 8-15 digits)",
-                        contact, phone);
-    return 0;
+    return ok;
+}
+
+static int check_email(const char *email, const char *contact, char *err)
+{
+    if (!email || !*email || email_valid(email))
+        return 0;
+    return cad_fail(err, CAD_EINVAL, "contact %s: field email: '%s' is not an email address",
+                    contact, email);
+}
+
+static int check_phone(const char *phone, const char *contact, char *err)
+{
+    if (!phone || !*phone || phone_valid(phone))
+        return 0;
+    return cad_fail(err, CAD_EINVAL,
+                    "contact %s: field phone: '%s' is not an E.164 number (+ and 7-15 digits)",
+                    contact, phone);
 }
 
 static cad_time_t wall_now(void)
@@ -1580,19 +1592,29 @@ int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const
     return write_end(st, r, err);
 }
 
+/* The stored form of a suppressed address: an email lower-cased, or an
+ * E.164 number; -CAD_EINVAL for anything else. */
+static int suppression_address(const char *address, char norm[256], char *err)
+{
+    bool email = address && strchr(address, '@');
+    if (!address || strlen(address) > 254 ||
+        (email ? !email_valid(address) : !phone_valid(address)))
+        return cad_fail(err, CAD_EINVAL,
+                        "suppression: '%s' is neither an email address nor an E.164 number "
+                        "(+ and 7-15 digits)",
+                        address ? address : "");
+    size_t n = strlen(address);
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = email ? (char)tolower((unsigned char)address[i]) : address[i];
+    return 0;
+}
+
 int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
                                cad_time_t now, char *err)
 {
-    if (!address || !*address || strlen(address) > 254 || has_ctl(address))
-        return cad_fail(err, CAD_EINVAL,
-                        "suppression: address must be an email or phone number of 1-254 bytes");
     char norm[256];
-    size_t n = strlen(address);
-    bool email = strchr(address, '@') != NULL;
-    for (size_t i = 0; i <= n; i++)
-        norm[i] = email ? (char)tolower((unsigned char)address[i]) : address[i];
-    int r = write_begin(st, err);
-    if (r < 0)
+    int r = suppression_address(address, norm, err);
+    if (r < 0 || (r = write_begin(st, err)) < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_SUPPRESS);
     bind_text(s, 1, norm);
@@ -1600,6 +1622,38 @@ int cad_store_suppress_address(cad_store_t *st, const char *address, const char 
     sqlite3_bind_int64(s, 3, now);
     r = exec_stmt(st, s, err, "adding a suppression");
     return write_end(st, r, err);
+}
+
+int cad_store_unsuppress_address(cad_store_t *st, const char *address, char *err)
+{
+    char norm[256];
+    int r = suppression_address(address, norm, err);
+    if (r < 0 || (r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_UNSUPPRESS);
+    bind_text(s, 1, norm);
+    r = exec_stmt(st, s, err, "removing a suppression");
+    if (r == 0 && sqlite3_changes(st->db) == 0)
+        r = cad_fail(err, CAD_ENOTFOUND, "suppression: '%s' is not on the list", norm);
+    return write_end(st, r, err);
+}
+
+int cad_store_suppression_foreach(cad_store_t *st, int limit,
+                                  void (*fn)(const char *address, const char *reason, cad_time_t at,
+                                             void *arg),
+                                  void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_SUPPRESSION_LIST);
+    sqlite3_bind_int(s, 1, limit > 0 ? limit : -1);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        fn(col_text(s, 0), col_text(s, 1), sqlite3_column_int64(s, 2), arg);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return db_fail(st, err, rc, "listing suppressions");
+    return n;
 }
 
 int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t now, char *err)

@@ -1,6 +1,6 @@
 """Every operator command through cadencectl against a real daemon running
 the example playbook on the demo data set: customers, contacts, events,
-calendar, why, simulate, pause/resume, outbox, alerts, report, holdout,
+calendar, why, simulate, pause/resume, suppress, outbox, alerts, report, holdout,
 plugins, metrics, per-subcommand help, and the bad inputs each refuses.
 """
 
@@ -125,6 +125,27 @@ class Commands(h.DaemonTestCase):
         self.assertIn("roles", err)
         self.fails("bad_request", "contact", "add", "c11", "globex", "phone=12345")
         self.usage("contact", "consent", "globex-dm", "email", "maybe")
+
+    def test_suppression_list_add_list_remove(self):
+        r = self.ctl("suppress", "add", "Hank@Globex.example", "--reason", "asked by phone")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("is suppressed", r.stdout)
+        self.assertEqual(self.ctl("suppress", "add", "+12125550199").returncode, 0)
+        rows = self.json("suppress", "list")["suppressions"]
+        self.assertEqual(sorted((x["address"], x["reason"]) for x in rows),
+                         [("+12125550199", "operator"), ("hank@globex.example", "asked by phone")])
+        r = self.ctl("suppress", "list")
+        self.assertIn("hank@globex.example", r.stdout)
+        self.assertIn("asked by phone", r.stdout)
+        self.assertEqual(self.ctl("suppress", "remove", "HANK@globex.example").returncode, 0)
+        self.assertEqual([x["address"] for x in self.json("suppress", "list")["suppressions"]],
+                         ["+12125550199"])
+        err = self.fails("not_found", "suppress", "remove", "hank@globex.example")
+        self.assertIn("'hank@globex.example' is not on the list", err)
+        err = self.fails("bad_request", "suppress", "add", "12125550199")
+        self.assertIn("neither an email address nor an E.164 number", err)
+        self.fails("bad_request", "suppress", "add", "two@@example.com")
+        self.usage("suppress", "forget", "x@example.com")
 
     def test_event_add_evaluates_the_customer_and_is_idempotent(self):
         self.assertEqual(self.ctl("customer", "add", "initech", "stage=onboarding").returncode, 0)
