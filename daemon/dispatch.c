@@ -139,6 +139,7 @@ struct cad_dispatch {
     int n_changed, cap_changed;
     attempt_t *claimed_head, *claimed_tail; /* claimed in the open batch */
     uint64_t rng;
+    int last_claimer; /* channel index that claimed last, to take turns */
     int64_t delivered, retried, dead, commits, committed_rows, max_commit_rows, store_errors;
     bool store_failing;
     bool stopping, stop_done, closing;
@@ -791,6 +792,41 @@ static int claim_limit(const chan_t *ch)
     return CLAIM_AHEAD * (int)(ch->cc.concurrency ? ch->cc.concurrency : 1);
 }
 
+/* `room` capped by the whole tokens of bucket `b`; 0 (and *wake_ms set for
+ * the next token) when it has none. */
+static int bucket_room(cad_bucket_t *b, int room, int64_t now_ms, int64_t *wake_ms)
+{
+    if (!b || cad_bucket_unlimited(b))
+        return room;
+    double tokens = cad_bucket_tokens(b, now_ms);
+    if (tokens < 1.0) {
+        int64_t w = cad_bucket_wait_ms(b, now_ms);
+        if (w < *wake_ms)
+            *wake_ms = w;
+        return 0;
+    }
+    return tokens < room ? (int)floor(tokens) : room;
+}
+
+/* What the limits several channels share leave to channel `ch`: the global
+ * claim room (CLAIM_AHEAD times dispatch_concurrency; the transport holds
+ * the running transfers to dispatch_concurrency itself), the provider
+ * account's bucket and the global bucket. `claimed_now` touches were
+ * claimed by other channels in this pump and are not in flight yet; their
+ * tokens are taken already. */
+static int shared_room(cad_dispatch_t *d, const chan_t *ch, int claimed_now, int64_t now_ms,
+                       int64_t *wake_ms)
+{
+    int room =
+        CLAIM_AHEAD * (int)(d->cfg->dispatch_concurrency ? d->cfg->dispatch_concurrency : 1024) -
+        d->in_flight - claimed_now;
+    if (room <= 0)
+        return 0;
+    if (ch->account >= 0)
+        room = bucket_room(&d->accounts[ch->account].bucket, room, now_ms, wake_ms);
+    return room > 0 ? bucket_room(&d->global, room, now_ms, wake_ms) : 0;
+}
+
 /* How many touches channel `ch` may claim now; sets *wake_ms when it must
  * wait for a token or the circuit. *probe: the circuit is half-open. */
 static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wake_ms, bool *probe)
@@ -799,13 +835,6 @@ static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wa
     if (ch->index < 0 || !d->host || !cad_plugin_host_ready(d->host, ch->index))
         return 0;
     int room = claim_limit(ch) - ch->in_flight;
-    /* The same over all channels; the transport holds the running ones to
-     * dispatch_concurrency itself. */
-    int global_room =
-        CLAIM_AHEAD * (int)(d->cfg->dispatch_concurrency ? d->cfg->dispatch_concurrency : 1024) -
-        d->in_flight;
-    if (global_room < room)
-        room = global_room;
     if (room > CLAIM_BATCH)
         room = CLAIM_BATCH;
     if (MAX_WAITING - ch->n_waiting < room)
@@ -827,23 +856,12 @@ static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wa
         *probe = true;
         room = 1;
     }
-    cad_bucket_t *buckets[3] = {
-        &ch->bucket, ch->account >= 0 ? &d->accounts[ch->account].bucket : NULL, &d->global};
-    for (int i = 0; i < 3; i++) {
-        if (!buckets[i] || cad_bucket_unlimited(buckets[i]))
-            continue;
-        double tokens = cad_bucket_tokens(buckets[i], now_ms);
-        if (tokens < 1.0) {
-            int64_t bw = cad_bucket_wait_ms(buckets[i], now_ms);
-            if (bw < *wake_ms)
-                *wake_ms = bw;
-            if (*probe)
-                cad_circuit_abandon(&ch->circuit);
-            return 0;
-        }
-        if (tokens < room)
-            room = (int)floor(tokens);
-    }
+    room = bucket_room(&ch->bucket, room, now_ms, wake_ms);
+    int shared = room > 0 ? shared_room(d, ch, 0, now_ms, wake_ms) : 0;
+    if (shared < room)
+        room = shared;
+    if (room <= 0 && *probe)
+        cad_circuit_abandon(&ch->circuit);
     return room;
 }
 
@@ -1100,10 +1118,25 @@ static void pump(cad_dispatch_t *d)
             cad_fail(err, -rc, "recording the outcome of touch %lld failed: %s",
                      (long long)d->pending[i].key, cad_strerror(rc));
     bool more[CAD_MAX_CHANNELS] = {false};
-    for (int c = 0; rc == 0 && c < d->n_channels; c++) {
+    int claimed_now = 0;
+    /* The channel after the last one that claimed goes first, so that
+     * channels sharing a scarce bucket take turns rather than the first
+     * starving the others. */
+    int first = d->n_channels > 0 ? (d->last_claimer + 1) % d->n_channels : 0;
+    for (int k = 0; rc == 0 && k < d->n_channels; k++) {
+        int c = (first + k) % d->n_channels;
         if (room[c] <= 0)
             continue;
         chan_t *ch = d->by_index[c];
+        /* Channels claimed before this one took shared tokens. */
+        int shared = shared_room(d, ch, claimed_now, now_ms, &wake_ms);
+        if (shared < room[c])
+            room[c] = shared;
+        if (room[c] <= 0) {
+            if (probe[c])
+                cad_circuit_abandon(&ch->circuit);
+            continue;
+        }
         claim_ctx_t ctx = {.d = d, .ch = ch, .now_ms = now_ms, .probe = probe[c]};
         int n =
             cad_store_outbox_claim_channel(d->store, ch->name, now, room[c], on_claimed, &ctx, err);
@@ -1115,6 +1148,9 @@ static void pump(cad_dispatch_t *d)
         if (probe[c] && ctx.n == 0) /* nothing claimed, or all of it withdrawn */
             cad_circuit_abandon(&ch->circuit);
         more[c] = n >= room[c];
+        claimed_now += ctx.n;
+        if (ctx.n > 0)
+            d->last_claimer = c;
     }
     if (rc == 0 && !cad_store_in_batch(d->store))
         rc = cad_fail(err, CAD_ESTORE, "the store rolled the batch back");

@@ -156,6 +156,63 @@ class Limits(DispatchCase):
         self.assertGreaterEqual(t[-1] - t[0], 2.5, "12 sends at 4/s took %.2f s" % (t[-1] - t[0]))
         self.assertEqual(d.stop(), 0)
 
+    def shared_limit_run(self, engine_extra, hook_extra, files_extra):
+        """Two webhook channels, each fed by its own rule (even customers by
+        the purchase rule on "hook", odd ones by a renewal rule on "hook2"):
+        returns the receiver's arrival times per channel."""
+        n = 24
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(), hook_extra=hook_extra)
+        text = h.read_text(cfg)
+        text = text.replace('batch_size = 500;', 'batch_size = 500; %s' % engine_extra)
+        text = text.replace(
+            '  {{ name = "files";'.replace("{{", "{"),
+            '  { name = "hook2"; plugin = "webhook"; address = "none"; concurrency = 4;'
+            ' circuit_threshold = 0; %s settings = { url = "%s"; secret_file = "hook.secret"; };'
+            ' },\n  { name = "files";' % (files_extra, self.rx.url()))
+        text = text.replace('rules = (\n', 'rules = (\n'
+                            '  { name = "renewal_note"; purpose = "transactional";'
+                            ' trigger = { event = "renewal_due"; after = "0s"; expires = "7d"; };'
+                            ' stages = [ "active" ]; roles = [ "decision_maker" ];'
+                            ' channels = [ "hook2" ]; bypass_caps = true; bypass_quiet_hours = true;'
+                            ' template = "thanks"; },\n')
+        cfg = h.write_config(self.tmp, name="shared.conf", text=text)
+        paths = rx.write_customers(self.tmp, n)
+        events = [json.loads(line) for line in open(paths[2])]
+        with open(paths[2], "w") as f:
+            for i, e in enumerate(events):
+                if i % 2:
+                    e["type"] = "renewal_due"
+                f.write(json.dumps(e) + "\n")
+        rx.import_customers(h.CADENCED, cfg, paths)
+        d = self.start(config=cfg)
+        self.assertTrue(self.wait_delivered(n, 30), "%r" % self.states())
+        self.assertEqual(d.stop(), 0)
+        times = {"hook": [], "hook2": []}
+        for r in self.rx.records():
+            times["hook2" if int(r["customer"][-5:]) % 2 else "hook"].append(r["t"])
+        self.assertEqual([len(v) for v in times.values()], [n // 2, n // 2])
+        return times
+
+    def assert_shared_and_fair(self, times, rate, burst):
+        t = sorted(times["hook"] + times["hook2"])
+        least = (len(t) - burst) / rate
+        self.assertGreaterEqual(t[-1] - t[0], least - 0.3,
+                                "%d sends over both channels at %s/s (burst %d) took %.2f s"
+                                % (len(t), rate, burst, t[-1] - t[0]))
+        # They take turns: each channel sends in the first half of the run.
+        half = t[0] + (t[-1] - t[0]) / 2
+        for name, ts in times.items():
+            self.assertGreaterEqual(sum(1 for x in ts if x < half), 3, "%s starved" % name)
+
+    def test_a_provider_account_rate_holds_over_all_its_channels(self):
+        times = self.shared_limit_run("", 'account = "acct"; account_rate = 8.0; account_burst = 2;',
+                                      'account = "acct";')
+        self.assert_shared_and_fair(times, 8.0, 2)
+
+    def test_the_global_rate_holds_over_all_channels(self):
+        times = self.shared_limit_run("dispatch_rate = 8.0; dispatch_burst = 2;", "", "")
+        self.assert_shared_and_fair(times, 8.0, 2)
+
     def test_domain_limit_holds_touches_and_shutdown_queues_them_again(self):
         n = 5
         cfg = self.setup_daemon(n, hook_extra="domain_per_minute = 2;")
