@@ -1176,12 +1176,22 @@ static void load_channels(struct loader *ld, const config_setting_t *root)
         cc->rate_per_second = 0;
         get_u32(ld, e, "concurrency", ctx, 1, 1024, &cc->concurrency);
         get_duration(ld, e, "timeout", ctx, 1, CAD_HOUR, &cc->timeout);
-        get_u32(ld, e, "max_attempts", ctx, 1, 100, &cc->max_attempts);
-        get_duration(ld, e, "max_age", ctx, CAD_MINUTE, 30 * CAD_DAY, &cc->max_age);
+        bool attempts_set = get_u32(ld, e, "max_attempts", ctx, 1, 100, &cc->max_attempts) == 1;
+        bool age_set =
+            get_duration(ld, e, "max_age", ctx, CAD_MINUTE, 30 * CAD_DAY, &cc->max_age) == 1;
         get_number(ld, e, "rate", ctx, 0, 100000, &cc->rate_per_second);
         cc->burst = cc->rate_per_second >= 1 ? (uint32_t)ceil(cc->rate_per_second) : 1;
         get_u32(ld, e, "burst", ctx, 1, 1000000, &cc->burst);
         load_channel_dispatch(ld, e, ctx, cc);
+        /* The Standard Webhooks schedule (the webhook plugin's default) is
+         * ten attempts over about 75 hours plus jitter: unless the operator
+         * says otherwise, let it run to its end. */
+        bool standard = cc->retry_schedule == CAD_BACKOFF_STANDARD_WEBHOOKS ||
+                        (cc->retry_schedule < 0 && strcmp(ch->plugin, "webhook") == 0);
+        if (standard && !attempts_set)
+            cc->max_attempts = CAD_BACKOFF_WEBHOOK_STEPS + 1;
+        if (standard && !age_set)
+            cc->max_age = 4 * CAD_DAY;
 
         const config_setting_t *settings = NULL;
         if (get_group(ld, e, "settings", ctx, &settings) == 1)

@@ -147,6 +147,25 @@ static void test_shipped_config_channels(void **state)
     result_free(&r);
 }
 
+static void test_standard_webhooks_schedule_runs_to_its_end_by_default(void **state)
+{
+    load_result_t r = load(fixture("webhook_defaults.conf"));
+    assert_int_equal(r.rc, 0);
+    const cad_channel_config_t *cc = r.cfg->channel_config;
+    /* the webhook plugin's default schedule: ten attempts, about 75 h plus jitter */
+    assert_int_equal(cc[0].max_attempts, 10);
+    assert_int_equal(cc[0].max_age, 4 * CAD_DAY);
+    /* another schedule keeps the general defaults */
+    assert_int_equal(cc[1].max_attempts, 8);
+    assert_int_equal(cc[1].max_age, 2 * CAD_DAY);
+    /* what the operator sets wins */
+    assert_int_equal(cc[2].max_attempts, 3);
+    assert_int_equal(cc[2].max_age, 4 * CAD_DAY);
+    assert_int_equal(cc[3].max_attempts, 10);
+    assert_int_equal(cc[3].max_age, CAD_DAY);
+    result_free(&r);
+}
+
 static void test_shipped_config_policies(void **state)
 {
     load_result_t r = load_shipped();
@@ -843,6 +862,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shipped_config_loads_without_errors),
         cmocka_unit_test(test_shipped_config_channels),
+        cmocka_unit_test(test_standard_webhooks_schedule_runs_to_its_end_by_default),
         cmocka_unit_test(test_shipped_config_policies),
         cmocka_unit_test(test_shipped_config_rules_in_playbook_order),
         cmocka_unit_test(test_shipped_config_review_request_details),
