@@ -654,6 +654,7 @@ void cad_daemon_shutdown(cad_daemon_t *d)
 {
     if (d->stopping) {
         cad_log_notice("shutdown: second stop signal, not waiting for in-flight work");
+        cad_plugin_host_hurry(d->host);
         finish(d);
         return;
     }

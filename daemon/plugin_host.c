@@ -1328,6 +1328,12 @@ void cad_plugin_host_close(cad_plugin_host_t *h, int64_t grace_ms, void (*closed
     cad_transport_close(h->transport, grace_ms, on_transport_closed, h);
 }
 
+void cad_plugin_host_hurry(cad_plugin_host_t *h)
+{
+    if (h && h->closing)
+        cad_transport_hurry(h->transport);
+}
+
 void cad_plugin_host_take_back(cad_plugin_host_t *h, int channel)
 {
     if (h->closing || channel < 0 || channel >= h->n_envs)

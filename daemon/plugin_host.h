@@ -114,6 +114,11 @@ int cad_plugin_host_list(const cad_plugin_host_t *host, cad_plugin_info_t *out, 
 void cad_plugin_host_close(cad_plugin_host_t *host, int64_t grace_ms, void (*closed)(void *arg),
                            void *arg);
 
+/* A closing host ends its grace period now: running transfers are cancelled
+ * (RETRY) at once. Blocking send() calls already running are still waited
+ * for. No-op when the host is not closing. */
+void cad_plugin_host_hurry(cad_plugin_host_t *host);
+
 /* Name of an outcome kind: "delivered", "retry", "permanent". */
 const char *cad_outcome_kind_name(enum cad_outcome_kind kind);
 /* Name of an outcome effect: "none", "contact_unusable", "consent_revoked",

@@ -994,6 +994,12 @@ static void on_grace_over(uv_timer_t *h)
     advance_close(t, false);
 }
 
+void cad_transport_hurry(cad_transport_t *t)
+{
+    if (t && t->closing && uv_is_active((uv_handle_t *)&t->grace_timer))
+        uv_timer_start(&t->grace_timer, on_grace_over, 0, 0);
+}
+
 void cad_transport_close(cad_transport_t *t, int64_t grace_ms, void (*closed)(void *arg), void *arg)
 {
     if (t->closing)

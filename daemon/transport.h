@@ -101,4 +101,8 @@ void cad_transport_stats(const cad_transport_t *t, cad_transport_stats_t *out);
 void cad_transport_close(cad_transport_t *t, int64_t grace_ms, void (*closed)(void *arg),
                          void *arg);
 
+/* A closing transport stops waiting: what still runs is cancelled now, as
+ * when the grace period ends (a second stop signal). No-op otherwise. */
+void cad_transport_hurry(cad_transport_t *t);
+
 #endif

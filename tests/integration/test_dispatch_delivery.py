@@ -228,6 +228,33 @@ class Limits(DispatchCase):
 
 
 class Stalls(DispatchCase):
+    def test_a_second_sigterm_stops_at_once_and_loses_nothing(self):
+        """The receiver answers after 10 s; SIGTERM waits for it (up to 3/4 of
+        the 8 s shutdown_timeout), a second SIGTERM does not: exit 0 at once,
+        and the cut-off touches are sent again after a restart."""
+        n = 8
+        self.rx.set(delay_ms=10000)
+        cfg = self.setup_daemon(n, concurrency=4, timeout="30s", shutdown="8s",
+                                circuit_threshold=0)
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 4, 20))
+        d.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        rc = d.wait_exit(15)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, d.read_log()[-2000:])
+        self.assertLess(took, 2.0, "exit took %.2f s after the second SIGTERM" % took)
+        self.assertIn("second stop signal", d.read_log())
+        self.daemons.remove(d)
+        d.close()
+        self.assertEqual(self.states().get("delivered", 0), 0)
+        self.rx.set(delay_ms=0)
+        d = self.start(config=cfg)
+        self.assertTrue(self.wait_delivered(n, 20), "%r" % self.states())
+        self.assertEqual(d.stop(), 0)
+
     def test_stopped_receiver_times_out_and_retries_without_stalling(self):
         n = 20
         self.rx.set(hang=True)
