@@ -210,15 +210,10 @@ static void webhook_interpret(void *instance, const cad_plugin_touch_t *t,
                  "endpoint answered 410 Gone: it no longer accepts webhooks");
         return;
     }
-    if (code == 408 || code == 429 || code >= 500) {
-        out->kind = CAD_OUTCOME_RETRY;
-        int64_t after = w->api->retry_after(r);
-        out->retry_after = after > 0 ? after : 0;
-        snprintf(out->reason, sizeof out->reason, "endpoint answered %ld%s", code,
-                 after >= 0 ? " with Retry-After" : "");
-        return;
-    }
-    out->kind = CAD_OUTCOME_PERMANENT;
+    /* Standard Webhooks: any other answer is a failed attempt, retried on
+     * the schedule (an endpoint answering 404 during a deploy, or a wrong
+     * url, keeps its touches: the circuit opens and they wait for a fix). */
+    out->kind = CAD_OUTCOME_RETRY;
     if (code >= 300 && code < 400) {
         char loc[256];
         snprintf(out->reason, sizeof out->reason,
@@ -226,7 +221,13 @@ static void webhook_interpret(void *instance, const cad_plugin_touch_t *t,
                  code, w->api->header(r, "Location", loc, sizeof loc) ? loc : "(no Location)");
         return;
     }
-    snprintf(out->reason, sizeof out->reason, "endpoint answered %ld", code);
+    int64_t after = w->api->retry_after(r);
+    out->retry_after = after > 0 ? after : 0;
+    if (after >= 0)
+        snprintf(out->reason, sizeof out->reason, "endpoint answered %ld with Retry-After %llds",
+                 code, (long long)after);
+    else
+        snprintf(out->reason, sizeof out->reason, "endpoint answered %ld", code);
 }
 
 static int decode_secret(const char *secret, size_t len, unsigned char *key, size_t *key_len,

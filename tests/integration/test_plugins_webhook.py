@@ -6,7 +6,7 @@ the daemon's own plugin_host.c) and its requests land on a Python receiver that
 checks the Standard Webhooks signature independently with hmac/hashlib. Each
 scenario maps one receiver behaviour to the outcome the plugin must report:
 200 delivered, 410 permanent (endpoint disabled), 500 + Retry-After retry,
-429 + HTTP-date Retry-After retry, 400 permanent, 302 permanent and not
+429 + HTTP-date Retry-After retry, 400 retry, 302 retry and not
 followed, a hanging receiver retry after the timeout. Over https, against a
 receiver with a self-signed certificate: delivered when ca_file names it,
 over kept-alive TLS connections; a retry naming the certificate without it;
@@ -276,8 +276,8 @@ def main():
             ("/gone", "permanent", "channel_disabled", None, "410"),
             ("/busy", "retry", "none", 120, "500"),
             ("/slow-down", "retry", "none", (540, 601), "429"),
-            ("/bad", "permanent", "none", None, "400"),
-            ("/redirect", "permanent", "none", None, "redirect"),
+            ("/bad", "retry", "none", 0, "400"),
+            ("/redirect", "retry", "none", 0, "redirects are not followed"),
         ]
         for i, (path, kind, effect, retry_after, word) in enumerate(cases):
             outs, _ = drive(driver, plugin_dir, state, creds, base + path, [touch(10 + i, "k%d" % i)])
