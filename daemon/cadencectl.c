@@ -819,9 +819,12 @@ static void print_why(json_t *r)
         json_array_foreach(ts, i, d)
         {
             const char *e = str(d, "last_error");
-            printf("  %s  %s by %s to %s: %s%s%s\n", str(d, "decided_local"), str(d, "rule"),
-                   str(d, "channel"), str(d, "contact"), str(d, "state"),
-                   *e && *e != '-' ? " — " : "", *e && *e != '-' ? e : "");
+            printf("  %s  %s by %s to %s: %s", str(d, "decided_local"), str(d, "rule"),
+                   str(d, "channel"), str(d, "contact"), str(d, "state"));
+            if (json_object_get(d, "due_local"))
+                printf(" (%lld attempt%s so far, next %s)", num(d, "attempts"),
+                       num(d, "attempts") == 1 ? "" : "s", str(d, "due_local"));
+            printf("%s%s\n", *e && *e != '-' ? " — " : "", *e && *e != '-' ? e : "");
         }
     }
 }
@@ -829,12 +832,26 @@ static void print_why(json_t *r)
 static void print_outbox(json_t *r)
 {
     static const char *const cols[] = {
-        "key",     "KEY",     "state",    "STATE",    "customer",   "CUSTOMER",   "rule", "RULE",
-        "channel", "CHANNEL", "attempts", "ATTEMPTS", "last_error", "LAST ERROR", NULL};
-    if (json_object_get(r, "touches"))
-        print_columns(json_object_get(r, "touches"), cols);
-    else
+        "key",  "KEY",        "state",      "STATE",      "customer", "CUSTOMER",
+        "rule", "RULE",       "channel",    "CHANNEL",    "attempts", "ATTEMPTS",
+        "next", "NEXT (UTC)", "last_error", "LAST ERROR", NULL};
+    json_t *list = json_object_get(r, "touches");
+    if (!list) {
         printf("touch %lld: %s\n", num(r, "key"), str(r, "state"));
+        return;
+    }
+    /* When a touch still to send goes: its next attempt, or its first. */
+    size_t i;
+    json_t *t;
+    json_array_foreach(list, i, t)
+    {
+        const char *state = str(t, "state");
+        char next[64] = "-";
+        if (strcmp(state, "queued") == 0 || strcmp(state, "retry_wait") == 0)
+            format_time(json_object_get(t, "due_at"), next, sizeof next);
+        json_object_set_new(t, "next", json_string(next));
+    }
+    print_columns(list, cols);
 }
 
 static void print_suppress(json_t *r)
@@ -878,6 +895,14 @@ static void print_alerts(json_t *r)
     static const char *const cols[] = {"kind", "KIND",   "customer", "CUSTOMER", "rule",
                                        "RULE", "detail", "DETAIL",   NULL};
     print_columns(json_object_get(r, "alerts"), cols);
+    json_t *dead = json_object_get(r, "dead_touches");
+    if (json_array_size(dead) == 0)
+        return;
+    printf("\nlatest dead touches (cadencectl outbox list --state dead; outbox retry KEY):\n");
+    static const char *const dead_cols[] = {
+        "key",     "KEY",      "customer", "CUSTOMER",   "rule",       "RULE", "channel",
+        "CHANNEL", "attempts", "ATTEMPTS", "last_error", "LAST ERROR", NULL};
+    print_columns(dead, dead_cols);
 }
 
 static void format_pct(json_t *v, char *buf, size_t n)

@@ -1011,6 +1011,12 @@ static void collect_touch_of_customer(const cad_outbox_touch_t *t, void *arg)
         t->rule, "channel", t->channel, "contact", t->contact_id, "state",
         cad_outbox_state_name(t->state), "decided_local", decided, "updated_local", updated,
         "attempts", t->attempt, "last_error", t->last_error, "idempotency_key", t->idempotency_key);
+    /* A touch still to send: when it goes (next attempt, or first send). */
+    if (item && (t->state == CAD_OUTBOX_QUEUED || t->state == CAD_OUTBOX_RETRY_WAIT)) {
+        char due[96];
+        format_local(x->zone, t->due_at, due, sizeof(due));
+        json_object_set_new(item, "due_local", json_string(due));
+    }
     if (item)
         json_array_append_new(x->touches, item);
 }
@@ -1551,8 +1557,13 @@ static json_t *cmd_alerts(json_t *req, const cad_control_peer_t *peer, void *arg
     cad_store_counts_t counts;
     if (rc >= 0)
         rc = cad_store_counts(st, &counts, err);
+    /* The latest dead touches themselves, so the count comes with names. */
+    json_t *dead = json_array();
+    if (rc >= 0 && dead)
+        rc = cad_store_outbox_foreach(st, CAD_OUTBOX_DEAD, NULL, 20, collect_outbox, dead, err);
     if (rc < 0) {
         json_decref(list);
+        json_decref(dead);
         return store_fail(error, rc, err);
     }
     /* Open circuits: a channel the dispatcher stopped sending to. */
@@ -1576,12 +1587,13 @@ static json_t *cmd_alerts(json_t *req, const cad_control_peer_t *peer, void *arg
     }
     /* Dead touches are alerts too: a touch decided and never delivered. */
     return json_pack(
-        "{s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "alerts", list, "channels",
-        circuits ? circuits : json_array(), "open", "circuits",
-        (json_int_t)json_array_size(circuits), "content_gap", (json_int_t)counts.alerts_content_gap,
-        "loop_overdue", (json_int_t)counts.alerts_loop_overdue, "silent",
-        (json_int_t)counts.alerts_silent, "dead_touches",
-        (json_int_t)counts.outbox[CAD_OUTBOX_DEAD], "total", (json_int_t)counts.alerts_open);
+        "{s:o, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}}", "alerts", list, "dead_touches",
+        dead ? dead : json_array(), "channels", circuits ? circuits : json_array(), "open",
+        "circuits", (json_int_t)json_array_size(circuits), "content_gap",
+        (json_int_t)counts.alerts_content_gap, "loop_overdue",
+        (json_int_t)counts.alerts_loop_overdue, "silent", (json_int_t)counts.alerts_silent,
+        "dead_touches", (json_int_t)counts.outbox[CAD_OUTBOX_DEAD], "total",
+        (json_int_t)counts.alerts_open);
 }
 
 /* ---- report and holdout ------------------------------------------------------ */

@@ -322,6 +322,11 @@ class Feedback(DispatchCase):
                                        " ON e.key = t.trigger_key"))
         self.assertEqual(chans["cust-00002-order2"], "files")
         self.assertEqual(chans["cust-00003-order2"], "hook")
+        # alerts counts the dead touch and names it
+        alerts = d.ctl("alerts").stdout
+        self.assertIn("1 dead touches", alerts)
+        self.assertRegex(alerts, r"latest dead touches[^\n]*\n.*\n\d+ +cust-00002 +order_thanks +hook"
+                                 r" +1 +permanent: endpoint answered 410")
         # The operator clears the mark: the contact is reachable on hook again.
         r = d.ctl("contact", "usable", "cust-00002-dm", "hook")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -375,6 +380,13 @@ class SendTimeChecks(DispatchCase):
         self.assertEqual(withdrawn[3], 1)  # the withdrawal is not an attempt
         time.sleep(1.5)  # past the paused touch's retry time
         self.assertEqual(states()["cust-00001"], "retry_wait")
+        # The operator sees when it would go, and why it has not.
+        why = d.ctl("why", "cust-00001").stdout
+        self.assertIn("retry_wait (1 attempt so far, next ", why)
+        self.assertIn("endpoint answered 503 with Retry-After 3s", why)
+        listing = d.ctl("outbox", "list", "--state", "retry_wait").stdout
+        self.assertIn("NEXT (UTC)", listing)
+        self.assertRegex(listing, r"retry_wait .* 1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
         by_customer = {}
         for rec in self.rx.records():
             by_customer[rec["customer"]] = by_customer.get(rec["customer"], 0) + 1
