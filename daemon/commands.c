@@ -1478,8 +1478,9 @@ static int arg_touch_key(json_t *req, int64_t *out, cad_control_error_t *error)
     }
     if (json_is_string(v)) {
         char *end;
+        errno = 0;
         long long k = strtoll(json_string_value(v), &end, 10);
-        if (*json_string_value(v) && !*end && k > 0) {
+        if (*json_string_value(v) && !*end && k > 0 && errno != ERANGE) {
             *out = k;
             return 0;
         }

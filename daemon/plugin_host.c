@@ -391,6 +391,8 @@ static int64_t api_retry_after(const cad_plugin_response_t *resp)
     int64_t secs;
     if (parse_int(v, &secs) == 0)
         return secs < 0 ? -1 : (secs > CAD_RETRY_AFTER_MAX ? CAD_RETRY_AFTER_MAX : secs);
+    if (strspn(v, "0123456789") == strlen(v))
+        return CAD_RETRY_AFTER_MAX; /* more seconds than 64 bits hold: as long as we wait */
     struct tm tm = {0};
     const char *end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     if (!end || *end)

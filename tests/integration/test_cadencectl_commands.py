@@ -260,6 +260,7 @@ class Commands(h.DaemonTestCase):
         self.fails("not_found", "outbox", "list", "--customer", "no-such-customer")
         self.fails("not_found", "outbox", "retry", "999999999")
         self.fails("bad_request", "outbox", "cancel", "abc")
+        self.fails("bad_request", "outbox", "retry", "99999999999999999999999")
         self.usage("outbox", "retry")
 
     # ---- alerts, report, holdout, plugins, metrics ----------------------------------

@@ -60,6 +60,8 @@ class Receiver(http.server.BaseHTTPRequestHandler):
             self.reply(410, body=b"gone")
         elif path == "/busy":
             self.reply(500, {"Retry-After": "120"}, b"busy")
+        elif path == "/forever":
+            self.reply(503, {"Retry-After": "99999999999999999999"}, b"later")
         elif path == "/slow-down":
             when = email.utils.formatdate(time.time() + 600, usegmt=True)
             self.reply(429, {"Retry-After": when}, b"slow down")
@@ -277,6 +279,7 @@ def main():
             ("/busy", "retry", "none", 120, "500"),
             ("/slow-down", "retry", "none", (540, 601), "429"),
             ("/bad", "retry", "none", 0, "400"),
+            ("/forever", "retry", "none", 366 * 86400, "Retry-After 31622400s"),
             ("/redirect", "retry", "none", 0, "redirects are not followed"),
         ]
         for i, (path, kind, effect, retry_after, word) in enumerate(cases):
