@@ -1010,6 +1010,36 @@ static void put_clock(text_buf_t *t, int minutes)
     put(t, "%02d:%02d", minutes / 60, minutes % 60);
 }
 
+/* Why no contact of the rule's roles can be reached on its channels: the
+ * causes found among those contacts, from the snapshot's bits. */
+static void put_unreachable_why(text_buf_t *t, const cad_snapshot_t *snap, const cad_rule_t *rule)
+{
+    uint16_t channels = 0;
+    for (int k = 0; k < rule->n_channels; k++)
+        channels |= (uint16_t)(1u << rule->channels[k]);
+    bool no_consent = false, unusable = false, other = false;
+    for (int i = 0; i < snap->n_contacts; i++) {
+        const cad_contact_t *c = &snap->contacts[i];
+        if (!(c->roles & rule->roles))
+            continue;
+        no_consent |= (c->no_consent & channels) != 0;
+        unusable |= (c->unusable & channels) != 0;
+        other |= (channels & ~(c->no_consent | c->unusable)) != 0;
+    }
+    const char *causes[3];
+    int n = 0;
+    if (no_consent)
+        causes[n++] = "no consent";
+    if (unusable)
+        causes[n++] = "marked unusable after a permanent failure";
+    if (other || n == 0)
+        causes[n++] = "no address, or the address is on the suppression list";
+    put(t, " (");
+    for (int k = 0; k < n; k++)
+        put(t, "%s%s", k == 0 ? "" : k == n - 1 ? " or " : ", ", causes[k]);
+    put(t, ").");
+}
+
 static void put_roles(text_buf_t *t, const cad_playbook_t *pb, uint32_t roles)
 {
     bool first = true;
@@ -1165,7 +1195,7 @@ int cad_verdict_describe(const cad_playbook_t *pb, const cad_snapshot_t *snap,
         put(&t, " contact can be reached on ");
         for (int k = 0; k < rule->n_channels; k++)
             put(&t, "%s%s", k ? " or " : "", pb->channels[rule->channels[k]].name);
-        put(&t, " (no address, no consent, or unusable).");
+        put_unreachable_why(&t, snap, rule);
         break;
     case CAD_REASON_VALUE_FIRST:
         put(&t, "an ask needs %u value touches within ",

@@ -588,6 +588,21 @@ static void test_r10_no_consent_on_any_channel_suppresses(void **state)
     fx_event(&f, CAD_EVENT_RENEWAL_DUE, FX_T0 - 1 * H);
     assert_int_equal(fx_decide(&f, FX_T0), 0);
     assert_verdict(&f, FX_RENEWAL_REMINDER, CAD_VERDICT_SUPPRESS, CAD_REASON_NO_CONSENT);
+    /* the sentence names the cause found, not a list of possibilities */
+    char why[512];
+    cad_verdict_describe(&pb, &f.snap, fx_v(&f, FX_RENEWAL_REMINDER), why, sizeof why);
+    assert_non_null(strstr(why, "(no consent)."));
+    f.contacts[0].no_consent = FX_CH(FX_EMAIL);
+    f.contacts[0].unusable = FX_CH(FX_SMS);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    cad_verdict_describe(&pb, &f.snap, fx_v(&f, FX_RENEWAL_REMINDER), why, sizeof why);
+    assert_non_null(strstr(why, "(no consent or marked unusable after a permanent failure)."));
+    f.contacts[0].unusable = 0;
+    f.contacts[0].no_consent = 0;
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    cad_verdict_describe(&pb, &f.snap, fx_v(&f, FX_RENEWAL_REMINDER), why, sizeof why);
+    assert_non_null(strstr(why, "(no address, or the address is on the suppression list)."));
+    f.contacts[0].no_consent = FX_CH(FX_EMAIL) | FX_CH(FX_SMS);
     /* consent on SMS only: the SMS channel is used */
     f.contacts[0].reachable = FX_CH(FX_SMS);
     assert_int_equal(fx_decide(&f, FX_T0), 0);
