@@ -1031,10 +1031,14 @@ static void load_send_window(struct loader *ld, const config_setting_t *g, const
         report_at(ld, s, "'send_window' in %s: %s", ctx, why);
         return;
     }
-    if (a == b || (a == 0 && b == 1440) || (a == 1440 && b == 0)) {
+    if ((a == 0 && b == 1440) || (a == 1440 && b == 0)) {
+        ch->window_start = ch->window_end = 0; /* the whole day: any time (phone too) */
+        return;
+    }
+    if (a == b) {
         report_at(ld, s,
-                  "'send_window' in %s is '%s', which is empty or the whole day; omit it "
-                  "to allow any time",
+                  "'send_window' in %s is '%s', which is empty; write \"00:00-24:00\" to allow "
+                  "any time",
                   ctx, text);
         return;
     }

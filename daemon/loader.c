@@ -521,9 +521,11 @@ static int import_contact(import_ctx_t *c, const row_t *r, char *msg)
             return rc;
     }
     if (in.consent[0].kind && !in.email)
-        return cad_fail(msg, CAD_EINVAL, "field consent.email: given without an email address");
+        return cad_fail(msg, CAD_EINVAL,
+                        "contact %s: field consent.email: given without an email address", in.id);
     if (in.consent[1].kind && !in.phone)
-        return cad_fail(msg, CAD_EINVAL, "field consent.sms: given without a phone number");
+        return cad_fail(msg, CAD_EINVAL,
+                        "contact %s: field consent.sms: given without a phone number", in.id);
     return cad_store_contact_upsert(c->st, &in, c->opt->now, msg);
 }
 

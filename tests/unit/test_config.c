@@ -163,6 +163,9 @@ static void test_standard_webhooks_schedule_runs_to_its_end_by_default(void **st
     assert_int_equal(cc[2].max_age, 4 * CAD_DAY);
     assert_int_equal(cc[3].max_attempts, 10);
     assert_int_equal(cc[3].max_age, CAD_DAY);
+    /* "00:00-24:00" lifts a phone channel's default 08:00-21:00 window */
+    assert_int_equal(r.cfg->playbook.channels[4].window_start, 0);
+    assert_int_equal(r.cfg->playbook.channels[4].window_end, 0);
     result_free(&r);
 }
 
@@ -610,7 +613,10 @@ static void test_bad_clock_times(void **state)
     load_result_t r = load_bad("bad_clock.conf");
     assert_error(&r, "bad_clock.conf", 3,
                  "'send_window' in channel 'sms': clock time '8' must be HH:MM");
-    assert_error(&r, "bad_clock.conf", 7,
+    assert_error(&r, "bad_clock.conf", 4,
+                 "'send_window' in channel 'sms2' is '09:00-09:00', which is empty; write "
+                 "\"00:00-24:00\" to allow any time");
+    assert_error(&r, "bad_clock.conf", 8,
                  "'start' in quiet_hours of policy 'default': clock time '25:00' is out of range");
     result_free(&r);
 }

@@ -276,7 +276,8 @@ static void test_loader_bad_rows_report_line_and_field_good_rows_stay(void **sta
     assert_true(rejected_with(f, "p.jsonl:3:", "unknown role 'ceo'"));
     assert_true(rejected_with(f, "p.jsonl:4:", "field email"));
     assert_true(rejected_with(f, "p.jsonl:5:", "field phone"));
-    assert_true(rejected_with(f, "p.jsonl:6:", "without an email address"));
+    assert_true(rejected_with(
+        f, "p.jsonl:6:", "contact p6: field consent.email: given without an email address"));
     assert_true(rejected_with(f, "p.jsonl:7:", "consent.email.opted_in"));
     assert_true(rejected_with(f, "p.jsonl:8:", "consent.fax"));
 
