@@ -640,7 +640,8 @@ static json_t *cmd_suppression_remove(json_t *req, const cad_control_peer_t *pee
         cad_control_arg_string(req, "address", true, &address, error) != 0)
         return NULL;
     char err[CAD_ERRBUF];
-    int rc = cad_store_unsuppress_address(cad_daemon_store(c->d), address, err);
+    int rc = cad_store_unsuppress_address(cad_daemon_store(c->d), address, now_seconds(),
+                                          rescan_one, c, err);
     if (rc != 0)
         return store_fail(error, rc, err);
     cad_log_info("control: address taken off the suppression list uid=%u pid=%d",

@@ -254,6 +254,14 @@ static void on_watchdog(uv_timer_t *t)
 static json_t *channels_not_loaded(const cad_daemon_t *d)
 {
     json_t *down = json_array();
+    if (!d->host && d->dispatch) { /* a reload could not start the plugin host at all */
+        for (int i = 0; down && i < d->cfg->playbook.n_channels; i++)
+            json_array_append_new(down, json_pack("{s:s, s:s}", "channel",
+                                                  d->cfg->playbook.channels[i].name, "error",
+                                                  "the channel plugins could not be loaded; "
+                                                  "see the log"));
+        return down;
+    }
     cad_plugin_info_t info[CAD_MAX_CHANNELS];
     int n = d->host ? cad_plugin_host_list(d->host, info, CAD_MAX_CHANNELS) : 0;
     for (int i = 0; down && i < n && i < CAD_MAX_CHANNELS; i++)

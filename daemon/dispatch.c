@@ -706,12 +706,16 @@ static const char *withdrawn_reason(const chan_t *ch, const cad_outbox_touch_t *
         return "the contact's channel was marked unusable after a permanent failure";
     switch (ch->address) {
     case CAD_ADDRESS_EMAIL:
+        if (!t->contact_email || !*t->contact_email)
+            return "the contact has no email address any more";
         if (!t->email_consent)
             return "the contact has no email consent any more";
         if (t->email_suppressed)
             return "the contact's email address is on the suppression list";
         break;
     case CAD_ADDRESS_PHONE:
+        if (!t->contact_phone || !*t->contact_phone)
+            return "the contact has no phone number any more";
         if (!t->sms_consent)
             return "the contact has no SMS consent any more";
         if (t->phone_suppressed)
@@ -1009,6 +1013,10 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
         cad_log_err("dispatch: cannot record an outcome: %s touch=%lld", err, (long long)p->key);
         return rc;
     }
+    /* The engine saw the rule covered by this touch: with it withdrawn, a
+     * fallback channel or contact may serve it now. */
+    if (p->kind == REC_WITHDRAW)
+        changed_add(d, p->customer_key);
     if (p->kind != REC_DEAD || p->effect == CAD_EFFECT_NONE || p->contact_key == 0)
         return 0;
     const chan_t *ch = p->ch;

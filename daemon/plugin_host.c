@@ -64,7 +64,7 @@ struct cad_plugin_env {
     enum cad_plugin_address address;
     char *path;
     char *error;            /* why not loaded; NULL when loaded */
-    bool secret_unreadable; /* a check-only init could not read a secret file here */
+    bool secret_unreadable; /* the latest secret read failed for want of the file */
     void *dl;
     const cad_plugin_descriptor_t *desc;
     void *instance;
@@ -324,6 +324,7 @@ static int api_read_secret(cad_plugin_env_t *env, const char *name, char **out, 
     }
     *out = buf;
     *len = n;
+    env->secret_unreadable = false; /* only the latest read counts: init failed after it? */
     return 0;
 }
 
@@ -640,6 +641,8 @@ static void load_channel(cad_plugin_host_t *h, int c)
         return;
     }
     char err[CAD_ERRBUF] = "";
+    if (h->check_errors && d->abi_minor < 1)
+        return; /* built before api->checking: it could not know not to create or connect */
     if (h->check_errors) {
         /* Check-only: init validates settings and secrets (api->checking
          * tells it to create nothing), then the instance is shut down. */
@@ -653,8 +656,9 @@ static void load_channel(cad_plugin_host_t *h, int c)
         if (env->secret_unreadable) {
             /* Secrets often exist only where the daemon runs (systemd's
              * LoadCredential=): say what was not checked; not an error. */
-            fprintf(h->check_notes, "%s:%d: channel \"%s\": not checked further here: %s\n", file,
-                    ch->line, ch->name, err[0] ? err : "a secret file cannot be read");
+            if (h->check_notes)
+                fprintf(h->check_notes, "%s:%d: channel \"%s\": not checked further here: %s\n",
+                        file, ch->line, ch->name, err[0] ? err : "a secret file cannot be read");
             return;
         }
         env_fail(env, "%s:%d: channel \"%s\": plugin %s would fail to start: %s", file, ch->line,

@@ -153,8 +153,11 @@ int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const
  * phone) never contacted (R10). Adding one again updates its reason. */
 int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
                                cad_time_t now, char *err);
-/* Takes an address off the list; -CAD_ENOTFOUND when it is not on it. */
-int cad_store_unsuppress_address(cad_store_t *st, const char *address, char *err);
+/* Takes an address off the list; -CAD_ENOTFOUND when it is not on it. The
+ * customers with a contact at that address are scheduled for evaluation
+ * now, and fn (may be NULL) is called with each one's key. */
+int cad_store_unsuppress_address(cad_store_t *st, const char *address, cad_time_t now,
+                                 void (*fn)(int64_t customer_key, void *arg), void *arg, char *err);
 /* Calls fn for each suppressed address, newest first, at most `limit`
  * (<= 0: all); strings are valid during the call. Returns the count. */
 int cad_store_suppression_foreach(cad_store_t *st, int limit,

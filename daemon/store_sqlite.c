@@ -224,6 +224,8 @@ enum stmt_id {
     S_CONTACT_USABLE,
     S_SUPPRESS,
     S_UNSUPPRESS,
+    S_CUSTOMERS_OF_ADDRESS,
+    S_SCHEDULE_ADDRESS,
     S_SUPPRESSION_LIST,
     S_EVENT_INSERT,
     S_SNAP_CONTACTS,
@@ -364,12 +366,20 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_CONTACT_UNUSABLE] =
         "INSERT INTO contact_channels (contact_key, channel, reason, at, address)"
         " SELECT ?1, ?2, ?3, ?4, CASE ?5 WHEN 'email' THEN lower(email) WHEN 'phone' THEN phone"
-        " ELSE '' END FROM contacts WHERE key = ?1 ON CONFLICT (contact_key, channel)"
+        " ELSE '' END FROM contacts WHERE key = ?1"
+        /* no address left to mark: the mark would hold for any later one */
+        " AND (?5 = 'none' OR (CASE ?5 WHEN 'email' THEN email ELSE phone END) <> '')"
+        " ON CONFLICT (contact_key, channel)"
         " DO UPDATE SET reason = excluded.reason, at = excluded.at, address = excluded.address",
     [S_CONTACT_USABLE] = "DELETE FROM contact_channels WHERE contact_key = ?1 AND channel = ?2",
     [S_SUPPRESS] = "INSERT INTO suppressions (address, reason, at) VALUES (?1, ?2, ?3)"
                    " ON CONFLICT (address) DO UPDATE SET reason = ?2, at = ?3",
     [S_UNSUPPRESS] = "DELETE FROM suppressions WHERE address = ?1",
+    [S_CUSTOMERS_OF_ADDRESS] = "SELECT DISTINCT customer_key FROM contacts"
+                               " WHERE lower(email) = ?1 OR phone = ?1",
+    [S_SCHEDULE_ADDRESS] = "UPDATE customers SET next_eval = ?2 WHERE next_eval > ?2 AND key IN"
+                           " (SELECT customer_key FROM contacts WHERE lower(email) = ?1"
+                           " OR phone = ?1)",
     [S_SUPPRESSION_LIST] = "SELECT address, reason, at FROM suppressions"
                            " ORDER BY at DESC, address LIMIT ?1",
     [S_EVENT_INSERT] = "INSERT INTO events (id, customer_key, type, at, data, received_at)"
@@ -1624,7 +1634,8 @@ int cad_store_suppress_address(cad_store_t *st, const char *address, const char 
     return write_end(st, r, err);
 }
 
-int cad_store_unsuppress_address(cad_store_t *st, const char *address, char *err)
+int cad_store_unsuppress_address(cad_store_t *st, const char *address, cad_time_t now,
+                                 void (*fn)(int64_t customer_key, void *arg), void *arg, char *err)
 {
     char norm[256];
     int r = suppression_address(address, norm, err);
@@ -1635,7 +1646,23 @@ int cad_store_unsuppress_address(cad_store_t *st, const char *address, char *err
     r = exec_stmt(st, s, err, "removing a suppression");
     if (r == 0 && sqlite3_changes(st->db) == 0)
         r = cad_fail(err, CAD_ENOTFOUND, "suppression: '%s' is not on the list", norm);
-    return write_end(st, r, err);
+    if (r == 0) {
+        s = stmt(st, S_SCHEDULE_ADDRESS);
+        bind_text(s, 1, norm);
+        sqlite3_bind_int64(s, 2, now);
+        r = exec_stmt(st, s, err, "scheduling the customers of an address");
+    }
+    r = write_end(st, r, err);
+    if (r < 0 || !fn)
+        return r;
+    /* The customers reachable again, for the live calendar. */
+    s = stmt(st, S_CUSTOMERS_OF_ADDRESS);
+    bind_text(s, 1, norm);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        fn(sqlite3_column_int64(s, 0), arg);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "finding the customers of an address");
 }
 
 int cad_store_suppression_foreach(cad_store_t *st, int limit,

@@ -400,6 +400,31 @@ class SendTimeChecks(DispatchCase):
         metrics = d.ctl("metrics").stdout
         self.assertIn('cadence_dispatch_outcomes_total{channel="hook",outcome="withdrawn"} 1',
                       metrics)
+        self.assertEqual(rx.query(self.db, "SELECT COUNT(*) FROM contact_channels"), [(0,)])
+        self.assertEqual(d.stop(), 0)
+
+
+    def test_an_address_taken_off_the_suppression_list_is_reached_again(self):
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(), hook_address="email",
+                                       channels='"hook"')
+        paths = rx.write_customers(self.tmp, 2, email_consent=True)
+        rx.import_customers(h.CADENCED, cfg, paths[:2])  # customers and contacts, no events
+        d = self.start(config=cfg)
+        r = d.ctl("suppress", "add", "PAT0@example.com", "--reason", "complaint")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for cust in ("cust-00000", "cust-00001"):
+            r = d.ctl("event", "add", cust + "-order", cust, "purchase", "at=now")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(1, 20), "%r" % self.states())
+        time.sleep(0.5)
+        self.assertEqual([x["customer"] for x in self.rx.records()], ["cust-00001"])
+        self.assertIn("the address is on the suppression list", d.ctl("why", "cust-00000").stdout)
+        # Taken off the list: the customer is evaluated at once and reached.
+        r = d.ctl("suppress", "remove", "pat0@example.com")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(2, 10), "%r" % self.states())
+        self.assertEqual(sorted(x["customer"] for x in self.rx.records()),
+                         ["cust-00000", "cust-00001"])
         self.assertEqual(d.stop(), 0)
 
 

@@ -443,6 +443,13 @@ static void test_store_unusable_mark_holds_for_its_address_until_cleared(void **
     c.email = "other@c1.example";
     assert_int_equal(cad_store_contact_upsert(f->st, &c, T0 + 5, f->err), 0);
     assert_int_equal(unusable_of(f, key, "p-b"), 1u << CH_CRM);
+    /* a contact without a phone gets no phone mark: it would hold for any later number */
+    assert_int_equal(cad_store_contact_mark_unusable(f->st, ck, "sms", CAD_ADDRESS_PHONE,
+                                                     "provider: invalid number", T0 + 6, f->err),
+                     0);
+    assert_int_equal(unusable_of(f, key, "p-b"), 1u << CH_CRM);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM contact_channels WHERE channel = 'sms'"),
+                     0);
 }
 
 static void test_store_snapshot_resolves_roles_reachability_events_history(void **state)
