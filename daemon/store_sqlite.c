@@ -1665,13 +1665,12 @@ int cad_store_unsuppress_address(cad_store_t *st, const char *address, cad_time_
     return rc == SQLITE_DONE ? 0 : db_fail(st, err, rc, "finding the customers of an address");
 }
 
-int cad_store_suppression_foreach(cad_store_t *st, int limit,
-                                  void (*fn)(const char *address, const char *reason, cad_time_t at,
-                                             void *arg),
-                                  void *arg, char *err)
+/* Steps `s` (bound already) and calls fn with each row's text, text and
+ * integer columns; returns the row count or a store error naming `what`. */
+static int foreach_text_text_int(cad_store_t *st, sqlite3_stmt *s,
+                                 void (*fn)(const char *, const char *, int64_t, void *), void *arg,
+                                 const char *what, char *err)
 {
-    sqlite3_stmt *s = stmt(st, S_SUPPRESSION_LIST);
-    sqlite3_bind_int(s, 1, limit > 0 ? limit : -1);
     int n = 0, rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         fn(col_text(s, 0), col_text(s, 1), sqlite3_column_int64(s, 2), arg);
@@ -1679,8 +1678,18 @@ int cad_store_suppression_foreach(cad_store_t *st, int limit,
     }
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
-        return db_fail(st, err, rc, "listing suppressions");
+        return db_fail(st, err, rc, what);
     return n;
+}
+
+int cad_store_suppression_foreach(cad_store_t *st, int limit,
+                                  void (*fn)(const char *address, const char *reason, cad_time_t at,
+                                             void *arg),
+                                  void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_SUPPRESSION_LIST);
+    sqlite3_bind_int(s, 1, limit > 0 ? limit : -1);
+    return foreach_text_text_int(st, s, fn, arg, "listing suppressions", err);
 }
 
 int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t now, char *err)
@@ -2914,16 +2923,7 @@ int cad_store_touch_counts_foreach(cad_store_t *st,
                                               void *arg),
                                    void *arg, char *err)
 {
-    sqlite3_stmt *s = stmt(st, S_TOUCH_COUNTS);
-    int n = 0, rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        fn(col_text(s, 0), col_text(s, 1), sqlite3_column_int64(s, 2), arg);
-        n++;
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE)
-        return db_fail(st, err, rc, "counting touches");
-    return n;
+    return foreach_text_text_int(st, stmt(st, S_TOUCH_COUNTS), fn, arg, "counting touches", err);
 }
 
 int cad_store_delivery_latency(cad_store_t *st, cad_time_t since, const double *bounds, int n,
