@@ -592,6 +592,10 @@ static json_t *cmd_contact_usable(json_t *req, const cad_control_peer_t *peer, v
     int rc = cad_store_contact_customer(st, contact, &key, owner, err);
     if (rc == 0)
         rc = cad_store_contact_mark_usable(st, contact, channel, now_seconds(), err);
+    if (rc == -CAD_ENOTFOUND && strstr(err, "is not marked unusable") &&
+        cad_playbook_channel(&cad_daemon_config(c->d)->playbook, channel) < 0)
+        return cad_control_fail(error, CAD_CONTROL_NOT_FOUND,
+                                "field channel: no channel '%s' in the configuration", channel);
     if (rc != 0)
         return store_fail(error, rc, err);
     changed(c, key);
@@ -621,13 +625,18 @@ static json_t *cmd_suppression_add(json_t *req, const cad_control_peer_t *peer, 
         cad_control_arg_string(req, "address", true, &address, error) != 0 ||
         cad_control_arg_string(req, "reason", false, &reason, error) != 0)
         return NULL;
-    char err[CAD_ERRBUF];
-    int rc = cad_store_suppress_address(cad_daemon_store(c->d), address,
+    if (reason && (strlen(reason) > 500 || strpbrk(reason, "\r\n\t")))
+        return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST,
+                                "field reason: one line of at most 500 bytes");
+    char err[CAD_ERRBUF], stored[256];
+    int rc = cad_store_suppression_address(address, stored, err);
+    if (rc == 0)
+        rc = cad_store_suppress_address(cad_daemon_store(c->d), stored,
                                         reason ? reason : "operator", now_seconds(), err);
     if (rc != 0)
         return store_fail(error, rc, err);
     cad_log_info("control: address suppressed uid=%u pid=%d", (unsigned)peer->uid, (int)peer->pid);
-    return json_pack("{s:s, s:b}", "address", address, "suppressed", 1);
+    return json_pack("{s:s, s:b}", "address", stored, "suppressed", 1);
 }
 
 static json_t *cmd_suppression_remove(json_t *req, const cad_control_peer_t *peer, void *arg,
@@ -639,14 +648,16 @@ static json_t *cmd_suppression_remove(json_t *req, const cad_control_peer_t *pee
     if (check_fields(req, fields, error) != 0 ||
         cad_control_arg_string(req, "address", true, &address, error) != 0)
         return NULL;
-    char err[CAD_ERRBUF];
-    int rc = cad_store_unsuppress_address(cad_daemon_store(c->d), address, now_seconds(),
-                                          rescan_one, c, err);
+    char err[CAD_ERRBUF], stored[256];
+    int rc = cad_store_suppression_address(address, stored, err);
+    if (rc == 0)
+        rc = cad_store_unsuppress_address(cad_daemon_store(c->d), stored, now_seconds(), rescan_one,
+                                          c, err);
     if (rc != 0)
         return store_fail(error, rc, err);
     cad_log_info("control: address taken off the suppression list uid=%u pid=%d",
                  (unsigned)peer->uid, (int)peer->pid);
-    return json_pack("{s:s, s:b}", "address", address, "suppressed", 0);
+    return json_pack("{s:s, s:b}", "address", stored, "suppressed", 0);
 }
 
 static json_t *cmd_suppression_list(json_t *req, const cad_control_peer_t *peer, void *arg,

@@ -193,8 +193,8 @@ static int check_config(const char *path, const char *plugin_dir)
     if (plugins_checked) {
         int failed = cad_plugin_host_check(cfg, stderr, stdout);
         if (failed > 0) {
-            fprintf(stderr, "%s: %d channel%s would not load their plugin\n", path, failed,
-                    failed == 1 ? "" : "s");
+            fprintf(stderr, "%s: %d channel%s would not load %s plugin%s\n", path, failed,
+                    failed == 1 ? "" : "s", failed == 1 ? "its" : "their", failed == 1 ? "" : "s");
             cad_config_free(cfg);
             return 1;
         }

@@ -153,6 +153,10 @@ int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const
  * phone) never contacted (R10). Adding one again updates its reason. */
 int cad_store_suppress_address(cad_store_t *st, const char *address, const char *reason,
                                cad_time_t now, char *err);
+/* The stored form of a suppressed address into `norm`: a mailto: prefix
+ * dropped, an email lower-cased, a phone as given (E.164). -CAD_EINVAL with a
+ * sentence for anything else. */
+int cad_store_suppression_address(const char *address, char norm[256], char *err);
 /* Takes an address off the list; -CAD_ENOTFOUND when it is not on it. The
  * customers with a contact at that address are scheduled for evaluation
  * now, and fn (may be NULL) is called with each one's key. */

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <uv.h>
 
@@ -491,7 +492,8 @@ static const char *const stmt_sql[S_COUNT] = {
                         " last_error = 'cancelled by an operator'"
                         " WHERE key = ?1 AND state IN ('queued', 'retry_wait', 'dead')",
     [S_OUTBOX_REQUEUE_ONE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2"
-                             " WHERE key = ?1 AND state IN ('dead', 'retry_wait')"
+                             " WHERE key = ?1 AND (state IN ('dead', 'retry_wait')"
+                             " OR (state = 'cancelled' AND last_error LIKE 'not sent:%'))"
                              " AND expires_at > ?2",
     [S_COUNT_ALERT_KINDS] = "SELECT kind, COUNT(*) FROM alerts WHERE open = 1 GROUP BY kind",
     [S_COUNT_PAUSED] = "SELECT COUNT(*) FROM customers WHERE paused = 1",
@@ -1604,15 +1606,20 @@ int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const
 
 /* The stored form of a suppressed address: an email lower-cased, or an
  * E.164 number; -CAD_EINVAL for anything else. */
-static int suppression_address(const char *address, char norm[256], char *err)
+int cad_store_suppression_address(const char *address, char norm[256], char *err)
 {
-    bool email = address && strchr(address, '@');
-    if (!address || strlen(address) > 254 ||
-        (email ? !email_valid(address) : !phone_valid(address)))
+    if (address && strncasecmp(address, "mailto:", 7) == 0)
+        address += 7; /* the address of a mailto: URI */
+    if (!address || strlen(address) > 254)
+        return cad_fail(err, CAD_EINVAL,
+                        "suppression: an address is at most 254 bytes, not %zu (starting '%.40s')",
+                        address ? strlen(address) : 0, address ? address : "");
+    bool email = strchr(address, '@') != NULL;
+    if (email ? !email_valid(address) : !phone_valid(address))
         return cad_fail(err, CAD_EINVAL,
                         "suppression: '%s' is neither an email address nor an E.164 number "
                         "(+ and 7-15 digits)",
-                        address ? address : "");
+                        address);
     size_t n = strlen(address);
     for (size_t i = 0; i <= n; i++)
         norm[i] = email ? (char)tolower((unsigned char)address[i]) : address[i];
@@ -1623,7 +1630,7 @@ int cad_store_suppress_address(cad_store_t *st, const char *address, const char 
                                cad_time_t now, char *err)
 {
     char norm[256];
-    int r = suppression_address(address, norm, err);
+    int r = cad_store_suppression_address(address, norm, err);
     if (r < 0 || (r = write_begin(st, err)) < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_SUPPRESS);
@@ -1638,7 +1645,7 @@ int cad_store_unsuppress_address(cad_store_t *st, const char *address, cad_time_
                                  void (*fn)(int64_t customer_key, void *arg), void *arg, char *err)
 {
     char norm[256];
-    int r = suppression_address(address, norm, err);
+    int r = cad_store_suppression_address(address, norm, err);
     if (r < 0 || (r = write_begin(st, err)) < 0)
         return r;
     sqlite3_stmt *s = stmt(st, S_UNSUPPRESS);

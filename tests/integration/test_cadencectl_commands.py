@@ -127,9 +127,9 @@ class Commands(h.DaemonTestCase):
         self.usage("contact", "consent", "globex-dm", "email", "maybe")
 
     def test_suppression_list_add_list_remove(self):
-        r = self.ctl("suppress", "add", "Hank@Globex.example", "--reason", "asked by phone")
+        r = self.ctl("suppress", "add", "MAILTO:Hank@Globex.example", "--reason", "asked by phone")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("is suppressed", r.stdout)
+        self.assertIn("hank@globex.example is suppressed", r.stdout)
         self.assertEqual(self.ctl("suppress", "add", "+12125550199").returncode, 0)
         rows = self.json("suppress", "list")["suppressions"]
         self.assertEqual(sorted((x["address"], x["reason"]) for x in rows),
@@ -145,6 +145,10 @@ class Commands(h.DaemonTestCase):
         err = self.fails("bad_request", "suppress", "add", "12125550199")
         self.assertIn("neither an email address nor an E.164 number", err)
         self.fails("bad_request", "suppress", "add", "two@@example.com")
+        err = self.fails("bad_request", "suppress", "add", "x" * 300 + "@example.com")
+        self.assertIn("at most 254 bytes, not 312", err)
+        err = self.fails("bad_request", "suppress", "add", "a@example.com", "--reason", "one\ntwo")
+        self.assertIn("field reason: one line", err)
         self.usage("suppress", "forget", "x@example.com")
 
     def test_event_add_evaluates_the_customer_and_is_idempotent(self):

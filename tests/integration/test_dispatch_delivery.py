@@ -337,6 +337,9 @@ class Feedback(DispatchCase):
         r = d.ctl("contact", "usable", "nobody", "hook")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("contact 'nobody' does not exist", r.stderr)
+        r = d.ctl("contact", "usable", "cust-00002-dm", "nosuch")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no channel 'nosuch' in the configuration", r.stderr)
         self.rx.set(gone=[])
         r = d.ctl("event", "add", "cust-00002-order3", "cust-00002", "purchase", "at=now")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -397,8 +400,20 @@ class SendTimeChecks(DispatchCase):
         self.assertTrue(rx.wait_until(lambda: states()["cust-00001"] == "delivered", 10),
                         "%r" % rows())
         self.assertEqual(len([x for x in self.rx.records() if x["customer"] == "cust-00000"]), 1)
+        # Once the contact opts in again, the operator can send the withdrawn touch.
+        key = str(rows()["cust-00000"][0])
+        r = d.ctl("outbox", "retry", key)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)  # queued; withdrawn again at once
+        self.assertTrue(rx.wait_until(lambda: states()["cust-00000"] == "cancelled", 10))
+        r = d.ctl("contact", "consent", "cust-00000-dm", "email", "in", "--source", "re-subscribed")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = d.ctl("outbox", "retry", key)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(rx.wait_until(lambda: states()["cust-00000"] == "delivered", 10),
+                        "%r" % rows())
+        self.assertEqual(len([x for x in self.rx.records() if x["customer"] == "cust-00000"]), 2)
         metrics = d.ctl("metrics").stdout
-        self.assertIn('cadence_dispatch_outcomes_total{channel="hook",outcome="withdrawn"} 1',
+        self.assertIn('cadence_dispatch_outcomes_total{channel="hook",outcome="withdrawn"} 2',
                       metrics)
         self.assertEqual(rx.query(self.db, "SELECT COUNT(*) FROM contact_channels"), [(0,)])
         self.assertEqual(d.stop(), 0)
