@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct email_instance {
@@ -76,6 +77,15 @@ static const cad_plugin_option_t email_options[] = {
 
 static int init_fail(char *err, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Why the PEM bundle at `path` cannot serve as ca_file, or NULL. */
+static const char *ca_file_problem(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || access(path, R_OK) != 0)
+        return strerror(errno);
+    return S_ISREG(sb.st_mode) ? NULL : "not a regular file";
+}
 
 static int init_fail(char *err, size_t size, const char *fmt, ...)
 {
@@ -173,9 +183,9 @@ static int email_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void *
         rc = init_fail(err, err_size,
                        "email: unsubscribe_url \"%s\" must start with https:// (RFC 8058)",
                        em->unsubscribe_url);
-    } else if (is_set(em->ca_file) && access(em->ca_file, R_OK) != 0) {
+    } else if (is_set(em->ca_file) && ca_file_problem(em->ca_file)) {
         rc = init_fail(err, err_size, "email: ca_file \"%s\" cannot be read: %s", em->ca_file,
-                       strerror(errno));
+                       ca_file_problem(em->ca_file));
     }
     if (rc == 0 && is_set(em->username)) {
         if (api->read_secret(env, "password_file", &em->password, &em->password_len, err,

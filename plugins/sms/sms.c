@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TWILIO_UNSUBSCRIBED 21610 /* attempt to send to unsubscribed recipient */
@@ -69,6 +70,15 @@ static const cad_plugin_option_t sms_options[] = {
 
 static int init_fail(char *err, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Why the PEM bundle at `path` cannot serve as ca_file, or NULL. */
+static const char *ca_file_problem(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || access(path, R_OK) != 0)
+        return strerror(errno);
+    return S_ISREG(sb.st_mode) ? NULL : "not a regular file";
+}
 
 static int init_fail(char *err, size_t size, const char *fmt, ...)
 {
@@ -168,9 +178,9 @@ static int sms_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **i
     } else if (sms->max_segments < 1 || sms->max_segments > 10) {
         rc = init_fail(err, err_size, "sms: max_segments %lld is outside 1 to 10",
                        (long long)sms->max_segments);
-    } else if (is_set(sms->ca_file) && access(sms->ca_file, R_OK) != 0) {
+    } else if (is_set(sms->ca_file) && ca_file_problem(sms->ca_file)) {
         rc = init_fail(err, err_size, "sms: ca_file \"%s\" cannot be read: %s", sms->ca_file,
-                       strerror(errno));
+                       ca_file_problem(sms->ca_file));
     }
     if (rc == 0) {
         size_t n = strlen(base_url);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -272,6 +273,15 @@ static int decode_secret(const char *secret, size_t len, unsigned char *key, siz
     return 0;
 }
 
+/* Why the PEM bundle at `path` cannot serve as ca_file, or NULL. */
+static const char *ca_file_problem(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || access(path, R_OK) != 0)
+        return strerror(errno);
+    return S_ISREG(sb.st_mode) ? NULL : "not a regular file";
+}
+
 static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **instance,
                         char *err, size_t err_size)
 {
@@ -301,9 +311,9 @@ static int webhook_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void
     }
     const char *ca_file = api->option(env, "ca_file");
     if (ca_file && *ca_file) {
-        if (access(ca_file, R_OK) != 0) {
+        if (ca_file_problem(ca_file)) {
             snprintf(err, err_size, "option ca_file \"%s\" cannot be read: %s", ca_file,
-                     strerror(errno));
+                     ca_file_problem(ca_file));
             goto fail;
         }
         if (!(w->ca_file = strdup(ca_file))) {

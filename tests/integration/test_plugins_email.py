@@ -442,6 +442,9 @@ class EmailTlsTest(unittest.TestCase):
         missing = os.path.join(self.tmp.name, "no-such-ca.pem")
         out = self.send("smtp://127.0.0.1:%d" % self.port, missing, expect_load=False)
         self.assertIn('ca_file "%s" cannot be read' % missing, out["error"])
+        out = self.send("smtp://127.0.0.1:%d" % self.port, self.tmp.name, expect_load=False)
+        self.assertIn('ca_file "%s" cannot be read: not a regular file' % self.tmp.name,
+                      out["error"])
         self.assertEqual(self.handler.messages, [])
 
 

@@ -206,6 +206,13 @@ def https_cases(driver, plugin_dir, state, creds, tmp):
           % (p.returncode, p.stdout))
     check(missing in p.stdout and "cannot be read" in p.stdout,
           "the load error must name the file: %s" % p.stdout)
+    p = subprocess.run([driver, "--plugin-dir", plugin_dir, "--state-dir", state,
+                        "--credentials-dir", creds, "--plugin", "webhook",
+                        "--set", "url=" + base + "/ok", "--set", "secret_file=webhook.key",
+                        "--set", "ca_file=" + tmp],
+                       input="", capture_output=True, text=True, timeout=30)
+    check(p.returncode == 3 and "not a regular file" in p.stdout,
+          "a directory as ca_file must fail the load: %d %s" % (p.returncode, p.stdout))
 
 
 def main():
