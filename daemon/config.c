@@ -1187,6 +1187,23 @@ static void load_channels(struct loader *ld, const config_setting_t *root)
         cc->burst = cc->rate_per_second >= 1 ? (uint32_t)ceil(cc->rate_per_second) : 1;
         get_u32(ld, e, "burst", ctx, 1, 1000000, &cc->burst);
         load_channel_dispatch(ld, e, ctx, cc);
+        /* Channels of one provider account share one bucket: two rates for
+         * it would leave one of them silently unused. */
+        for (int k = 0; k < index && cc->account[0] && cc->account_rate > 0; k++) {
+            const cad_channel_config_t *o = &ld->cfg->channel_config[k];
+            if (strcmp(o->account, cc->account) == 0 &&
+                strcmp(pb->channels[k].plugin, ch->plugin) == 0 && o->account_rate > 0 &&
+                (o->account_rate != cc->account_rate || o->account_burst != cc->account_burst)) {
+                report_at(ld, member(e, "account_rate"),
+                          "%s sets account_rate %g (burst %u) for account '%s', but channel '%s' "
+                          "(line %d) set %g (burst %u): the channels of one account share one "
+                          "limit; set it on one of them",
+                          ctx, cc->account_rate, cc->account_burst, cc->account,
+                          pb->channels[k].name, pb->channels[k].line, o->account_rate,
+                          o->account_burst);
+                break;
+            }
+        }
         /* The Standard Webhooks schedule (the webhook plugin's default) is
          * ten attempts over about 75 hours plus jitter: unless the operator
          * says otherwise, let it run to its end. */

@@ -847,6 +847,21 @@ static void test_content_variables_need_a_content_item(void **state)
     result_free(&r);
 }
 
+static void test_one_account_has_one_rate(void **state)
+{
+    load_result_t r = load_bad("account_conflict.conf");
+    assert_error(&r, "account_conflict.conf", 5,
+                 "channel 'sms_us' sets account_rate 50 (burst 50) for account 'acct', but "
+                 "channel 'sms_eu' (line 4) set 10 (burst 10): the channels of one account share "
+                 "one limit");
+    /* a channel of the account without a rate, and another plugin's "acct", are fine */
+    size_t lines = 0;
+    for (const char *p = r.errors; p && *p; p++)
+        lines += *p == '\n';
+    assert_int_equal(lines, 1);
+    result_free(&r);
+}
+
 static void test_log_level_names(void **state)
 {
     assert_int_equal(cad_log_level_parse("debug"), CAD_LOG_DEBUG);
@@ -917,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_policy_segment),
         cmocka_unit_test(test_templates_checked_at_load),
         cmocka_unit_test(test_content_variables_need_a_content_item),
+        cmocka_unit_test(test_one_account_has_one_rate),
         cmocka_unit_test(test_log_level_names),
         cmocka_unit_test(test_free_accepts_null),
     };
