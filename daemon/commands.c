@@ -1736,9 +1736,16 @@ static json_t *cmd_plugins(json_t *req, const cad_control_peer_t *peer, void *ar
         }
         for (int k = 0; k < ds.n_channels; k++)
             if (strcmp(ds.channels[k].channel, ch->name) == 0) {
+                const cad_dispatch_channel_stats_t *st = &ds.channels[k];
                 json_object_set_new(item, "circuit",
-                                    json_string(cad_circuit_state_name(ds.channels[k].circuit)));
-                json_object_set_new(item, "last_error", json_string(ds.channels[k].last_error));
+                                    json_string(cad_circuit_state_name(st->circuit)));
+                json_object_set_new(item, "last_error", json_string(st->last_error));
+                /* Outcomes since start, kept across reloads (the host's
+                 * own counters start again with each host). */
+                json_object_set_new(item, "delivered", json_integer(st->delivered));
+                json_object_set_new(item, "retried", json_integer(st->retried));
+                json_object_set_new(item, "failed", json_integer(st->dead));
+                json_object_set_new(item, "withdrawn", json_integer(st->withdrawn));
             }
         json_array_append_new(list, item);
     }

@@ -64,6 +64,14 @@ class Delivery(DispatchCase):
         self.assertEqual(set(ids), keys, "the receiver saw other keys than the store holds")
         self.assertEqual(len(ids), len(set(ids)), "a key was received twice without a crash")
         self.assertTrue(all(r[3] == 1 for r in rows), "a touch needed more than one attempt")
+        # The per-channel outcomes survive a reload (a new plugin host).
+        d.signal(signal.SIGHUP)
+        self.assertTrue(rx.wait_until(lambda: "reload: the new configuration is in force"
+                                      in d.read_log(), 10))
+        r = d.ctl("--json", "plugins")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        hook = next(p for p in json.loads(r.stdout)["plugins"] if p["channel"] == "hook")
+        self.assertEqual((hook["delivered"], hook["failed"], hook["withdrawn"]), (N, 0, 0), hook)
         self.assertEqual(d.stop(), 0)
         log = d.read_log()
         m = re.search(r"dispatch: stopped delivered=(\d+) retried=(\d+) dead=(\d+) commits=(\d+)",
