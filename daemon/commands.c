@@ -1585,16 +1585,24 @@ static json_t *cmd_alerts(json_t *req, const cad_control_peer_t *peer, void *arg
     cad_dispatch_stats_t ds = {0};
     if (disp)
         cad_dispatch_get_stats(disp, &ds);
+    cad_plugin_host_t *host = cad_daemon_plugin_host(c->d);
+    cad_plugin_info_t info[CAD_MAX_CHANNELS];
+    int n_info = host ? cad_plugin_host_list(host, info, CAD_MAX_CHANNELS) : 0;
     for (int i = 0; circuits && i < ds.n_channels; i++) {
         const cad_dispatch_channel_stats_t *ch = &ds.channels[i];
         if (ch->circuit == CAD_CIRCUIT_CLOSED && ch->ready)
             continue;
+        /* A channel that did not load: why it did not, not its last send. */
+        const char *why = ch->last_error;
+        for (int k = 0; !ch->ready && k < n_info; k++)
+            if (strcmp(info[k].channel, ch->channel) == 0 && info[k].error && *info[k].error)
+                why = info[k].error;
         json_t *item =
             json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "kind",
                       ch->ready ? "circuit_open" : "plugin_not_loaded", "channel", ch->channel,
                       "plugin", ch->plugin, "circuit", cad_circuit_state_name(ch->circuit), "since",
                       time_or_null(ch->circuit_since), "consecutive_failures",
-                      (json_int_t)ch->consecutive_failures, "last_error", ch->last_error);
+                      (json_int_t)ch->consecutive_failures, "last_error", why);
         if (item)
             json_array_append_new(circuits, item);
     }

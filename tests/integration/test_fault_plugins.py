@@ -159,6 +159,9 @@ class PluginFaults(h.DaemonTestCase):
         # The operator sees it in status, and a reload that leaves it broken says so.
         r = d.ctl("status")
         self.assertIn("1 not loaded", r.stdout)
+        r = d.ctl("alerts")
+        self.assertRegex(r.stdout, r"plugin_not_loaded, circuit \w+, last error: .*"
+                                   r"the fixture always fails")
         r = d.ctl("reload")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("reloaded", r.stdout)
