@@ -590,9 +590,11 @@ static json_t *cmd_contact_usable(json_t *req, const cad_control_peer_t *peer, v
     int64_t key;
     char owner[CAD_ID_MAX + 1], err[CAD_ERRBUF];
     int rc = cad_store_contact_customer(st, contact, &key, owner, err);
-    if (rc == 0)
-        rc = cad_store_contact_mark_usable(st, contact, channel, now_seconds(), err);
-    if (rc == -CAD_ENOTFOUND && strstr(err, "is not marked unusable") &&
+    if (rc != 0)
+        return store_fail(error, rc, err);
+    rc = cad_store_contact_mark_usable(st, contact, channel, now_seconds(), err);
+    /* The contact exists: not found means no mark, maybe no such channel. */
+    if (rc == -CAD_ENOTFOUND &&
         cad_playbook_channel(&cad_daemon_config(c->d)->playbook, channel) < 0)
         return cad_control_fail(error, CAD_CONTROL_NOT_FOUND,
                                 "field channel: no channel '%s' in the configuration", channel);

@@ -1428,6 +1428,15 @@ static int consent_write(cad_store_t *st, int64_t contact_key, const char *conta
     bind_text(s, 5, c->source);
     return exec_stmt(st, s, err, "saving a consent");
 }
+/* Inside an open write: customer `customer_key` is evaluated no later than
+ * `now` (its data changed). */
+static int schedule_customer(cad_store_t *st, int64_t customer_key, cad_time_t now, char *err)
+{
+    sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
+    sqlite3_bind_int64(u, 1, customer_key);
+    sqlite3_bind_int64(u, 2, now);
+    return exec_stmt(st, u, err, "scheduling a customer");
+}
 
 int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad_time_t now,
                              char *err)
@@ -1486,12 +1495,8 @@ int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad
     for (int i = 0; r == 0 && i < 2; i++)
         if (in->consent[i].kind)
             r = consent_write(st, contact_key, in->id, &in->consent[i], now, err);
-    if (r == 0) {
-        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
-        sqlite3_bind_int64(u, 1, customer_key);
-        sqlite3_bind_int64(u, 2, now);
-        r = exec_stmt(st, u, err, "scheduling a customer");
-    }
+    if (r == 0)
+        r = schedule_customer(st, customer_key, now, err);
     return write_end(st, r, err);
 }
 
@@ -1528,12 +1533,8 @@ int cad_store_consent_set(cad_store_t *st, const char *contact_id, const cad_con
     if ((r = write_begin(st, err)) < 0)
         return r;
     r = consent_write(st, contact_key, contact_id, c, now, err);
-    if (r == 0) {
-        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
-        sqlite3_bind_int64(u, 1, customer_key);
-        sqlite3_bind_int64(u, 2, now);
-        r = exec_stmt(st, u, err, "scheduling a customer");
-    }
+    if (r == 0)
+        r = schedule_customer(st, customer_key, now, err);
     return write_end(st, r, err);
 }
 
@@ -1567,12 +1568,8 @@ int cad_store_contact_mark_unusable(cad_store_t *st, int64_t contact_key, const 
               : address == CAD_ADDRESS_PHONE ? "phone"
                                              : "none");
     r = exec_stmt(st, s, err, "marking a channel unusable");
-    if (r == 0) {
-        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
-        sqlite3_bind_int64(u, 1, customer_key);
-        sqlite3_bind_int64(u, 2, now);
-        r = exec_stmt(st, u, err, "scheduling a customer");
-    }
+    if (r == 0)
+        r = schedule_customer(st, customer_key, now, err);
     return write_end(st, r, err);
 }
 
@@ -1595,12 +1592,8 @@ int cad_store_contact_mark_usable(cad_store_t *st, const char *contact_id, const
     if (r == 0 && sqlite3_changes(st->db) == 0)
         r = cad_fail(err, CAD_ENOTFOUND, "contact %s: channel %s is not marked unusable",
                      contact_id, channel);
-    if (r == 0) {
-        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
-        sqlite3_bind_int64(u, 1, customer_key);
-        sqlite3_bind_int64(u, 2, now);
-        r = exec_stmt(st, u, err, "scheduling a customer");
-    }
+    if (r == 0)
+        r = schedule_customer(st, customer_key, now, err);
     return write_end(st, r, err);
 }
 
@@ -1730,12 +1723,8 @@ int cad_store_event_add(cad_store_t *st, const cad_event_input_t *in, cad_time_t
     r = exec_stmt(st, s, err, "saving an event");
     if (r == 0 && sqlite3_changes(st->db) == 0)
         r = cad_fail(err, CAD_EEXIST, "event %s: already recorded", in->id);
-    if (r == 0) {
-        sqlite3_stmt *u = stmt(st, S_CUSTOMER_TOUCH_EVAL);
-        sqlite3_bind_int64(u, 1, customer_key);
-        sqlite3_bind_int64(u, 2, now);
-        r = exec_stmt(st, u, err, "scheduling a customer");
-    }
+    if (r == 0)
+        r = schedule_customer(st, customer_key, now, err);
     return write_end(st, r, err);
 }
 

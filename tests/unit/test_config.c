@@ -831,6 +831,15 @@ static void test_templates_checked_at_load(void **state)
     result_free(&r);
 }
 
+/* How many errors a load reported (one line each). */
+static size_t error_lines(const load_result_t *r)
+{
+    size_t lines = 0;
+    for (const char *p = r->errors; p && *p; p++)
+        lines += *p == '\n';
+    return lines;
+}
+
 static void test_content_variables_need_a_content_item(void **state)
 {
     load_result_t r = load_bad("content_hole.conf");
@@ -840,10 +849,7 @@ static void test_content_variables_need_a_content_item(void **state)
     assert_error(&r, "content_hole.conf", 17,
                  "rule 'teaser_blast' names template 'teaser', whose subject part has");
     /* a content item's own template, and a library rule, are fine */
-    size_t lines = 0;
-    for (const char *p = r.errors; p && *p; p++)
-        lines += *p == '\n';
-    assert_int_equal(lines, 2);
+    assert_int_equal(error_lines(&r), 2);
     result_free(&r);
 }
 
@@ -855,10 +861,7 @@ static void test_one_account_has_one_rate(void **state)
                  "channel 'sms_eu' (line 4) set 10 (burst 10): the channels of one account share "
                  "one limit");
     /* a channel of the account without a rate, and another plugin's "acct", are fine */
-    size_t lines = 0;
-    for (const char *p = r.errors; p && *p; p++)
-        lines += *p == '\n';
-    assert_int_equal(lines, 1);
+    assert_int_equal(error_lines(&r), 1);
     result_free(&r);
 }
 
