@@ -459,7 +459,8 @@ static json_t *new_request(const char *cmd)
 
 /* Turns FIELD=VALUE arguments into an object: list fields (interests,
  * roles) split on commas, JSON fields (attributes, data, consent) parsed,
- * paused as a boolean, everything else a string. */
+ * paused as a boolean, an empty email or phone as null (remove it),
+ * everything else a string. */
 static int fill_fields(const subcommand_t *sc, json_t *obj, char **args, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -494,6 +495,8 @@ static int fill_fields(const subcommand_t *sc, json_t *obj, char **args, int n)
                 return -1;
             }
             val = json_boolean(strcmp(v, "true") == 0);
+        } else if (!*v && (strcmp(key, "email") == 0 || strcmp(key, "phone") == 0)) {
+            val = json_null();
         } else {
             val = json_string(v);
         }
@@ -1483,7 +1486,8 @@ static const subcommand_t subcommands[] = {
      "add ID CUSTOMER [FIELD=VALUE...] | update ID [FIELD=VALUE...] |\n"
      "       consent CONTACT email|sms in|out [--source TEXT] [--at TIME] |\n"
      "       usable CONTACT CHANNEL\n"
-     "  FIELDs: name, first_name, roles=a,b, email, phone (E.164), customer, consent=JSON",
+     "  FIELDs: name, first_name, roles=a,b, email, phone (E.164), customer, consent=JSON;\n"
+     "  email= or phone= (empty) removes that address",
      build_contact,
      NULL,
      NULL,

@@ -156,6 +156,18 @@ static int row_str(const row_t *r, const char *name, const char **out, char *msg
     return 0;
 }
 
+/* An address field of a contact: like row_str, but a JSON null removes the
+ * address (*out = ""), as in a JSON merge patch (RFC 7396); an absent field
+ * or an empty string (and any CSV cell) keeps it. */
+static int row_address(const row_t *r, const char *name, const char **out, char *msg)
+{
+    if (r->obj && json_is_null(json_object_get(r->obj, name))) {
+        *out = "";
+        return 0;
+    }
+    return row_str(r, name, out, msg);
+}
+
 static int require(const char *value, const char *name, char *msg)
 {
     return value ? 0 : cad_fail(msg, CAD_EINVAL, "field %s: required", name);
@@ -507,8 +519,8 @@ static int import_contact(import_ctx_t *c, const row_t *r, char *msg)
         (rc = require(in.customer_id, "customer", msg)) < 0 ||
         (rc = row_str(r, "name", &in.name, msg)) < 0 ||
         (rc = row_str(r, "first_name", &in.first_name, msg)) < 0 ||
-        (rc = row_str(r, "email", &in.email, msg)) < 0 ||
-        (rc = row_str(r, "phone", &in.phone, msg)) < 0 ||
+        (rc = row_address(r, "email", &in.email, msg)) < 0 ||
+        (rc = row_address(r, "phone", &in.phone, msg)) < 0 ||
         (rc = row_list(r, "roles", roles, sizeof(roles), &in.roles, check_role, c->pb, msg)) < 0)
         return rc;
     if (r->obj) {
@@ -520,10 +532,10 @@ static int import_contact(import_ctx_t *c, const row_t *r, char *msg)
             (rc = consent_csv(r, "sms", &in.consent[1], c->opt->now, msg)) < 0)
             return rc;
     }
-    if (in.consent[0].kind && !in.email)
+    if (in.consent[0].kind && (!in.email || !*in.email))
         return cad_fail(msg, CAD_EINVAL,
                         "contact %s: field consent.email: given without an email address", in.id);
-    if (in.consent[1].kind && !in.phone)
+    if (in.consent[1].kind && (!in.phone || !*in.phone))
         return cad_fail(msg, CAD_EINVAL,
                         "contact %s: field consent.sms: given without a phone number", in.id);
     return cad_store_contact_upsert(c->st, &in, c->opt->now, msg);

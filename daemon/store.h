@@ -131,7 +131,7 @@ typedef struct cad_contact_input {
 } cad_contact_input_t;
 
 /* Inserts or updates a contact (by id) and the consents given; NULL fields
- * keep their old values. Its customer must exist (-CAD_ENOTFOUND) and is due
+ * keep their old values, an empty email or phone removes the address. Its customer must exist (-CAD_ENOTFOUND) and is due
  * for evaluation at once. */
 int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad_time_t now,
                              char *err);

@@ -126,6 +126,25 @@ class Commands(h.DaemonTestCase):
         self.fails("bad_request", "contact", "add", "c11", "globex", "phone=12345")
         self.usage("contact", "consent", "globex-dm", "email", "maybe")
 
+    def test_contact_address_removed_with_an_empty_value(self):
+        self.assertEqual(self.ctl("customer", "add", "initech", "stage=active").returncode, 0)
+        r = self.ctl("contact", "add", "initech-bl", "initech", "roles=billing",
+                     "email=Bill@Initech.example", "phone=+12125550177")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.ctl("contact", "update", "initech-bl", "phone=")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        c = self.json("customer", "show", "initech")["contacts"][0]
+        self.assertEqual((c["email"], c["phone"]), ("bill@initech.example", ""))
+        # a consent for the address being removed refuses the whole change
+        err = self.fails("bad_request", "contact", "update", "initech-bl", "email=",
+                         'consent={"email": {"opted_in": true}}')
+        self.assertIn("consent.email: given without an email address", err)
+        self.assertEqual(self.json("customer", "show", "initech")["contacts"][0]["email"],
+                         "bill@initech.example")
+        self.assertEqual(self.ctl("contact", "update", "initech-bl", "email=").returncode, 0)
+        c = self.json("customer", "show", "initech")["contacts"][0]
+        self.assertEqual((c["email"], c["phone"]), ("", ""))
+
     def test_suppression_list_add_list_remove(self):
         r = self.ctl("suppress", "add", "MAILTO:Hank@Globex.example", "--reason", "asked by phone")
         self.assertEqual(r.returncode, 0, r.stderr)

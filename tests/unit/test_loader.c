@@ -170,6 +170,76 @@ static void test_loader_jsonl_customers_contacts_events(void **state)
     cad_snapshot_buf_free(&buf);
 }
 
+/* The contact's channel bits (reachable, no_consent) after an import. */
+static void contact_bits(fixture_t *f, unsigned *reachable, unsigned *no_consent)
+{
+    int64_t key;
+    assert_int_equal(cad_store_customer_key(f->st, "acme", &key, f->err), 0);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    assert_int_equal(cad_store_load_snapshot(f->st, &f->pb, key, &buf, &snap, f->err), 0);
+    assert_int_equal(snap.n_contacts, 1);
+    *reachable = snap.contacts[0].reachable;
+    *no_consent = snap.contacts[0].no_consent;
+    cad_snapshot_buf_free(&buf);
+}
+
+/* A JSON null removes an email or phone; an absent field, an empty string
+ * and an empty CSV cell keep it. */
+static void test_loader_null_address_removes_it(void **state)
+{
+    fixture_t *f = *state;
+    cad_import_report_t rep;
+    assert_int_equal(
+        import_text(f, CAD_IMPORT_CUSTOMERS, CAD_IMPORT_JSONL, "c.jsonl", customers_jsonl, &rep),
+        0);
+    const char *contact =
+        "{\"id\":\"acme-ann\",\"customer\":\"acme\",\"email\":\"ann@acme.example\","
+        "\"phone\":\"+447700900123\",\"consent\":{\"email\":{\"opted_in\":true}}}\n";
+    assert_int_equal(
+        import_text(f, CAD_IMPORT_CONTACTS, CAD_IMPORT_JSONL, "p.jsonl", contact, &rep), 0);
+    unsigned reachable, no_consent;
+    contact_bits(f, &reachable, &no_consent);
+    assert_int_equal(reachable, 1u << 0);  /* email */
+    assert_int_equal(no_consent, 1u << 1); /* a phone without SMS consent */
+
+    const char *keep = "{\"id\":\"acme-ann\",\"customer\":\"acme\",\"email\":\"\"}\n";
+    assert_int_equal(import_text(f, CAD_IMPORT_CONTACTS, CAD_IMPORT_JSONL, "p.jsonl", keep, &rep),
+                     0);
+    assert_int_equal(rep.accepted, 1);
+    const char *keep_csv = "id,customer,email,phone\nacme-ann,acme,,\n";
+    assert_int_equal(import_text(f, CAD_IMPORT_CONTACTS, CAD_IMPORT_CSV, "p.csv", keep_csv, &rep),
+                     0);
+    assert_int_equal(rep.accepted, 1);
+    contact_bits(f, &reachable, &no_consent);
+    assert_int_equal(reachable, 1u << 0);
+    assert_int_equal(no_consent, 1u << 1);
+
+    const char *no_phone = "{\"id\":\"acme-ann\",\"customer\":\"acme\",\"phone\":null}\n";
+    assert_int_equal(
+        import_text(f, CAD_IMPORT_CONTACTS, CAD_IMPORT_JSONL, "p.jsonl", no_phone, &rep), 0);
+    contact_bits(f, &reachable, &no_consent);
+    assert_int_equal(reachable, 1u << 0);
+    assert_int_equal(no_consent, 0);
+
+    /* a consent for an address being removed is refused, the row kept whole */
+    const char *bad = "{\"id\":\"acme-ann\",\"customer\":\"acme\",\"email\":null,"
+                      "\"consent\":{\"email\":{\"opted_in\":true}}}\n";
+    assert_int_equal(import_text(f, CAD_IMPORT_CONTACTS, CAD_IMPORT_JSONL, "p.jsonl", bad, &rep),
+                     0);
+    assert_int_equal(rep.rejected, 1);
+    assert_true(rejected_with(f, "p.jsonl:1", "consent.email: given without an email address"));
+    contact_bits(f, &reachable, &no_consent);
+    assert_int_equal(reachable, 1u << 0);
+
+    const char *no_email = "{\"id\":\"acme-ann\",\"customer\":\"acme\",\"email\":null}\n";
+    assert_int_equal(
+        import_text(f, CAD_IMPORT_CONTACTS, CAD_IMPORT_JSONL, "p.jsonl", no_email, &rep), 0);
+    contact_bits(f, &reachable, &no_consent);
+    assert_int_equal(reachable, 0);
+    assert_int_equal(no_consent, 0);
+}
+
 static void test_loader_csv_quoting_lists_and_consent(void **state)
 {
     fixture_t *f = *state;
@@ -701,6 +771,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_loader_jsonl_customers_contacts_events, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_loader_null_address_removes_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loader_csv_quoting_lists_and_consent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loader_bad_rows_report_line_and_field_good_rows_stay,
                                         setup, teardown),
