@@ -304,6 +304,12 @@ static void print_status(json_t *r)
     size_t down = json_array_size(json_object_get(r, "channels_not_loaded"));
     if (down > 0)
         row("channels", "%zu not loaded (see `cadencectl plugins`)", down);
+    size_t off = json_array_size(json_object_get(r, "channels_disabled"));
+    if (off > 0)
+        row("channels",
+            "%zu disabled, endpoint gone; fix the url and reload (see `cadencectl "
+            "alerts`)",
+            off);
     json_t *counts = json_object_get(r, "counts");
     if (json_is_object(counts)) {
         row("customers", "%lld", num(counts, "customers"));
@@ -889,9 +895,16 @@ static void print_alerts(json_t *r)
     json_array_foreach(json_object_get(r, "channels"), i, ch)
     {
         const char *e = str(ch, "last_error");
-        printf("channel %s (%s): %s, circuit %s%s%s\n", str(ch, "channel"), str(ch, "plugin"),
-               str(ch, "kind"), str(ch, "circuit"), *e && *e != '-' ? ", last error: " : "",
-               *e && *e != '-' ? e : "");
+        char since[64];
+        format_time(json_object_get(ch, "since"), since, sizeof since);
+        if (strcmp(str(ch, "kind"), "channel_disabled") == 0)
+            printf("channel %s (%s): disabled since %s, its touches wait; fix the url and "
+                   "reload: %s\n",
+                   str(ch, "channel"), str(ch, "plugin"), since, e);
+        else
+            printf("channel %s (%s): %s, circuit %s%s%s\n", str(ch, "channel"), str(ch, "plugin"),
+                   str(ch, "kind"), str(ch, "circuit"), *e && *e != '-' ? ", last error: " : "",
+                   *e && *e != '-' ? e : "");
     }
     if (json_array_size(json_object_get(r, "channels")) > 0)
         putchar('\n');

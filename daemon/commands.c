@@ -1592,19 +1592,21 @@ static json_t *cmd_alerts(json_t *req, const cad_control_peer_t *peer, void *arg
     int n_info = host ? cad_plugin_host_list(host, info, CAD_MAX_CHANNELS) : 0;
     for (int i = 0; circuits && i < ds.n_channels; i++) {
         const cad_dispatch_channel_stats_t *ch = &ds.channels[i];
-        if (ch->circuit == CAD_CIRCUIT_CLOSED && ch->ready)
+        if (ch->circuit == CAD_CIRCUIT_CLOSED && ch->ready && !ch->disabled)
             continue;
         /* A channel that did not load: why it did not, not its last send. */
         const char *why = ch->last_error;
         for (int k = 0; !ch->ready && k < n_info; k++)
             if (strcmp(info[k].channel, ch->channel) == 0 && info[k].error && *info[k].error)
                 why = info[k].error;
-        json_t *item =
-            json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "kind",
-                      ch->ready ? "circuit_open" : "plugin_not_loaded", "channel", ch->channel,
-                      "plugin", ch->plugin, "circuit", cad_circuit_state_name(ch->circuit), "since",
-                      time_or_null(ch->circuit_since), "consecutive_failures",
-                      (json_int_t)ch->consecutive_failures, "last_error", why);
+        const char *kind = !ch->ready     ? "plugin_not_loaded"
+                           : ch->disabled ? "channel_disabled"
+                                          : "circuit_open";
+        json_t *item = json_pack(
+            "{s:s, s:s, s:s, s:s, s:o, s:I, s:s}", "kind", kind, "channel", ch->channel, "plugin",
+            ch->plugin, "circuit", cad_circuit_state_name(ch->circuit), "since",
+            time_or_null(ch->disabled ? ch->disabled_since : ch->circuit_since),
+            "consecutive_failures", (json_int_t)ch->consecutive_failures, "last_error", why);
         if (item)
             json_array_append_new(circuits, item);
     }
@@ -1749,6 +1751,7 @@ static json_t *cmd_plugins(json_t *req, const cad_control_peer_t *peer, void *ar
                 const cad_dispatch_channel_stats_t *st = &ds.channels[k];
                 json_object_set_new(item, "circuit",
                                     json_string(cad_circuit_state_name(st->circuit)));
+                json_object_set_new(item, "disabled", json_boolean(st->disabled));
                 json_object_set_new(item, "last_error", json_string(st->last_error));
                 /* Outcomes since start, kept across reloads (the host's
                  * own counters start again with each host). */
@@ -1869,6 +1872,13 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
         const char *l[] = {"channel", ds.channels[i].channel, NULL};
         cad_metrics_sample(&m, "cadence_circuit_open", l,
                            ds.channels[i].circuit != CAD_CIRCUIT_CLOSED);
+    }
+    cad_metrics_family(&m, "cadence_channel_disabled", "gauge",
+                       "1 when the channel's endpoint answered that it is gone (webhook 410): "
+                       "nothing is sent until the configuration is reloaded.");
+    for (int i = 0; i < ds.n_channels; i++) {
+        const char *l[] = {"channel", ds.channels[i].channel, NULL};
+        cad_metrics_sample(&m, "cadence_channel_disabled", l, ds.channels[i].disabled);
     }
     cad_plugin_host_t *host = cad_daemon_plugin_host(c->d);
     cad_plugin_info_t info[CAD_MAX_CHANNELS];

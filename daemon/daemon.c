@@ -271,6 +271,28 @@ static json_t *channels_not_loaded(const cad_daemon_t *d)
     return down;
 }
 
+/* The channels the dispatcher disabled because their endpoint is gone, as
+ * [{channel, since, error}]: their touches wait for a reload. */
+static json_t *channels_disabled(const cad_daemon_t *d)
+{
+    json_t *off = json_array();
+    if (!d->dispatch || !off)
+        return off;
+    cad_dispatch_stats_t *ds = malloc(sizeof *ds);
+    if (!ds)
+        return off;
+    cad_dispatch_get_stats(d->dispatch, ds);
+    for (int i = 0; i < ds->n_channels; i++) {
+        const cad_dispatch_channel_stats_t *ch = &ds->channels[i];
+        if (ch->disabled)
+            json_array_append_new(off, json_pack("{s:s, s:I, s:s}", "channel", ch->channel, "since",
+                                                 (json_int_t)ch->disabled_since, "error",
+                                                 ch->last_error));
+    }
+    free(ds);
+    return off;
+}
+
 static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void *arg,
                           cad_control_error_t *error)
 {
@@ -297,6 +319,7 @@ static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void 
                         json_pack("{s:i, s:i}", "rules", d->cfg->playbook.n_rules, "channels",
                                   d->cfg->playbook.n_channels));
     json_object_set_new(r, "channels_not_loaded", channels_not_loaded(d));
+    json_object_set_new(r, "channels_disabled", channels_disabled(d));
     json_object_set_new(r, "store",
                         json_pack("{s:s, s:i, s:i}", "path", cad_store_path(d->store),
                                   "schema_version", cad_store_user_version(d->store),

@@ -87,6 +87,10 @@ struct chan {
     cad_backoff_t backoff;
     cad_circuit_t circuit;
     cad_time_t circuit_since; /* wall clock */
+    /* The endpoint answered that it is gone for good (webhook 410): nothing
+     * more is claimed until the operator reloads the configuration. */
+    bool disabled;
+    cad_time_t disabled_since; /* wall clock */
     cad_bucket_t bucket;
     cad_bucket_map_t *domains; /* NULL when domain_per_minute is 0 */
     int account;               /* index into dispatch.accounts, -1 = none */
@@ -204,6 +208,9 @@ static void chan_configure(cad_dispatch_t *d, chan_t *ch, const cad_channel_t *p
      * server) and reloads expects it to be tried now, not after the open
      * circuit's next probe, which may be minutes away. */
     bool reset_circuit = fresh;
+    if (!fresh && ch->disabled)
+        cad_log_notice("dispatch: channel enabled again by a reload channel=%s", ch->name);
+    ch->disabled = false;
     if (!fresh && ch->circuit.state != CAD_CIRCUIT_CLOSED &&
         channel_changed(d->cfg, ch->name, pc, cc)) {
         cad_log_notice("dispatch: circuit reset, the channel's plugin or settings changed "
@@ -471,7 +478,10 @@ static void handle_permanent(cad_dispatch_t *d, attempt_t *a, const cad_plugin_o
     snprintf(ch->last_error, sizeof ch->last_error, "%s", o->reason);
     ch->permanent++;
     record_dead(d, a, "permanent: %s", o->reason);
-    if (o->effect == CAD_EFFECT_NONE || d->n_pending == 0)
+    /* A gone endpoint is no fault of the contact's: the channel stops, the
+     * contact keeps it. */
+    if (o->effect == CAD_EFFECT_NONE || o->effect == CAD_EFFECT_CHANNEL_DISABLED ||
+        d->n_pending == 0)
         return;
     pending_t *p = &d->pending[d->n_pending - 1];
     if (p->key != a->key)
@@ -537,15 +547,26 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
         break;
     case CAD_OUTCOME_PERMANENT:
         /* The provider answered: as far as the circuit goes, that is health,
-         * except an endpoint gone for good (webhook 410), which counts as a
-         * failure so that a channel whose endpoint vanished stops. */
+         * except an endpoint gone for good (webhook 410): the channel stops
+         * at once, its queue kept, until a reload (a fixed url) enables it. */
         if (o->effect == CAD_EFFECT_CHANNEL_DISABLED) {
-            if (cad_circuit_failure(&ch->circuit, now_ms)) {
-                ch->circuit_since = now;
-                cad_log_warning("dispatch: circuit open, the endpoint answers Gone channel=%s",
-                                ch->name);
-                take_back(d, ch);
+            if (a->took_probe)
+                cad_circuit_abandon(&ch->circuit);
+            if (ch->disabled) {
+                /* Already on the wire when the first Gone came back: it
+                 * waits with the rest of the queue for the reload. */
+                cad_log_info("touch back to the queue, its channel is disabled channel=%s "
+                             "touch=%lld",
+                             ch->name, (long long)a->key);
+                record_release(d, a, o->reason);
+                break;
             }
+            ch->disabled = true;
+            ch->disabled_since = now;
+            cad_log_warning("dispatch: channel disabled, its endpoint is gone; its touches stay "
+                            "queued until the configuration is reloaded channel=%s reason=\"%s\"",
+                            ch->name, o->reason);
+            take_back(d, ch);
         } else {
             if (ch->circuit.state != CAD_CIRCUIT_CLOSED)
                 ch->circuit_since = now;
@@ -836,7 +857,7 @@ static int shared_room(cad_dispatch_t *d, const chan_t *ch, int claimed_now, int
 static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wake_ms, bool *probe)
 {
     *probe = false;
-    if (ch->index < 0 || !d->host || !cad_plugin_host_ready(d->host, ch->index))
+    if (ch->index < 0 || ch->disabled || !d->host || !cad_plugin_host_ready(d->host, ch->index))
         return 0;
     int room = claim_limit(ch) - ch->in_flight;
     if (room > CLAIM_BATCH)
@@ -1217,7 +1238,7 @@ rearm_idle:
     /* Sleep until the earliest due touch of a channel that has room. */
     for (int c = 0; c < d->n_channels; c++) {
         chan_t *ch = d->by_index[c];
-        if (ch->index < 0 || !d->host || !cad_plugin_host_ready(d->host, c))
+        if (ch->index < 0 || ch->disabled || !d->host || !cad_plugin_host_ready(d->host, c))
             continue;
         if (ch->in_flight >= claim_limit(ch))
             continue; /* an outcome will pump */
@@ -1378,6 +1399,8 @@ void cad_dispatch_get_stats(const cad_dispatch_t *d, cad_dispatch_stats_t *st)
         if (o->circuit == CAD_CIRCUIT_OPEN && cad_circuit_wait_ms(&ch->circuit, now_ms) == 0)
             o->circuit = CAD_CIRCUIT_HALF_OPEN; /* a probe goes out at the next pump */
         o->circuit_since = ch->circuit_since;
+        o->disabled = ch->disabled;
+        o->disabled_since = ch->disabled_since;
         o->consecutive_failures = ch->circuit.consecutive_failures;
         o->circuit_opened = ch->circuit.opened_count;
         cad_bucket_t b = ch->bucket;

@@ -52,6 +52,8 @@ typedef struct cad_dispatch_channel_stats {
     int64_t withdrawn; /* claimed, then not sent: consent withdrawn, address suppressed... */
     enum cad_circuit_state circuit;
     cad_time_t circuit_since;      /* wall-clock UTC seconds of the last circuit change */
+    bool disabled;                 /* its endpoint is gone (410): waits for a reload */
+    cad_time_t disabled_since;     /* wall-clock UTC seconds, when disabled */
     uint32_t consecutive_failures; /* transient failures in a row */
     uint64_t circuit_opened;       /* times opened since start */
     double tokens;                 /* channel bucket tokens now; -1 = unlimited */

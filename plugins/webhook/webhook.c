@@ -10,9 +10,10 @@
  * webhook-signature "v1,<base64 HMAC-SHA256(key, id.timestamp.body)>", where
  * key is the base64-decoded part after "whsec_" of the secret file.
  *
- * Outcomes: 2xx delivered; 410 permanent and the endpoint is disabled; 408,
- * 429 and 5xx retry, honouring Retry-After; a redirect is not followed and
- * is permanent (the URL is wrong); other 4xx permanent. Network errors and
+ * Outcomes: 2xx delivered; 410 permanent and the endpoint is disabled (the
+ * host stops the channel until a reload); every other answer is a failed
+ * attempt, retried on the schedule and honouring Retry-After (a redirect is
+ * not followed: the reason says to fix the url). Network errors and
  * timeouts retry. The plugin only builds requests and reads replies; the
  * host runs them on its shared libcurl multi handle.
  */

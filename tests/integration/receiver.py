@@ -193,11 +193,11 @@ log = {{ level = "{log_level}"; }};
 plugins = {{ credentials_dir = "{cred_dir}"; }};
 engine = {{ shutdown_timeout = "{shutdown}"; batch_size = 500; }};
 channels = (
-  {{ name = "hook"; plugin = "webhook"; address = "{hook_address}";
+  {{ name = "hook"; plugin = "{hook_plugin}"; address = "{hook_address}";
      concurrency = {concurrency}; timeout = "{timeout}"; max_attempts = {max_attempts};
      retry_schedule = "exponential"; retry_base = "1s"; retry_cap = "{retry_cap}";
      circuit_threshold = {circuit_threshold}; circuit_interval = "{circuit_interval}";
-     settings = {{ url = "{url}"; secret_file = "hook.secret"; }}; {hook_extra} }},
+     settings = {{ url = "{url}"; {hook_settings} }}; {hook_extra} }},
   {{ name = "files"; plugin = "file"; address = "none";
      settings = {{ directory = "outbox"; }}; }}
 );
@@ -222,7 +222,8 @@ rules = (
 
 def write_dispatch_config(tmp, url, name="cadenced.conf", **kw):
     """Writes the dispatch test config (one webhook channel "hook" and a
-    file channel "files") into tmp; returns its path."""
+    file channel "files") into tmp; returns its path. hook_plugin and
+    hook_settings (beside url) make "hook" another plugin's channel."""
     cred = tmp.join("cred")
     os.makedirs(cred, exist_ok=True)
     with open(os.path.join(cred, "hook.secret"), "w") as f:
@@ -230,7 +231,8 @@ def write_dispatch_config(tmp, url, name="cadenced.conf", **kw):
     values = dict(state_dir=tmp.join("state"), socket=tmp.join("control.sock"), cred_dir=cred,
                   log_level="info", shutdown="5s", concurrency=16, timeout="5s",
                   max_attempts=20, retry_cap="2s", circuit_threshold=5, circuit_interval="1s", url=url,
-                  hook_extra="", expires="7d", channels='"hook", "files"', hook_address="none")
+                  hook_extra="", expires="7d", channels='"hook", "files"', hook_address="none",
+                  hook_plugin="webhook", hook_settings='secret_file = "hook.secret";')
     values.update(kw)
     path = tmp.join(name)
     with open(path, "w") as f:

@@ -4,8 +4,9 @@ every decided touch delivered once with its idempotency key, throughput and
 group commit; a receiver answering 500 for a while (retries, the circuit
 opens, then closes, nothing lost); a receiver that hangs or is SIGSTOPped
 mid-request (timeouts and retries, the control socket keeps answering, the
-late answer changes nothing); a permanent failure (410) marks the contact's
-channel unusable and the next decision uses the other channel; a touch
+late answer changes nothing); a hard bounce (SMTP 550 from aiosmtpd) marks
+the contact's channel unusable and the next decision uses the other channel;
+a webhook 410 disables the channel, its queue kept, until a reload; a touch
 waiting for a retry is withdrawn when its contact opts out, and waits while
 its customer is paused; bad dispatcher settings in the config name file and
 line."""
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 
@@ -305,19 +307,66 @@ class Stalls(DispatchCase):
         self.assertEqual(d.stop(), 0)
 
 
+class _RejectingSmtp:
+    """An aiosmtpd server on loopback that answers 550 to RCPT TO for the
+    addresses in `reject` and accepts everything else."""
+
+    def __init__(self):
+        try:
+            from aiosmtpd.controller import Controller
+        except ImportError:  # python3 from elsewhere than Debian
+            sys.path.append("/usr/lib/python3/dist-packages")
+            from aiosmtpd.controller import Controller
+        self.reject = set()
+        self.received = []
+        outer = self
+
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                if address in outer.reject:
+                    return "550 5.1.1 <%s>: mailbox unavailable" % address
+                envelope.rcpt_tos.append(address)
+                return "250 2.1.5 Ok"
+
+            async def handle_DATA(self, server, session, envelope):
+                outer.received.extend(envelope.rcpt_tos)
+                return "250 2.0.0 Ok"
+
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+        self.url = "smtp://127.0.0.1:%d" % port
+
+    def stop(self):
+        self.controller.stop()
+
+
 class Feedback(DispatchCase):
-    def test_gone_marks_the_channel_unusable_and_the_next_decision_respects_it(self):
+    def test_hard_bounce_marks_the_contact_and_the_next_decision_respects_it(self):
+        """A 550 to RCPT TO (a hard bounce) makes the touch dead and marks the
+        contact's email unusable: the customer's next order goes through the
+        other channel, another customer's through email; the operator clears
+        the mark with `contact usable`."""
         n = 6
-        self.rx.set(gone=["cust-00002"])
-        cfg = self.setup_daemon(n)
+        smtp = _RejectingSmtp()
+        self.addCleanup(smtp.stop)
+        smtp.reject = {"pat2@example.com"}
+        cfg = rx.write_dispatch_config(
+            self.tmp, smtp.url, hook_plugin="email", hook_address="email",
+            hook_settings='starttls = "off"; from = "success@example.com";')
+        rx.import_customers(h.CADENCED, cfg, rx.write_customers(self.tmp, n, email_consent=True))
         d = self.start(config=cfg)
         self.assertTrue(self.wait_delivered(n - 1, 30), "%r" % self.states())
         self.assertTrue(rx.wait_until(lambda: self.states().get("dead", 0) == 1, 10))
         dead = [r for r in rx.outbox_rows(self.db) if r[2] == "dead"]
-        self.assertIn("410", dead[0][5])
-        unusable = rx.query(self.db, "SELECT co.id, cc.channel, cc.reason FROM contact_channels cc"
+        self.assertIn("550 5.1.1", dead[0][5])
+        unusable = rx.query(self.db, "SELECT co.id, cc.channel, cc.reason, cc.address"
+                                     " FROM contact_channels cc"
                                      " JOIN contacts co ON co.key = cc.contact_key")
-        self.assertEqual([(u[0], u[1]) for u in unusable], [("cust-00002-dm", "hook")])
+        self.assertEqual([(u[0], u[1], u[3]) for u in unusable],
+                         [("cust-00002-dm", "hook", "pat2@example.com")])
         self.assertIn("provider:", unusable[0][2])
         # A new order from the same customer goes through the other channel.
         for eid, cust in (("cust-00002-order2", "cust-00002"), ("cust-00003-order2", "cust-00003")):
@@ -334,7 +383,7 @@ class Feedback(DispatchCase):
         alerts = d.ctl("alerts").stdout
         self.assertIn("1 dead touches", alerts)
         self.assertRegex(alerts, r"latest dead touches[^\n]*\n.*\n\d+ +cust-00002 +order_thanks +hook"
-                                 r" +1 +permanent: endpoint answered 410")
+                                 r" +1 +permanent: SMTP server refused recipient")
         # The operator clears the mark: the contact is reachable on hook again.
         r = d.ctl("contact", "usable", "cust-00002-dm", "hook")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -348,12 +397,60 @@ class Feedback(DispatchCase):
         r = d.ctl("contact", "usable", "cust-00002-dm", "nosuch")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("no channel 'nosuch' in the configuration", r.stderr)
-        self.rx.set(gone=[])
+        smtp.reject = set()
         r = d.ctl("event", "add", "cust-00002-order3", "cust-00002", "purchase", "at=now")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertTrue(rx.wait_until(lambda: dict(rx.query(
             self.db, "SELECT e.id, t.channel FROM touches t JOIN events e"
                      " ON e.key = t.trigger_key")).get("cust-00002-order3") == "hook", 20))
+        self.assertTrue(rx.wait_until(lambda: "pat2@example.com" in smtp.received, 20))
+        self.assertEqual(d.stop(), 0)
+
+    def test_gone_disables_the_channel_until_a_reload_and_keeps_its_queue(self):
+        """A webhook endpoint answering 410 Gone: that touch is dead, no
+        contact is marked, the channel stops at once with the rest of its
+        queue intact (alerts, status and metrics say so); a reload enables
+        it, the queue drains, and the operator retries the dead touch."""
+        n = 6
+        self.rx.set(status=410)
+        cfg = self.setup_daemon(n, concurrency=1, circuit_threshold=100)
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: self.states().get("dead", 0) == 1, 20),
+                        d.read_log()[-2000:])
+        self.assertTrue(rx.wait_until(lambda: "channel disabled, its endpoint is gone"
+                                      in d.read_log(), 10))
+        time.sleep(1.5)  # nothing more reaches the gone endpoint
+        # concurrency 1: the first request, and at most the one the transfer
+        # thread started as the first answer came (it goes back to the queue)
+        self.assertLessEqual(len(self.rx.records()), 2, self.rx.records())
+        self.assertEqual(self.states(), {"dead": 1, "queued": n - 1})
+        self.assertEqual(rx.query(self.db, "SELECT COUNT(*) FROM contact_channels"), [(0,)])
+        dead = [r for r in rx.outbox_rows(self.db) if r[2] == "dead"]
+        self.assertIn("410", dead[0][5])
+        alerts = d.ctl("alerts").stdout
+        self.assertRegex(alerts, r"channel hook \(webhook\): disabled since .*fix the url and "
+                                 r"reload: endpoint answered 410 Gone")
+        status = d.ctl("status").stdout
+        self.assertIn("1 disabled, endpoint gone", status)
+        js = json.loads(d.ctl("--json", "alerts").stdout)
+        self.assertEqual([c["kind"] for c in js["channels"]], ["channel_disabled"])
+        self.assertIn('cadence_channel_disabled{channel="hook"} 1', d.ctl("metrics").stdout)
+        hook = next(p for p in json.loads(d.ctl("--json", "plugins").stdout)["plugins"]
+                    if p["channel"] == "hook")
+        self.assertTrue(hook["disabled"], hook)
+        # The endpoint is back (the url fixed): a reload enables the channel.
+        self.rx.set(status=200)
+        r = d.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(n - 1, 20), "%r" % self.states())
+        self.assertTrue(rx.wait_until(lambda: "channel enabled again by a reload"
+                                      in d.read_log(), 5))
+        self.assertIn('cadence_channel_disabled{channel="hook"} 0', d.ctl("metrics").stdout)
+        r = d.ctl("outbox", "retry", str(dead[0][0]))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(n, 20), "%r" % self.states())
+        self.assertEqual(sorted(set(self.rx.ids())), sorted(r[1] for r in rx.outbox_rows(self.db)))
+        self.assertEqual(sum(1 for r in self.rx.records() if r["status"] == 200), n)
         self.assertEqual(d.stop(), 0)
 
 
