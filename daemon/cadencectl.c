@@ -698,9 +698,37 @@ static json_t *build_outbox(const subcommand_t *sc, int argc, char **argv)
         return NULL;
     if (strcmp(verb, "list") == 0)
         return build_with(sc, argc - 2, argv + 2, "outbox.list", list_opts, NULL, 0);
-    return build_with(sc, argc - 2, argv + 2,
-                      strcmp(verb, "retry") == 0 ? "outbox.retry" : "outbox.cancel", NULL,
-                      key_field, 1);
+    if (strcmp(verb, "cancel") == 0)
+        return build_with(sc, argc - 2, argv + 2, "outbox.cancel", NULL, key_field, 1);
+    /* retry KEY, or retry --dead [--channel C] [--customer ID] [--since T] */
+    static const opt_spec_t retry_opts[] = {{"--dead", "dead", OPT_FLAG},
+                                            {"--channel", "channel", OPT_STRING},
+                                            {"--customer", "customer", OPT_STRING},
+                                            {"--since", "since", OPT_STRING},
+                                            {NULL, NULL, 0}};
+    json_t *req = new_request("outbox.retry");
+    char *pos[1];
+    int n = parse_args(sc, argc - 2, argv + 2, retry_opts, req, pos, 1);
+    bool bulk = json_object_get(req, "dead") != NULL;
+    if (n >= 0 && bulk != (n == 0)) {
+        fprintf(stderr, "cadencectl outbox retry: expected KEY, or --dead with its filters\n");
+        n = -1;
+    } else if (n >= 0 && !bulk && json_object_size(req) > 1) {
+        fprintf(stderr, "cadencectl outbox retry: --channel, --customer and --since go with "
+                        "--dead\n");
+        n = -1;
+    }
+    if (n < 0) {
+        json_decref(req);
+        return NULL;
+    }
+    if (bulk) {
+        json_object_del(req, "dead");
+        json_object_set_new(req, "state", json_string("dead"));
+    } else {
+        json_object_set_new(req, "key", json_string(pos[0]));
+    }
+    return req;
 }
 
 static json_t *build_suppress(const subcommand_t *sc, int argc, char **argv)
@@ -845,6 +873,13 @@ static void print_outbox(json_t *r)
         "rule", "RULE",       "channel",    "CHANNEL",    "attempts", "ATTEMPTS",
         "next", "NEXT (UTC)", "last_error", "LAST ERROR", NULL};
     json_t *list = json_object_get(r, "touches");
+    if (json_object_get(r, "requeued")) {
+        printf("%lld dead touches queued again", num(r, "requeued"));
+        if (num(r, "expired") > 0)
+            printf("; %lld left dead, past their expiry", num(r, "expired"));
+        putchar('\n');
+        return;
+    }
     if (!list) {
         printf("touch %lld: %s\n", num(r, "key"), str(r, "state"));
         return;
@@ -1561,8 +1596,10 @@ static const subcommand_t subcommands[] = {
     {"resume", "resume a paused customer (admin)", "", NULL, NULL, NULL, {"customer"}, NULL},
     {"outbox",
      "list touches, send a dead one again or cancel one (retry/cancel: admin)",
-     "list [--state STATE] [--customer ID] [--limit N] | retry KEY | cancel KEY\n"
-     "  STATE: queued, in_flight, retry_wait, delivered, dead, cancelled",
+     "list [--state STATE] [--customer ID] [--limit N] | retry KEY | cancel KEY |\n"
+     "       retry --dead [--channel NAME] [--customer ID] [--since TIME]\n"
+     "  STATE: queued, in_flight, retry_wait, delivered, dead, cancelled\n"
+     "  retry --dead: every dead touch (of that channel/customer, dead since TIME) again",
      build_outbox,
      print_outbox,
      NULL,

@@ -1526,9 +1526,49 @@ static json_t *outbox_change(cad_commands_t *c, json_t *req, bool retry,
     return json_pack("{s:I, s:s}", "key", (json_int_t)key, "state", retry ? "queued" : "cancelled");
 }
 
+/* Every dead touch of a channel, a customer or both, dead since a time,
+ * sent again: what an operator does after an outage outlasted the retries. */
+static json_t *outbox_retry_dead(cad_commands_t *c, json_t *req, const cad_control_peer_t *peer,
+                                 cad_control_error_t *error)
+{
+    static const char *const fields[] = {"state", "channel", "customer", "since", NULL};
+    const char *state = NULL, *channel = NULL, *customer = NULL;
+    cad_time_t now = now_seconds(), since = 0;
+    if (check_fields(req, fields, error) != 0 ||
+        cad_control_arg_string(req, "state", true, &state, error) != 0 ||
+        cad_control_arg_string(req, "channel", false, &channel, error) != 0 ||
+        cad_control_arg_string(req, "customer", false, &customer, error) != 0 ||
+        arg_time(req, "since", 0, &since, error) != 0)
+        return NULL;
+    if (strcmp(state, "dead") != 0)
+        return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST,
+                                "field state: only dead touches are sent again in bulk, not '%s' "
+                                "(one touch: give its key)",
+                                state);
+    if (channel && cad_playbook_channel(&cad_daemon_config(c->d)->playbook, channel) < 0)
+        return cad_control_fail(error, CAD_CONTROL_NOT_FOUND,
+                                "field channel: no channel '%s' in the configuration", channel);
+    char err[CAD_ERRBUF];
+    int64_t requeued, left;
+    int rc = cad_store_outbox_requeue_dead(cad_daemon_store(c->d), channel, customer, since, now,
+                                           &requeued, &left, err);
+    if (rc != 0)
+        return store_fail(error, rc, err);
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    if (requeued > 0 && disp)
+        cad_dispatch_kick(disp);
+    cad_log_info("control: dead touches queued again count=%lld expired_left=%lld channel=%s "
+                 "customer=%s since=%lld uid=%u pid=%d",
+                 (long long)requeued, (long long)left, channel ? channel : "*",
+                 customer ? customer : "*", (long long)since, (unsigned)peer->uid, (int)peer->pid);
+    return json_pack("{s:I, s:I}", "requeued", (json_int_t)requeued, "expired", (json_int_t)left);
+}
+
 static json_t *cmd_outbox_retry(json_t *req, const cad_control_peer_t *peer, void *arg,
                                 cad_control_error_t *error)
 {
+    if (!json_object_get(req, "key") && json_object_get(req, "state"))
+        return outbox_retry_dead(arg, req, peer, error);
     return outbox_change(arg, req, true, peer, error);
 }
 

@@ -131,8 +131,8 @@ typedef struct cad_contact_input {
 } cad_contact_input_t;
 
 /* Inserts or updates a contact (by id) and the consents given; NULL fields
- * keep their old values, an empty email or phone removes the address. Its customer must exist (-CAD_ENOTFOUND) and is due
- * for evaluation at once. */
+ * keep their old values, an empty email or phone removes the address. Its customer must exist
+ * (-CAD_ENOTFOUND) and is due for evaluation at once. */
 int cad_store_contact_upsert(cad_store_t *st, const cad_contact_input_t *in, cad_time_t now,
                              char *err);
 /* Records one consent (opt-in or opt-out) of an existing contact. */
@@ -340,6 +340,14 @@ int cad_store_outbox_cancel(cad_store_t *st, int64_t key, cad_time_t now, char *
 /* Operator: sends a dead or retry-wait touch again, due now, with the same
  * idempotency key; refused once the touch is past its expiry (R11). */
 int cad_store_outbox_requeue(cad_store_t *st, int64_t key, cad_time_t now, char *err);
+/* Operator, after an outage: sends every dead touch of `channel` (NULL: any)
+ * and customer `customer_id` (NULL: any) that died at or after `since` again,
+ * due now, with their idempotency keys. *requeued counts them; *left counts
+ * the matching dead touches kept dead because they are past their expiry
+ * (R11). -CAD_ENOTFOUND when the customer does not exist. */
+int cad_store_outbox_requeue_dead(cad_store_t *st, const char *channel, const char *customer_id,
+                                  cad_time_t since, cad_time_t now, int64_t *requeued,
+                                  int64_t *left, char *err);
 
 /* ---- queries (status, why, reports) ------------------------------------- */
 

@@ -265,6 +265,8 @@ enum stmt_id {
     S_OUTBOX_LIST,
     S_OUTBOX_CANCEL,
     S_OUTBOX_REQUEUE_ONE,
+    S_OUTBOX_REQUEUE_DEAD,
+    S_OUTBOX_COUNT_DEAD,
     S_COUNT_ALERT_KINDS,
     S_COUNT_PAUSED,
     S_CUSTOMER_SHOW,
@@ -495,6 +497,15 @@ static const char *const stmt_sql[S_COUNT] = {
                              " WHERE key = ?1 AND (state IN ('dead', 'retry_wait')"
                              " OR (state = 'cancelled' AND last_error LIKE 'not sent:%'))"
                              " AND expires_at > ?2",
+    /* The dead touches an operator sends again in bulk: of one channel
+     * (NULL: any), one customer (0: any), dead since ?3; not past expiry. */
+    [S_OUTBOX_REQUEUE_DEAD] =
+        "UPDATE touches SET state = 'queued', due_at = ?4, updated_at = ?4"
+        " WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)"
+        " AND (?2 = 0 OR customer_key = ?2) AND updated_at >= ?3 AND expires_at > ?4",
+    [S_OUTBOX_COUNT_DEAD] = "SELECT COUNT(*) FROM touches"
+                            " WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)"
+                            " AND (?2 = 0 OR customer_key = ?2) AND updated_at >= ?3",
     [S_COUNT_ALERT_KINDS] = "SELECT kind, COUNT(*) FROM alerts WHERE open = 1 GROUP BY kind",
     [S_COUNT_PAUSED] = "SELECT COUNT(*) FROM customers WHERE paused = 1",
     [S_CUSTOMER_SHOW] = "SELECT key, id, name, timezone, stage, segment, interests, attributes,"
@@ -2491,6 +2502,37 @@ int cad_store_outbox_cancel(cad_store_t *st, int64_t key, cad_time_t now, char *
 int cad_store_outbox_requeue(cad_store_t *st, int64_t key, cad_time_t now, char *err)
 {
     return outbox_update(st, S_OUTBOX_REQUEUE_ONE, key, NULL, 0, now, "requeue", err);
+}
+
+int cad_store_outbox_requeue_dead(cad_store_t *st, const char *channel, const char *customer_id,
+                                  cad_time_t since, cad_time_t now, int64_t *requeued,
+                                  int64_t *left, char *err)
+{
+    *requeued = *left = 0;
+    int64_t customer_key = 0;
+    int r = customer_id ? cad_store_customer_key(st, customer_id, &customer_key, err) : 0;
+    if (r < 0 || (r = write_begin(st, err)) < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_REQUEUE_DEAD);
+    bind_text(s, 1, channel);
+    sqlite3_bind_int64(s, 2, customer_key);
+    sqlite3_bind_int64(s, 3, since);
+    sqlite3_bind_int64(s, 4, now);
+    r = exec_stmt(st, s, err, "requeueing dead touches");
+    if (r == 0) {
+        *requeued = sqlite3_changes(st->db);
+        s = stmt(st, S_OUTBOX_COUNT_DEAD);
+        bind_text(s, 1, channel);
+        sqlite3_bind_int64(s, 2, customer_key);
+        sqlite3_bind_int64(s, 3, since);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW)
+            *left = sqlite3_column_int64(s, 0);
+        else
+            r = db_fail(st, err, rc, "counting dead touches");
+        sqlite3_reset(s);
+    }
+    return write_end(st, r, err);
 }
 
 int cad_store_outbox_release(cad_store_t *st, int64_t key, cad_time_t now, char *err)

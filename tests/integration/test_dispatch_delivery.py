@@ -446,8 +446,18 @@ class Feedback(DispatchCase):
         self.assertTrue(rx.wait_until(lambda: "channel enabled again by a reload"
                                       in d.read_log(), 5))
         self.assertIn('cadence_channel_disabled{channel="hook"} 0', d.ctl("metrics").stdout)
-        r = d.ctl("outbox", "retry", str(dead[0][0]))
+        # Every dead touch of the channel again, in one command.
+        for bad, code in ((("--dead", "--channel", "nosuch"), 1), (("--channel", "hook"), 2),
+                          (("7", "--dead"), 2), ((), 2)):
+            r = d.ctl("outbox", "retry", *bad)
+            self.assertEqual(r.returncode, code, (bad, r.stdout, r.stderr))
+        self.assertIn("no channel 'nosuch'", d.ctl("outbox", "retry", "--dead", "--channel",
+                                                  "nosuch").stderr)
+        r = d.ctl("raw", '{"cmd": "outbox.retry", "state": "queued"}')
+        self.assertIn("only dead touches are sent again in bulk", r.stdout + r.stderr)
+        r = d.ctl("outbox", "retry", "--dead", "--channel", "hook", "--since", "now-1h")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("1 dead touches queued again", r.stdout)
         self.assertTrue(self.wait_delivered(n, 20), "%r" % self.states())
         self.assertEqual(sorted(set(self.rx.ids())), sorted(r[1] for r in rx.outbox_rows(self.db)))
         self.assertEqual(sum(1 for r in self.rx.records() if r["status"] == 200), n)

@@ -1398,6 +1398,65 @@ static void test_store_outbox_listing_cancel_and_operator_requeue(void **state)
     cad_snapshot_buf_free(&buf);
 }
 
+/* After an outage: every dead touch of a channel, a customer, dead since a
+ * time, queued again at once; those past their expiry stay dead. */
+static void test_store_outbox_requeue_dead_in_bulk(void **state)
+{
+    fixture_t *f = *state;
+    open_store(f);
+    cad_snapshot_buf_t buf = {0};
+    cad_snapshot_t snap;
+    cad_verdict_t v[3];
+    cad_decision_t dec;
+    int64_t key;
+    decide(f, &key, &buf, &snap, v, &dec);
+    assert_int_equal(cad_store_record_decision(f->st, &f->pb, &snap, &dec, T0, f->err), 0);
+    claimed_t c = {0};
+    assert_int_equal(cad_store_outbox_claim(f->st, T0, 10, on_claim, &c, f->err), 1);
+    assert_int_equal(cad_store_outbox_dead(f->st, c.keys[0], "gave up", T0 + 100, f->err), 0);
+    /* two more dead touches: another channel's, and one past its expiry */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO touches (idempotency_key, customer_key, rule, purpose, channel,"
+             " trigger_key, state, decided_at, due_at, expires_at, updated_at)"
+             " VALUES ('k-sms', %lld, 'r', 'p', 'sms', 0, 'dead', %lld, %lld, %lld, %lld),"
+             " ('k-old', %lld, 'r', 'p', 'email', 0, 'dead', %lld, %lld, %lld, %lld)",
+             (long long)key, (long long)T0, (long long)T0, (long long)(T0 + CAD_DAY),
+             (long long)(T0 + 200), (long long)key, (long long)T0, (long long)T0,
+             (long long)(T0 + 150), (long long)(T0 + 120));
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    int64_t requeued, left;
+    assert_int_equal(cad_store_outbox_requeue_dead(f->st, "email", "ghost", 0, T0 + 300, &requeued,
+                                                   &left, f->err),
+                     -CAD_ENOTFOUND);
+    /* dead since T0 + 110: only the expired email touch matches, and stays */
+    assert_int_equal(cad_store_outbox_requeue_dead(f->st, "email", NULL, T0 + 110, T0 + 300,
+                                                   &requeued, &left, f->err),
+                     0);
+    assert_int_equal(requeued, 0);
+    assert_int_equal(left, 1);
+    assert_int_equal(
+        cad_store_outbox_requeue_dead(f->st, "email", "c1", 0, T0 + 300, &requeued, &left, f->err),
+        0);
+    assert_int_equal(requeued, 1);
+    assert_int_equal(left, 1);
+    snprintf(sql, sizeof sql,
+             "SELECT COUNT(*) FROM touches WHERE state = 'queued' AND channel = 'email'"
+             " AND due_at = %lld",
+             (long long)(T0 + 300));
+    assert_int_equal(query_int(f, sql), 1);
+    assert_int_equal(
+        cad_store_outbox_requeue_dead(f->st, NULL, NULL, 0, T0 + 300, &requeued, &left, f->err), 0);
+    assert_int_equal(requeued, 1); /* the sms one */
+    assert_int_equal(left, 1);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM touches WHERE state = 'dead'"), 1);
+    cad_snapshot_buf_free(&buf);
+}
+
 typedef struct shown {
     char customer[256];
     int n_contacts;
@@ -1679,6 +1738,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_readonly_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_open_copy_writes_only_to_memory, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_store_outbox_requeue_dead_in_bulk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_outbox_listing_cancel_and_operator_requeue,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_show_customer_contacts_alerts_and_report, setup,
