@@ -1276,22 +1276,49 @@ int cad_verdict_describe(const cad_playbook_t *pb, const cad_snapshot_t *snap,
     return t.len;
 }
 
+/* An id as it goes into a touch key: bytes other than letters, digits and
+ * "-._~!$&'()*+,;=:@" percent-encoded (%XX), so that the key is printable
+ * ASCII without spaces (a header value, a Message-ID part) and its "/"
+ * separators are unambiguous. Writes at most 3 * strlen(id) + 1 bytes. */
+static void key_part(const char *id, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)(id ? id : ""); *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~!$&'()*+,;=:@", *p)) {
+            *out++ = (char)*p;
+        } else {
+            *out++ = '%';
+            *out++ = hex[*p >> 4];
+            *out++ = hex[*p & 15];
+        }
+    }
+    *out = '\0';
+}
+
 int cad_touch_key(const cad_playbook_t *pb, const cad_snapshot_t *snap, const cad_verdict_t *v,
                   char *buf, size_t size)
 {
     if (!pb || !snap || !v || v->rule < 0 || v->rule >= pb->n_rules)
         return cad_fail(NULL, CAD_EINVAL, "touch key: no such rule");
     const cad_rule_t *rule = &pb->rules[v->rule];
+    const char *customer = snap->customer.id ? snap->customer.id : "";
+    if (strlen(customer) > CAD_ID_MAX)
+        return cad_fail(NULL, CAD_EINVAL, "touch key: customer id too long");
+    char cust[3 * CAD_ID_MAX + 1];
+    key_part(customer, cust);
     /* An event-triggered touch is keyed by the event's external id, which
      * survives re-imports and restored backups; the store key is the
      * fallback for snapshots without ids. */
     if (rule->trigger == CAD_TRIGGER_EVENT && v->event >= 0 && v->event < snap->n_events &&
-        snap->events[v->event].id && snap->events[v->event].id[0])
-        return snprintf(buf, size, "%s/%s/e:%s", snap->customer.id ? snap->customer.id : "",
-                        rule->name, snap->events[v->event].id);
+        snap->events[v->event].id && snap->events[v->event].id[0] &&
+        strlen(snap->events[v->event].id) <= CAD_ID_MAX) {
+        char event[3 * CAD_ID_MAX + 1];
+        key_part(snap->events[v->event].id, event);
+        return snprintf(buf, size, "%s/%s/e:%s", cust, rule->name, event);
+    }
     char kind = rule->trigger == CAD_TRIGGER_EVENT       ? 'e'
                 : rule->trigger == CAD_TRIGGER_RECURRING ? 'p'
                                                          : 's';
-    return snprintf(buf, size, "%s/%s/%c%lld", snap->customer.id ? snap->customer.id : "",
-                    rule->name, kind, (long long)v->trigger_key);
+    return snprintf(buf, size, "%s/%s/%c%lld", cust, rule->name, kind, (long long)v->trigger_key);
 }

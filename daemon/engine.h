@@ -118,7 +118,11 @@ int cad_verdict_describe(const cad_playbook_t *pb, const cad_snapshot_t *snap,
 
 /* The idempotency key of a touch: "<customer id>/<rule name>/<trigger>" where
  * trigger is "e:<event id>" (the event's external id; "e<store key>" when the
- * snapshot has none), "p<period>" or "s<day>"; written into buf. */
+ * snapshot has none), "p<period>" or "s<day>"; written into buf. The ids are
+ * percent-encoded beyond letters, digits and "-._~!$&'()*+,;=:@" (a space,
+ * "/", "%" or UTF-8 become %XX), so the key is printable ASCII. At most
+ * CAD_TOUCH_KEY_MAX bytes with its NUL. */
+#define CAD_TOUCH_KEY_MAX (6 * CAD_ID_MAX + CAD_NAME_MAX + 32)
 int cad_touch_key(const cad_playbook_t *pb, const cad_snapshot_t *snap, const cad_verdict_t *v,
                   char *buf, size_t size);
 

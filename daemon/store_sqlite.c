@@ -41,11 +41,12 @@
 #include <time.h>
 #include <uv.h>
 
-#define TRACE_KEEP    50                                   /* trace rows kept per customer */
-#define TOUCH_KEY_MAX (2 * CAD_ID_MAX + CAD_NAME_MAX + 32) /* customer/rule/e:event, NUL */
-/* The longest key: two ids and a rule name at their limits (check_id allows
- * CAD_ID_MAX bytes), "/", "/e:" and the NUL; the "/p<number>" form is shorter. */
-_Static_assert(TOUCH_KEY_MAX >= 2 * CAD_ID_MAX + CAD_NAME_MAX + 4 + 1,
+#define TRACE_KEEP    50                /* trace rows kept per customer */
+#define TOUCH_KEY_MAX CAD_TOUCH_KEY_MAX /* customer/rule/e:event, percent-encoded, NUL */
+/* The longest key: two ids at their limits (check_id allows CAD_ID_MAX bytes),
+ * each byte percent-encoded, a rule name, "/", "/e:" and the NUL; the
+ * "/p<number>" form is shorter. */
+_Static_assert(TOUCH_KEY_MAX >= 2 * 3 * CAD_ID_MAX + CAD_NAME_MAX + 4 + 1,
                "TOUCH_KEY_MAX must hold the longest idempotency key");
 #define BUSY_TIMEOUT_MS 5000
 

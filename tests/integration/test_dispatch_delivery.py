@@ -85,6 +85,21 @@ class Delivery(DispatchCase):
                          % (N, elapsed, N / elapsed, commits, N / max(commits, 1)))
         self.assertLess(commits, N, "outcomes were not grouped into transactions")
 
+    def test_utf8_ids_make_a_printable_key(self):
+        """Ids with spaces, "/" and UTF-8 are valid; the touch's key (the
+        webhook-id header) percent-encodes them."""
+        cfg = self.setup_daemon(1)
+        d = self.start(config=cfg)
+        cust, event = "caf\u00e9 b\u00fcro/1", "ord caf\u00e9"
+        for args in (("customer", "add", cust, "stage=active"),
+                     ("contact", "add", "cafe-dm", cust, "roles=decision_maker"),
+                     ("event", "add", event, cust, "purchase")):
+            r = d.ctl(*args)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(2, 20), "%r" % self.states())
+        self.assertIn("caf%C3%A9%20b%C3%BCro%2F1/order_thanks/e:ord%20caf%C3%A9", self.rx.ids())
+        self.assertEqual(d.stop(), 0)
+
     def test_receiver_failing_then_recovering_loses_nothing(self):
         n = 40
         self.rx.set(status=500)

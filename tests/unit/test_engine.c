@@ -910,6 +910,38 @@ static void test_r13_same_event_twice_yields_one_touch(void **state)
     assert_verdict(&f, FX_PROJECT_THANK_YOU, CAD_VERDICT_SKIP, CAD_REASON_ALREADY_DONE);
 }
 
+/* Ids may hold any UTF-8: the key percent-encodes them into printable ASCII
+ * (a header value), "/" included so the separators stay unambiguous. */
+static void test_r13_touch_key_of_utf8_ids_is_printable_ascii(void **state)
+{
+    (void)state;
+    fx_t f;
+    char k[CAD_TOUCH_KEY_MAX];
+    fx_init(&f, &pb, "caf\xc3\xa9 b\xc3\xbcro/2", CAD_STAGE_ACTIVE, NULL);
+    fx_cast(&f);
+    fx_event(&f, CAD_EVENT_PROJECT_COMPLETED, FX_T0 - 3 * D);
+    f.events[0].id = "ord caf\xc3\xa9 100%";
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    assert_sent(&f, FX_PROJECT_THANK_YOU);
+    assert_true(cad_touch_key(&pb, &f.snap, fx_v(&f, FX_PROJECT_THANK_YOU), k, sizeof(k)) > 0);
+    assert_string_equal(k,
+                        "caf%C3%A9%20b%C3%BCro%2F2/project_thank_you/e:ord%20caf%C3%A9%20100%25");
+    /* plain ids are unchanged */
+    fx_init(&f, &pb, "acme-1_x.y~z:@!", CAD_STAGE_ACTIVE, NULL);
+    fx_cast(&f);
+    fx_event(&f, CAD_EVENT_PROJECT_COMPLETED, FX_T0 - 3 * D);
+    assert_int_equal(fx_decide(&f, FX_T0), 0);
+    cad_touch_key(&pb, &f.snap, fx_v(&f, FX_PROJECT_THANK_YOU), k, sizeof(k));
+    assert_string_equal(k, "acme-1_x.y~z:@!/project_thank_you/e:ev");
+    /* the longest ids, every byte encoded, fit */
+    static char id[CAD_ID_MAX + 1];
+    memset(id, ' ', CAD_ID_MAX);
+    f.snap.customer.id = id;
+    f.events[0].id = id;
+    int n = cad_touch_key(&pb, &f.snap, fx_v(&f, FX_PROJECT_THANK_YOU), k, sizeof(k));
+    assert_true(n > 6 * CAD_ID_MAX && n < (int)sizeof(k));
+}
+
 static void test_r13_a_new_event_opens_a_new_touch(void **state)
 {
     fx_t f;
@@ -1444,6 +1476,7 @@ static void test_engine_empty_playbook_decides_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_r13_touch_key_of_utf8_ids_is_printable_ascii),
         cmocka_unit_test(test_r1_nps_never_reaches_former_while_win_back_may),
         cmocka_unit_test(test_r1_nps_reaches_active_customer_but_not_win_back),
         cmocka_unit_test(test_r2_review_request_inside_window_is_sent),
