@@ -57,9 +57,10 @@ struct cad_daemon {
     cad_store_t *store;
     cad_scheduler_t *scheduler;
     cad_control_t *control;
-    cad_plugin_host_t *host;  /* the channel plugins, rebuilt on reload */
-    cad_dispatch_t *dispatch; /* the outbox dispatcher */
-    bool dispatch_stopping;   /* stop asked; host and dispatcher finishing */
+    cad_plugin_host_t *host;      /* the channel plugins, rebuilt on reload */
+    cad_plugin_host_t *next_host; /* a reload's new host, checked before the swap */
+    cad_dispatch_t *dispatch;     /* the outbox dispatcher */
+    bool dispatch_stopping;       /* stop asked; host and dispatcher finishing */
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t watchdog, status_timer, shutdown_timer, last_resort;
     uint64_t watchdog_usec;
@@ -415,6 +416,60 @@ static int keep_restart_only(cad_daemon_t *d, cad_config_t *ncfg, char *err)
     return 0;
 }
 
+/* Builds the plugin host of a new configuration before it is applied, into
+ * d->next_host. A channel running now whose plugin would not start under
+ * the new settings (a wrong url, a missing secret) rejects the reload: it
+ * keeps running as it is. One line per such channel ("FILE:LINE: ...") is
+ * appended to *errors. A channel that was not running, or is new, may
+ * fail: it is reported as not loaded, as at start. */
+static int build_next_host(cad_daemon_t *d, const cad_config_t *ncfg, json_t **errors, char *err)
+{
+    if (!d->dispatch || d->dispatch_stopping)
+        return 0;
+    int rc = cad_plugin_host_new(&d->loop, ncfg, &d->next_host, err);
+    if (rc != 0 && !d->host)
+        return 0; /* nothing runs now: the reload goes on without plugins */
+    if (rc != 0)
+        return rc;
+    cad_plugin_info_t *now = calloc(2 * CAD_MAX_CHANNELS, sizeof *now);
+    if (!now)
+        return cad_fail(err, CAD_ENOMEM, "out of memory");
+    cad_plugin_info_t *next = now + CAD_MAX_CHANNELS;
+    int n_now = d->host ? cad_plugin_host_list(d->host, now, CAD_MAX_CHANNELS) : 0;
+    int n_next = cad_plugin_host_list(d->next_host, next, CAD_MAX_CHANNELS);
+    int refused = 0;
+    for (int i = 0; i < n_next; i++) {
+        if (next[i].loaded)
+            continue;
+        bool running = false;
+        for (int k = 0; k < n_now && !running; k++)
+            running = now[k].loaded && strcmp(now[k].channel, next[i].channel) == 0;
+        if (!running)
+            continue;
+        int c = cad_playbook_channel(&ncfg->playbook, next[i].channel);
+        char line[CAD_ERRBUF + 256];
+        snprintf(line, sizeof line,
+                 "%s:%d: channel \"%s\": kept running as it is; with the new configuration: %s",
+                 ncfg->path ? ncfg->path : d->config_path,
+                 c >= 0 ? ncfg->playbook.channels[c].line : 0, next[i].channel,
+                 next[i].error ? next[i].error : "its plugin did not start");
+        cad_log_err("reload: %s", line);
+        if (refused++ == 0)
+            snprintf(err, CAD_ERRBUF, "%.*s", CAD_ERRBUF - 1, line);
+        if (errors) {
+            if (!*errors)
+                *errors = json_array();
+            json_array_append_new(*errors, json_string(line));
+        }
+    }
+    free(now);
+    if (refused == 0)
+        return 0;
+    cad_plugin_host_close(d->next_host, 0, NULL, NULL);
+    d->next_host = NULL;
+    return -CAD_EINVAL;
+}
+
 int cad_daemon_reload(cad_daemon_t *d, json_t **errors)
 {
     if (errors)
@@ -428,12 +483,19 @@ int cad_daemon_reload(cad_daemon_t *d, json_t **errors)
     int rc = load_config(d, &ncfg, errors, err);
     if (rc == 0 && (rc = apply_overrides(d, ncfg, err)) == 0)
         rc = keep_restart_only(d, ncfg, err);
+    bool reported = false;
+    if (rc == 0 && (rc = build_next_host(d, ncfg, errors, err)) == -CAD_EINVAL)
+        reported = true; /* one line per channel kept */
     if (rc == 0) {
         cad_control_options_t co = control_options(ncfg);
         rc = cad_control_update(d->control, &co, err);
     }
     if (rc != 0) {
-        if (ncfg) { /* loaded but not applicable: report the reason */
+        if (d->next_host) {
+            cad_plugin_host_close(d->next_host, 0, NULL, NULL);
+            d->next_host = NULL;
+        }
+        if (ncfg && !reported) { /* loaded but not applicable: report the reason */
             cad_log_err("reload: %s", err);
             if (errors) {
                 *errors = json_array();
@@ -512,14 +574,12 @@ static void reload_dispatch(const cad_config_t *cfg, void *arg)
     cad_daemon_t *d = arg;
     if (!d->dispatch || d->dispatch_stopping)
         return;
-    char err[CAD_ERRBUF];
-    cad_plugin_host_t *host = NULL;
-    if (cad_plugin_host_new(&d->loop, cfg, &host, err) != 0) {
-        cad_log_err("reload: cannot load the channel plugins, touches stay queued: %s", err);
-        cad_dispatch_set_host(d->dispatch, NULL);
-    } else {
-        cad_dispatch_set_host(d->dispatch, host);
-    }
+    /* Built and checked by cad_daemon_reload before the swap. */
+    cad_plugin_host_t *host = d->next_host;
+    d->next_host = NULL;
+    if (!host)
+        cad_log_err("reload: the channel plugins could not be loaded, touches stay queued");
+    cad_dispatch_set_host(d->dispatch, host);
     cad_dispatch_set_config(d->dispatch, cfg);
     /* The old host borrows the old config, freed when this hook returns:
      * close it at once. Its transfers come back cancelled and are queued

@@ -32,6 +32,7 @@
 #include "plugin_host.h"
 
 #include "log.h"
+#include "plugin_object.h"
 #include "template.h"
 #include "transport.h"
 #include "units.h"
@@ -65,7 +66,7 @@ struct cad_plugin_env {
     char *path;
     char *error;            /* why not loaded; NULL when loaded */
     bool secret_unreadable; /* the latest secret read failed for want of the file */
-    void *dl;
+    cad_plugin_object_t *object;
     const cad_plugin_descriptor_t *desc;
     void *instance;
     char **values; /* per option of desc->options: validated text or NULL */
@@ -447,8 +448,13 @@ static void env_fail(struct cad_plugin_env *env, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (env->host->check_errors)
+    const cad_config_t *cfg = env->host->cfg;
+    const char *file = cfg->path ? cfg->path : "config";
+    if (env->host->check_errors && strncmp(msg, file, strlen(file)) == 0)
         fprintf(env->host->check_errors, "%s\n", msg);
+    else if (env->host->check_errors) /* FILE:LINE: like every config error */
+        fprintf(env->host->check_errors, "%s:%d: channel \"%s\": %s\n", file,
+                cfg->playbook.channels[env->index].line, env->channel, msg);
     else
         cad_log_err("channel %s not loaded: %s", env->channel, msg);
     if (!env->error)
@@ -598,14 +604,18 @@ static void load_channel(cad_plugin_host_t *h, int c)
                  ch->plugin, ch->line);
         return;
     }
-    env->dl = dlopen(env->path, RTLD_NOW | RTLD_LOCAL);
-    if (!env->dl) {
-        const char *e = dlerror();
-        env_fail(env, "cannot load plugin %s: %s", env->path, e ? e : "unknown error");
+    char why[CAD_ERRBUF];
+    /* A reload loads a replaced file afresh, from a copy in the state
+     * directory (a check runs in a process of its own: no copy needed). */
+    env->object =
+        cad_plugin_object_open(env->path, h->check_errors ? NULL : cfg->state_dir, why, sizeof why);
+    if (!env->object) {
+        env_fail(env, "%s", why);
         return;
     }
     dlerror();
-    const cad_plugin_descriptor_t *d = dlsym(env->dl, CAD_PLUGIN_SYMBOL);
+    const cad_plugin_descriptor_t *d =
+        dlsym(cad_plugin_object_handle(env->object), CAD_PLUGIN_SYMBOL);
     if (!d) {
         env_fail(env, "%s does not export the symbol %s: not a cadenced channel plugin", env->path,
                  CAD_PLUGIN_SYMBOL);
@@ -718,8 +728,7 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
 /* Frees what loading a channel allocated (instance already shut down). */
 static void env_free(struct cad_plugin_env *env)
 {
-    if (env->dl)
-        dlclose(env->dl);
+    cad_plugin_object_close(env->object);
     for (int i = 0; env->values && i < env->n_options; i++)
         free(env->values[i]);
     free(env->values);

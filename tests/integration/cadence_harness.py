@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -127,30 +128,40 @@ def write_text(path, text):
 
 
 class NotifyListener:
-    """A datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+    """A datagram socket standing in for systemd's $NOTIFY_SOCKET. Like
+    systemd it reads every datagram as it comes (a thread of its own): the
+    kernel queues only a few unread datagrams, and sd_notify() blocks the
+    daemon once the queue is full."""
 
     def __init__(self, path):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
         self.messages = []  # every datagram's assignments, in order
+        self.lock = threading.Lock()
+        self.closing = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while not self.closing:
+            try:
+                ready, _, _ = select.select([self.sock], [], [], 0.05)
+                if not ready:
+                    continue
+                data = self.sock.recv(65536).decode("utf-8", "replace")
+            except (OSError, ValueError):
+                return
+            with self.lock:
+                self.messages.extend(line for line in data.splitlines() if line)
 
     def poll(self, timeout):
-        """Reads what arrives within `timeout` seconds; returns the new lines."""
-        new = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.sock], [], [], left)
-            if not ready:
-                return new
-            data = self.sock.recv(65536).decode("utf-8", "replace")
-            for line in data.splitlines():
-                if line:
-                    self.messages.append(line)
-                    new.append(line)
-            if left == 0:
-                return new
+        """Waits `timeout` seconds; returns the lines that arrived meanwhile."""
+        with self.lock:
+            mark = len(self.messages)
+        time.sleep(timeout)
+        with self.lock:
+            return self.messages[mark:]
 
     def wait_for(self, assignment, timeout, start=0):
         """Waits until a message equal to (or, for "STATUS=", starting with)
@@ -164,9 +175,11 @@ class NotifyListener:
             left = deadline - time.monotonic()
             if left <= 0:
                 return -1
-            self.poll(min(left, 0.2))
+            time.sleep(min(left, 0.01))
 
     def close(self):
+        self.closing = True
+        self.thread.join()
         self.sock.close()
 
 

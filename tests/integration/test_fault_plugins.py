@@ -14,6 +14,7 @@ channel to the file plugin and reloads, or restarts the daemon).
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,6 +170,71 @@ class PluginFaults(h.DaemonTestCase):
                                    r"outbox: .*the fixture always fails")
         self.fix_channel_and_reload(d)
         self.assert_delivered_once(d)
+        self.assertEqual(d.stop(), 0)
+
+    def replace_plugin(self, build):
+        """Installs tests/plugins_bad/<build>.so as plugins/swap.so the way
+        install(1) does: a new file renamed over the old one."""
+        tmp = os.path.join(self.plugins, ".swap.so.new")
+        shutil.copyfile(os.path.join(FIXTURES, build + ".so"), tmp)
+        os.rename(tmp, os.path.join(self.plugins, "swap.so"))
+
+    def swap_version(self, d):
+        plugins = self.request(d, {"cmd": "plugins"})["plugins"]
+        (p,) = [p for p in plugins if p["channel"] == "email"]
+        return p["version"] if p["loaded"] else None
+
+    def test_reload_loads_a_replaced_build_and_keeps_a_channel_it_would_break(self):
+        """A running channel's plugin file replaced by a new build: a reload
+        loads the new build (the dynamic linker would hand back the old
+        one); replaced by one that cannot start: the reload is refused with
+        the config line and the running channel keeps delivering; a file
+        overwritten in place with the same bytes reloads without harm."""
+        self.replace_plugin("swap_v1")
+        self.write_config("swap")
+        self.import_data()
+        d = self.start_daemon()
+        self.wait_outbox(d, lambda ts: len(ts) == N and all(
+            t["state"] == "delivered" for t in ts), "delivered by build v1")
+        self.assertEqual(self.swap_version(d), "v1")
+
+        self.replace_plugin("swap_broken")
+        r = d.ctl("reload")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"cadenced\.conf:7: channel \"email\": kept running as it is; "
+                                   r"with the new configuration: plugin swap failed to start: "
+                                   r".*the fixture always fails")
+        self.assertEqual(self.swap_version(d), "v1")
+        r = d.ctl("event", "add", "cust-00-inv-2", "cust-00", "invoice_issued")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.wait_outbox(d, lambda ts: len(ts) == N + 1 and all(
+            t["state"] == "delivered" for t in ts), "delivered by v1 after the refused reload")
+
+        self.replace_plugin("swap_v2")
+        r = d.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.swap_version(d), "v2")
+        r = d.ctl("event", "add", "cust-01-inv-2", "cust-01", "invoice_issued")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.wait_outbox(d, lambda ts: len(ts) == N + 2 and all(
+            t["state"] == "delivered" for t in ts), "delivered by v2")
+
+        # cp over the file in place, same bytes: a new modification time
+        with open(os.path.join(FIXTURES, "swap_v2.so"), "rb") as src, \
+                open(os.path.join(self.plugins, "swap.so"), "r+b") as dst:
+            dst.write(src.read())
+        for _ in range(2):
+            r = d.ctl("reload")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.swap_version(d), "v2")
+        self.replace_plugin("swap_v1")
+        r = d.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.swap_version(d), "v1")
+        self.assertLess(self.status_latency(d), 1.0)
+        # the private copies of new builds are gone from the state directory
+        self.assertEqual([f for f in os.listdir(self.tmp.join("state")) if f.startswith(".swap")],
+                         [])
         self.assertEqual(d.stop(), 0)
 
     def test_garbage_outcomes_are_retried_with_a_clear_reason_never_delivered(self):

@@ -4,6 +4,7 @@
  * than ABI 1.0's, no exported descriptor, an init that fails, no delivery
  * callback, and a descriptor naming another plugin. Apart from its defect
  * each is a working blocking plugin, so only the defect explains a refusal.
+ * PLUGIN_VERSION (default "0") tells builds of one plugin apart.
  */
 #include <cadence/channel.h>
 
@@ -59,7 +60,11 @@ CAD_PLUGIN_EXPORT const cad_plugin_descriptor_t DESCRIPTOR_NAME = {
     .name = PLUGIN_NAME,
 #endif
     .description = "a plugin with one defect, for tests",
+#ifdef PLUGIN_VERSION
+    .version = PLUGIN_VERSION,
+#else
     .version = "0",
+#endif
     .options = NULL,
     .init = bad_init,
 #ifndef DEFECT_NO_CALLBACKS

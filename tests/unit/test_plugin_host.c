@@ -557,6 +557,8 @@ static void test_plugin_host_check_reports_without_starting_anything(void **stat
     fclose(note_file);
     assert_non_null(strstr(text, "/etc/cadence/cadenced.conf:102: channel \"crm\": plugin "
                                  "webhook has no option \"timout\""));
+    /* every line names file, line and channel, load errors too */
+    assert_non_null(strstr(text, "/etc/cadence/cadenced.conf:41: channel \"old\": "));
     assert_non_null(strstr(text, "built for plugin ABI 99.0"));
     /* the plugin's own init ran: a setting only it knows is refused... */
     assert_non_null(strstr(text, "/etc/cadence/cadenced.conf:43: channel \"ftp\": plugin webhook "
