@@ -774,14 +774,33 @@ static void job_free(job_t *j)
     free(j);
 }
 
+/* Control characters (a newline, an escape sequence) of a plugin's text
+ * become spaces, trailing ones dropped: the text goes into log lines,
+ * tables and terminals. */
+static void blank_controls(char *s)
+{
+    char *end = s;
+    for (char *p = s; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+        if (*p != ' ')
+            end = p + 1;
+    }
+    *end = '\0';
+}
+
 /* A plugin's outcome is input like any other: an unknown kind becomes a
  * RETRY naming the plugin's mistake (the touch is neither lost nor counted
- * as delivered; max_attempts ends it), an unknown effect or a negative
- * retry_after is dropped, and the strings end inside their buffers. */
+ * as delivered; max_attempts ends it), an unknown effect is logged and
+ * dropped, a negative retry_after is dropped, the strings end inside their
+ * buffers without control characters, and a failure without a reason
+ * says so. */
 static void check_outcome(struct cad_plugin_env *env, cad_plugin_outcome_t *o)
 {
     o->provider_id[sizeof o->provider_id - 1] = '\0';
     o->reason[sizeof o->reason - 1] = '\0';
+    blank_controls(o->provider_id);
+    blank_controls(o->reason);
     int kind, effect; /* as integers: the plugin may have stored any bits */
     memcpy(&kind, &o->kind, sizeof kind);
     memcpy(&effect, &o->effect, sizeof effect);
@@ -795,10 +814,17 @@ static void check_outcome(struct cad_plugin_env *env, cad_plugin_outcome_t *o)
                     env->plugin, kind);
         return;
     }
+    if (kind == CAD_OUTCOME_PERMANENT && effect != CAD_EFFECT_NONE &&
+        effect != CAD_EFFECT_CONTACT_UNUSABLE && effect != CAD_EFFECT_CONSENT_REVOKED &&
+        effect != CAD_EFFECT_CHANNEL_DISABLED)
+        cad_log_err("plugin %s returned an invalid outcome effect %d; ignored channel=%s",
+                    env->plugin, effect, env->channel);
     if (kind != CAD_OUTCOME_PERMANENT ||
         (effect != CAD_EFFECT_CONTACT_UNUSABLE && effect != CAD_EFFECT_CONSENT_REVOKED &&
          effect != CAD_EFFECT_CHANNEL_DISABLED))
         o->effect = CAD_EFFECT_NONE;
+    if (kind != CAD_OUTCOME_DELIVERED && !o->reason[0])
+        snprintf(o->reason, sizeof o->reason, "plugin %s gave no reason", env->plugin);
     if (o->kind != CAD_OUTCOME_RETRY || o->retry_after < 0)
         o->retry_after = 0;
     if (o->retry_after > CAD_RETRY_AFTER_MAX)

@@ -11,6 +11,9 @@
  *                  stuck on a dead peer without a timeout of its own.
  *   FAULT_SLOW     send() takes 1.5 s, then delivers: a slow provider,
  *                  each call well within a 2 s timeout.
+ *   FAULT_CONTROLS send() fails permanently with a reason full of control
+ *                  characters (a forged log line, terminal escapes) and an
+ *                  unknown effect, or (odd touch ids) with no reason.
  *
  * Each loads and initialises like a well-behaved blocking plugin, so only
  * the fault explains what the host and the dispatcher do.
@@ -45,6 +48,13 @@ static void fault_send(void *instance, const cad_plugin_touch_t *touch, cad_plug
     }
     out->kind = CAD_OUTCOME_DELIVERED;
     strcpy(out->provider_id, "late");
+#endif
+#ifdef FAULT_CONTROLS
+    out->kind = CAD_OUTCOME_PERMANENT;
+    if (touch->touch_id % 2 == 0) {
+        strcpy(out->reason, "line1\n2026-01-01 00:00:00 error: forged\x1b[31m red\a\r");
+        out->effect = (enum cad_outcome_effect)99;
+    }
 #endif
 #ifdef FAULT_SLOW
     struct timespec ts = {1, 500 * 1000 * 1000};

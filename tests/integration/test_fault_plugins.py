@@ -61,7 +61,7 @@ class PluginFaults(h.DaemonTestCase):
         self.plugins = self.tmp.join("plugins")
         os.mkdir(self.plugins)
         os.symlink(os.path.join(h.PLUGIN_BUILD_DIR, "file.so"), os.path.join(self.plugins, "file.so"))
-        for name in ("garbage", "hang", "slow", "init_fails"):
+        for name in ("garbage", "hang", "slow", "init_fails", "controls"):
             os.symlink(os.path.join(FIXTURES, name + ".so"), os.path.join(self.plugins, name + ".so"))
         self.out = self.tmp.join("out")
         self.config = self.tmp.join("cadenced.conf")
@@ -252,6 +252,27 @@ class PluginFaults(h.DaemonTestCase):
         self.assertLess(self.status_latency(d), 1.0)
         self.fix_channel_and_reload(d)
         self.assert_delivered_once(d)
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_reason_with_control_characters_or_none_is_made_safe(self):
+        """A plugin's reason goes into logs, tables and terminals: its
+        control characters become spaces; a failure without a reason says
+        so; an unknown effect is logged and ignored."""
+        self.write_config("controls")
+        self.import_data()
+        d = self.start_daemon()
+        touches = self.wait_outbox(d, lambda ts: len(ts) == N and all(
+            t["state"] == "dead" for t in ts), "every touch dead")
+        reasons = sorted(t["last_error"] for t in touches)
+        for r in reasons:
+            self.assertFalse(any(ord(c) < 0x20 or c == "\x7f" for c in r), repr(r))
+        self.assertIn("permanent: line1 2026-01-01 00:00:00 error: forged [31m red", reasons)
+        self.assertIn("permanent: plugin controls gave no reason", reasons)
+        log = d.read_log()
+        self.assertIn("plugin controls returned an invalid outcome effect 99; ignored", log)
+        self.assertNotIn("\x1b", log)
+        self.assertFalse(any(line.startswith("2026-01-01") for line in log.splitlines()))
+        self.assertNotIn("\x1b", d.ctl("outbox", "list").stdout)
         self.assertEqual(d.stop(), 0)
 
     def test_a_hung_send_neither_blocks_the_daemon_nor_loses_its_touch(self):

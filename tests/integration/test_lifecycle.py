@@ -4,6 +4,7 @@ the watchdog, SIGHUP with a broken and with a changed config, SIGTERM, logs.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,6 +61,23 @@ class Check(h.DaemonTestCase):
                                 h.PLUGIN_BUILD_DIR], capture_output=True, text=True, timeout=20)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertNotIn("plugins not checked", r.stdout)
+            # The secrets the shipped unit loads are the ones the example
+            # config names: with exactly those files every channel checks.
+            unit = os.path.join(h.SOURCE_DIR, "systemd", "cadenced.service.in")
+            with open(unit) as f:
+                names = re.findall(r"^LoadCredential=([^:]+):", f.read(), re.M)
+            self.assertIn("sms-token", names)
+            creds = self.tmp.join("credentials")
+            os.mkdir(creds)
+            for name in names:
+                h.write_text(os.path.join(creds, name), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+                             if name == "webhook-secret" else "s3cret\n")
+            env = dict(os.environ, CREDENTIALS_DIRECTORY=creds)
+            r = subprocess.run([h.CADENCED, "--check", "--config", example, "--plugin-dir",
+                                h.PLUGIN_BUILD_DIR], capture_output=True, text=True, timeout=20,
+                               env=env)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertNotIn("not checked further", r.stdout + r.stderr)
 
     def test_check_validates_plugin_settings(self):
         if not h.plugins_built("file"):
