@@ -304,6 +304,12 @@ static void print_status(json_t *r)
     size_t down = json_array_size(json_object_get(r, "channels_not_loaded"));
     if (down > 0)
         row("channels", "%zu not loaded (see `cadencectl plugins`)", down);
+    size_t failing = json_array_size(json_object_get(r, "circuits_open"));
+    if (failing > 0)
+        row("channels",
+            "%zu with the circuit open, the provider failing; touches wait (see "
+            "`cadencectl alerts`)",
+            failing);
     size_t off = json_array_size(json_object_get(r, "channels_disabled"));
     if (off > 0)
         row("channels",
@@ -859,8 +865,10 @@ static void print_why(json_t *r)
             printf("  %s  %s by %s to %s: %s", str(d, "decided_local"), str(d, "rule"),
                    str(d, "channel"), str(d, "contact"), str(d, "state"));
             if (json_object_get(d, "due_local"))
-                printf(" (%lld attempt%s so far, next %s)", num(d, "attempts"),
-                       num(d, "attempts") == 1 ? "" : "s", str(d, "due_local"));
+                printf(" (%lld attempt%s so far, next %s%s%s)", num(d, "attempts"),
+                       num(d, "attempts") == 1 ? "" : "s", str(d, "due_local"),
+                       json_object_get(d, "held") ? "; " : "",
+                       json_object_get(d, "held") ? str(d, "held") : "");
             printf("%s%s\n", *e && *e != '-' ? " — " : "", *e && *e != '-' ? e : "");
         }
     }
@@ -896,6 +904,21 @@ static void print_outbox(json_t *r)
         json_object_set_new(t, "next", json_string(next));
     }
     print_columns(list, cols);
+    /* A touch due already that does not go: say why, once per reason. */
+    const char *said[8] = {0};
+    int n_said = 0;
+    json_array_foreach(list, i, t)
+    {
+        const char *held = json_string_value(json_object_get(t, "held"));
+        bool seen = !held;
+        for (int k = 0; k < n_said && !seen; k++)
+            seen = strcmp(said[k], held) == 0;
+        if (seen)
+            continue;
+        if (n_said < 8)
+            said[n_said++] = held;
+        printf("touch %lld (channel %s) %s\n", num(t, "key"), str(t, "channel"), held);
+    }
 }
 
 static void print_suppress(json_t *r)
@@ -922,9 +945,9 @@ static void print_suppress(json_t *r)
 static void print_alerts(json_t *r)
 {
     printf("open: %lld content gaps, %lld feedback loops overdue, %lld silent customers, %lld "
-           "dead touches\n\n",
+           "dead touches, %zu channels not sending\n\n",
            num(r, "open.content_gap"), num(r, "open.loop_overdue"), num(r, "open.silent"),
-           num(r, "open.dead_touches"));
+           num(r, "open.dead_touches"), json_array_size(json_object_get(r, "channels")));
     size_t i;
     json_t *ch;
     json_array_foreach(json_object_get(r, "channels"), i, ch)
@@ -936,6 +959,12 @@ static void print_alerts(json_t *r)
             printf("channel %s (%s): disabled since %s, its touches wait; fix the url and "
                    "reload: %s\n",
                    str(ch, "channel"), str(ch, "plugin"), since, e);
+        else if (strcmp(str(ch, "kind"), "circuit_open") == 0)
+            printf("channel %s (%s): circuit %s since %s after %lld failures in a row; its "
+                   "touches wait%s%s\n",
+                   str(ch, "channel"), str(ch, "plugin"), str(ch, "circuit"), since,
+                   num(ch, "consecutive_failures"), *e && *e != '-' ? "; last error: " : "",
+                   *e && *e != '-' ? e : "");
         else
             printf("channel %s (%s): %s, circuit %s%s%s\n", str(ch, "channel"), str(ch, "plugin"),
                    str(ch, "kind"), str(ch, "circuit"), *e && *e != '-' ? ", last error: " : "",
@@ -945,7 +974,10 @@ static void print_alerts(json_t *r)
         putchar('\n');
     static const char *const cols[] = {"kind", "KIND",   "customer", "CUSTOMER", "rule",
                                        "RULE", "detail", "DETAIL",   NULL};
-    print_columns(json_object_get(r, "alerts"), cols);
+    if (json_array_size(json_object_get(r, "alerts")) > 0)
+        print_columns(json_object_get(r, "alerts"), cols);
+    else
+        printf("no customer alerts\n");
     json_t *dead = json_object_get(r, "dead_touches");
     if (json_array_size(dead) == 0)
         return;
@@ -1056,9 +1088,23 @@ static void print_metrics(json_t *r)
 static void print_plugins(json_t *r)
 {
     static const char *const cols[] = {
-        "channel",   "CHANNEL",     "plugin",      "PLUGIN",    "loaded",    "LOADED", "version",
-        "VERSION",   "concurrency", "CONCURRENCY", "in_flight", "IN FLIGHT", "stuck",  "STUCK",
-        "delivered", "DELIVERED",   "failed",      "FAILED",    "error",     "ERROR",  NULL};
+        "channel", "CHANNEL", "plugin",      "PLUGIN",      "loaded",    "LOADED",
+        "version", "VERSION", "concurrency", "CONCURRENCY", "in_flight", "IN FLIGHT",
+        "stuck",   "STUCK",   "delivered",   "DELIVERED",   "failed",    "FAILED",
+        "sending", "SENDING", "error",       "ERROR",       NULL};
+    /* Whether the dispatcher sends on the channel: its circuit, or disabled. */
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(r, "plugins"), i, p)
+    {
+        const char *circuit = str(p, "circuit");
+        json_object_set_new(p, "sending",
+                            json_string(json_is_true(json_object_get(p, "disabled"))
+                                            ? "disabled (gone)"
+                                        : strcmp(circuit, "closed") == 0 ? "yes"
+                                        : strcmp(circuit, "-") == 0      ? "-"
+                                                                         : circuit));
+    }
     print_columns(json_object_get(r, "plugins"), cols);
 }
 

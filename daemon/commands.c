@@ -956,7 +956,49 @@ static json_t *cmd_calendar(json_t *req, const cad_control_peer_t *peer, void *a
     return json_pack("{s:I, s:o}", "now", (json_int_t)x.now, "entries", x.entries);
 }
 
+/* What keeps a touch that is due already from going out: its customer is
+ * paused, its channel's plugin is not loaded, the channel is disabled or
+ * its circuit is open. NULL when nothing holds it (it goes at the next
+ * claim). `ds` is the dispatcher's view, NULL when it does not run. */
+static const char *touch_hold(const cad_outbox_touch_t *t, const cad_dispatch_stats_t *ds,
+                              bool paused, cad_time_t now)
+{
+    if ((t->state != CAD_OUTBOX_QUEUED && t->state != CAD_OUTBOX_RETRY_WAIT) || t->due_at > now)
+        return NULL;
+    if (paused)
+        return "held: the customer is paused";
+    if (!ds)
+        return NULL;
+    for (int i = 0; i < ds->n_channels; i++) {
+        const cad_dispatch_channel_stats_t *ch = &ds->channels[i];
+        if (strcmp(ch->channel, t->channel) != 0)
+            continue;
+        if (!ch->ready)
+            return "held: its channel's plugin is not loaded (cadencectl plugins)";
+        if (ch->disabled)
+            return "held: its channel is disabled, the endpoint is gone; fix it and reload";
+        if (ch->circuit != CAD_CIRCUIT_CLOSED)
+            return "held: its channel's circuit is open, the provider is failing; probes "
+                   "continue";
+        return NULL;
+    }
+    return "held: no channel of that name in the configuration";
+}
+
+/* The dispatcher's view for touch_hold, or NULL; free() it. */
+static cad_dispatch_stats_t *dispatch_view(cad_commands_t *c)
+{
+    cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
+    cad_dispatch_stats_t *ds = disp ? calloc(1, sizeof *ds) : NULL;
+    if (ds)
+        cad_dispatch_get_stats(disp, ds);
+    return ds;
+}
+
 typedef struct why_ctx {
+    const cad_dispatch_stats_t *ds;
+    bool paused;
+    cad_time_t now;
     const char *zone;
     json_t *decisions;
     json_t *touches;
@@ -1030,6 +1072,9 @@ static void collect_touch_of_customer(const cad_outbox_touch_t *t, void *arg)
         char due[96];
         format_local(x->zone, t->due_at, due, sizeof(due));
         json_object_set_new(item, "due_local", json_string(due));
+        const char *held = touch_hold(t, x->ds, x->paused, x->now);
+        if (held)
+            json_object_set_new(item, "held", json_string(held));
     }
     if (item)
         json_array_append_new(x->touches, item);
@@ -1061,13 +1106,18 @@ static json_t *cmd_why(json_t *req, const cad_control_peer_t *peer, void *arg,
         return store_fail(error, rc, err);
     if (!cust)
         return oom(error);
-    why_ctx_t x = {.zone = json_string_value(json_object_get(cust, "timezone")),
+    cad_dispatch_stats_t *ds = dispatch_view(c);
+    why_ctx_t x = {.ds = ds,
+                   .paused = json_is_true(json_object_get(cust, "paused")),
+                   .now = now_seconds(),
+                   .zone = json_string_value(json_object_get(cust, "timezone")),
                    .decisions = json_array(),
                    .touches = json_array()};
     if (x.decisions && x.touches)
         rc = cad_store_trace_foreach(st, id, limit, collect_trace, &x, err);
     if (rc >= 0 && x.decisions && x.touches)
         rc = cad_store_outbox_foreach(st, -1, id, 10, collect_touch_of_customer, &x, err);
+    free(ds);
     if (rc < 0 || !x.decisions || !x.touches) {
         json_decref(cust);
         json_decref(x.decisions);
@@ -1424,8 +1474,15 @@ static json_t *cmd_resume(json_t *req, const cad_control_peer_t *peer, void *arg
 
 /* ---- outbox ---------------------------------------------------------------- */
 
+typedef struct outbox_ctx {
+    json_t *list;
+    const cad_dispatch_stats_t *ds;
+    cad_time_t now;
+} outbox_ctx_t;
+
 static void collect_outbox(const cad_outbox_touch_t *t, void *arg)
 {
+    outbox_ctx_t *x = arg;
     json_t *item = json_pack(
         "{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:s, s:s}", "key",
         (json_int_t)t->key, "state", cad_outbox_state_name(t->state), "customer", t->customer_id,
@@ -1434,8 +1491,11 @@ static void collect_outbox(const cad_outbox_touch_t *t, void *arg)
         (json_int_t)t->decided_at, "due_at", (json_int_t)t->due_at, "expires_at",
         (json_int_t)t->expires_at, "updated_at", (json_int_t)t->updated_at, "last_error",
         t->last_error, "provider_id", t->provider_id);
+    const char *held = item ? touch_hold(t, x->ds, false, x->now) : NULL;
+    if (held)
+        json_object_set_new(item, "held", json_string(held));
     if (item)
-        json_array_append_new(arg, item);
+        json_array_append_new(x->list, item);
 }
 
 static int parse_state(const char *name)
@@ -1473,8 +1533,10 @@ static json_t *cmd_outbox_list(json_t *req, const cad_control_peer_t *peer, void
     json_t *list = json_array();
     if (!list)
         return oom(error);
-    rc = cad_store_outbox_foreach(cad_daemon_store(c->d), s, customer, limit, collect_outbox, list,
+    outbox_ctx_t x = {.list = list, .ds = dispatch_view(c), .now = now_seconds()};
+    rc = cad_store_outbox_foreach(cad_daemon_store(c->d), s, customer, limit, collect_outbox, &x,
                                   err);
+    free((void *)x.ds);
     if (rc < 0) {
         json_decref(list);
         return store_fail(error, rc, err);
@@ -1614,8 +1676,10 @@ static json_t *cmd_alerts(json_t *req, const cad_control_peer_t *peer, void *arg
         rc = cad_store_counts(st, &counts, err);
     /* The latest dead touches themselves, so the count comes with names. */
     json_t *dead = json_array();
-    if (rc >= 0 && dead)
-        rc = cad_store_outbox_foreach(st, CAD_OUTBOX_DEAD, NULL, 20, collect_outbox, dead, err);
+    if (rc >= 0 && dead) {
+        outbox_ctx_t x = {.list = dead};
+        rc = cad_store_outbox_foreach(st, CAD_OUTBOX_DEAD, NULL, 20, collect_outbox, &x, err);
+    }
     if (rc < 0) {
         json_decref(list);
         json_decref(dead);

@@ -272,9 +272,10 @@ static json_t *channels_not_loaded(const cad_daemon_t *d)
     return down;
 }
 
-/* The channels the dispatcher disabled because their endpoint is gone, as
- * [{channel, since, error}]: their touches wait for a reload. */
-static json_t *channels_disabled(const cad_daemon_t *d)
+/* The channels the dispatcher does not send on: disabled because their
+ * endpoint is gone (`disabled`: they wait for a reload), or with their
+ * circuit open; as [{channel, since, error}], "circuit" too for the latter. */
+static json_t *channels_held(const cad_daemon_t *d, bool disabled)
 {
     json_t *off = json_array();
     if (!d->dispatch || !off)
@@ -285,9 +286,14 @@ static json_t *channels_disabled(const cad_daemon_t *d)
     cad_dispatch_get_stats(d->dispatch, ds);
     for (int i = 0; i < ds->n_channels; i++) {
         const cad_dispatch_channel_stats_t *ch = &ds->channels[i];
-        if (ch->disabled)
+        if (disabled && ch->disabled)
             json_array_append_new(off, json_pack("{s:s, s:I, s:s}", "channel", ch->channel, "since",
                                                  (json_int_t)ch->disabled_since, "error",
+                                                 ch->last_error));
+        else if (!disabled && !ch->disabled && ch->circuit != CAD_CIRCUIT_CLOSED)
+            json_array_append_new(off, json_pack("{s:s, s:s, s:I, s:s}", "channel", ch->channel,
+                                                 "circuit", cad_circuit_state_name(ch->circuit),
+                                                 "since", (json_int_t)ch->circuit_since, "error",
                                                  ch->last_error));
     }
     free(ds);
@@ -320,7 +326,8 @@ static json_t *cmd_status(json_t *request, const cad_control_peer_t *peer, void 
                         json_pack("{s:i, s:i}", "rules", d->cfg->playbook.n_rules, "channels",
                                   d->cfg->playbook.n_channels));
     json_object_set_new(r, "channels_not_loaded", channels_not_loaded(d));
-    json_object_set_new(r, "channels_disabled", channels_disabled(d));
+    json_object_set_new(r, "channels_disabled", channels_held(d, true));
+    json_object_set_new(r, "circuits_open", channels_held(d, false));
     json_object_set_new(r, "store",
                         json_pack("{s:s, s:i, s:i}", "path", cad_store_path(d->store),
                                   "schema_version", cad_store_user_version(d->store),

@@ -141,6 +141,15 @@ class Delivery(DispatchCase):
         d = self.start(config=cfg)
         self.assertTrue(rx.wait_until(lambda: "circuit open" in d.read_log(), 20),
                         "the circuit never opened:\n" + d.read_log()[-3000:])
+        # What the operator sees meanwhile: every view says the channel is
+        # not sending and why the touches due already wait.
+        self.assertTrue(rx.wait_until(lambda: "held: its channel's circuit is open" in d.ctl(
+            "outbox", "list").stdout, 10), d.ctl("outbox", "list").stdout)
+        self.assertRegex(d.ctl("status").stdout, r"channels +1 with the circuit open")
+        self.assertRegex(d.ctl("alerts").stdout, r"1 channels not sending[\s\S]*channel hook "
+                         r"\(webhook\): circuit open since \S+ \S+ after \d+ failures in a row; its "
+                         r"touches wait; last error: endpoint answered 500")
+        self.assertRegex(d.ctl("plugins").stdout, r"hook +webhook .* open ")
         fixed = rx.Receiver(self.tmp.path, name="fixed")
         try:
             rx.write_dispatch_config(self.tmp, fixed.url(), concurrency=4, circuit_threshold=3,
@@ -517,6 +526,8 @@ class SendTimeChecks(DispatchCase):
         why = d.ctl("why", "cust-00001").stdout
         self.assertIn("retry_wait (1 attempt so far, next ", why)
         self.assertIn("endpoint answered 503 with Retry-After 3s", why)
+        self.assertTrue(rx.wait_until(lambda: "; held: the customer is paused)" in d.ctl(
+            "why", "cust-00001").stdout, 6), d.ctl("why", "cust-00001").stdout)
         listing = d.ctl("outbox", "list", "--state", "retry_wait").stdout
         self.assertIn("NEXT (UTC)", listing)
         self.assertRegex(listing, r"retry_wait .* 1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
