@@ -813,10 +813,21 @@ static void print_customers(json_t *r)
 
 static void print_customer_or_list(json_t *r)
 {
-    if (json_object_get(r, "customers"))
+    if (json_object_get(r, "customers")) {
         print_customers(r);
-    else
-        print_generic(r);
+        return;
+    }
+    /* Unix seconds as UTC times, like every other table */
+    static const char *const times[] = {"created_at", "updated_at", "next_eval", NULL};
+    for (int i = 0; times[i]; i++) {
+        json_t *v = json_object_get(r, times[i]);
+        if (!json_is_integer(v))
+            continue;
+        char buf[64];
+        format_time(v, buf, sizeof buf);
+        json_object_set_new(r, times[i], json_string(buf));
+    }
+    print_generic(r);
 }
 
 static void print_calendar(json_t *r)

@@ -601,8 +601,9 @@ static json_t *cmd_contact_usable(json_t *req, const cad_control_peer_t *peer, v
     if (rc != 0)
         return store_fail(error, rc, err);
     changed(c, key);
+    char v[CAD_LOG_VALUE_MAX];
     cad_log_info("control: contact's channel usable again contact=%s channel=%s uid=%u pid=%d",
-                 contact, channel, (unsigned)peer->uid, (int)peer->pid);
+                 cad_log_value(contact, v), channel, (unsigned)peer->uid, (int)peer->pid);
     return json_pack("{s:s, s:s, s:s, s:b}", "contact", contact, "channel", channel, "customer",
                      owner, "usable", 1);
 }
@@ -1382,8 +1383,10 @@ static json_t *cmd_simulate(json_t *req, const cad_control_peer_t *peer, void *a
     c->open_handles += 3;
     uv_read_start((uv_stream_t *)&j->out, job_alloc, job_on_stdout);
     uv_read_start((uv_stream_t *)&j->err, job_alloc, job_on_stderr);
+    char v[CAD_LOG_VALUE_MAX];
     cad_log_info("simulate: forecast started job=%d days=%lld customer=%s pid=%d uid=%u", j->id,
-                 (long long)days, customer ? customer : "*", j->proc.pid, (unsigned)peer->uid);
+                 (long long)days, customer ? cad_log_value(customer, v) : "*", j->proc.pid,
+                 (unsigned)peer->uid);
     return json_pack("{s:i, s:s, s:i, s:s}", "job", j->id, "state", "running", "days", j->days,
                      "customer", j->customer);
 }
@@ -1455,8 +1458,9 @@ static json_t *pause_resume(cad_commands_t *c, json_t *req, bool paused,
     cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
     if (!paused && disp)
         cad_dispatch_kick(disp); /* the customer's waiting touches are due again */
+    char v[CAD_LOG_VALUE_MAX];
     cad_log_info("control: customer %s customer=%s uid=%u pid=%d", paused ? "paused" : "resumed",
-                 id, (unsigned)peer->uid, (int)peer->pid);
+                 cad_log_value(id, v), (unsigned)peer->uid, (int)peer->pid);
     return json_pack("{s:s, s:b}", "customer", id, "paused", paused);
 }
 
@@ -1619,10 +1623,12 @@ static json_t *outbox_retry_dead(cad_commands_t *c, json_t *req, const cad_contr
     cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
     if (requeued > 0 && disp)
         cad_dispatch_kick(disp);
+    char v[CAD_LOG_VALUE_MAX];
     cad_log_info("control: dead touches queued again count=%lld expired_left=%lld channel=%s "
                  "customer=%s since=%lld uid=%u pid=%d",
                  (long long)requeued, (long long)left, channel ? channel : "*",
-                 customer ? customer : "*", (long long)since, (unsigned)peer->uid, (int)peer->pid);
+                 customer ? cad_log_value(customer, v) : "*", (long long)since, (unsigned)peer->uid,
+                 (int)peer->pid);
     return json_pack("{s:I, s:I}", "requeued", (json_int_t)requeued, "expired", (json_int_t)left);
 }
 

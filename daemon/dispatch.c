@@ -421,8 +421,10 @@ static void record_dead(cad_dispatch_t *d, attempt_t *a, const char *fmt, const 
         snprintf(p->text, sizeof p->text, fmt, reason);
     ch->dead++;
     d->dead++;
+    char v[CAD_LOG_VALUE_MAX];
     cad_log_warning("touch dead channel=%s touch=%lld customer=%s attempt=%d reason=\"%s\"",
-                    ch->name, (long long)a->key, a->customer_id, a->number, p ? p->text : reason);
+                    ch->name, (long long)a->key, cad_log_value(a->customer_id, v), a->number,
+                    p ? p->text : reason);
 }
 
 /* A transient failure: retry later or give up. */
@@ -609,8 +611,10 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
         if (p)
             snprintf(p->text, sizeof p->text, "not sent: %s", a->withdrawn);
         ch->withdrawn++;
+        char v[CAD_LOG_VALUE_MAX], w[CAD_LOG_VALUE_MAX];
         cad_log_notice("touch withdrawn channel=%s touch=%lld customer=%s contact=%s reason=\"%s\"",
-                       ch->name, (long long)a->key, a->customer_id, a->contact_id, a->withdrawn);
+                       ch->name, (long long)a->key, cad_log_value(a->customer_id, v),
+                       cad_log_value(a->contact_id, w), a->withdrawn);
         attempt_free(a);
         return true;
     }

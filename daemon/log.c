@@ -145,6 +145,33 @@ void cad_log_release(bool emit)
     holding = false;
 }
 
+const char *cad_log_value(const char *s, char buf[CAD_LOG_VALUE_MAX])
+{
+    if (!s)
+        return "";
+    const char *p = s;
+    while (*p && (unsigned char)*p > 0x20 && *p != 0x7f && !strchr("\"\\=", *p))
+        p++;
+    if (!*p && p != s)
+        return s;
+    size_t n = 0;
+    buf[n++] = '"';
+    for (p = s; *p && n < CAD_LOG_VALUE_MAX - 6; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(buf + n, 5, "\\x%02x", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n++] = '"';
+    buf[n] = '\0';
+    return buf;
+}
+
 void cad_log(enum cad_log_level level, const char *fmt, ...)
 {
     if (level > log_level)
@@ -157,7 +184,8 @@ void cad_log(enum cad_log_level level, const char *fmt, ...)
         time_t now = time(NULL);
         struct tm tm;
         localtime_r(&now, &tm);
-        len = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S ", &tm);
+        /* local time with its UTC offset: unambiguous across zones and DST */
+        len = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S%z ", &tm);
         len += (size_t)snprintf(line + len, sizeof(line) - len, "%s: ", level_name(level));
     }
     size_t start = len;

@@ -37,6 +37,13 @@ void cad_log(enum cad_log_level level, const char *fmt, ...) __attribute__((form
 void cad_log_hold(void);
 void cad_log_release(bool emit);
 
+/* An outside value (an id, an address) for a key=value field: `s` itself
+ * when it holds no space, quote, backslash, '=' or control character, else
+ * a double-quoted copy with \" and \\ escaped and control characters as
+ * \xHH, written into buf (cut to fit). Returns s or buf; s NULL is "". */
+#define CAD_LOG_VALUE_MAX 300
+const char *cad_log_value(const char *s, char buf[CAD_LOG_VALUE_MAX]);
+
 #define cad_log_err(...)     cad_log(CAD_LOG_ERR, __VA_ARGS__)
 #define cad_log_warning(...) cad_log(CAD_LOG_WARNING, __VA_ARGS__)
 #define cad_log_notice(...)  cad_log(CAD_LOG_NOTICE, __VA_ARGS__)

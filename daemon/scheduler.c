@@ -175,7 +175,8 @@ static int evaluate(cad_scheduler_t *s, int64_t key, cad_time_t now)
     if (rc < 0) {
         /* The snapshot does not fit the playbook: a bug, not a store failure.
          * Retry later rather than stop the calendar. */
-        cad_log_err("engine refused a snapshot customer=%s", snap.customer.id);
+        char v[CAD_LOG_VALUE_MAX];
+        cad_log_err("engine refused a snapshot customer=%s", cad_log_value(snap.customer.id, v));
         s->stats.errors++;
         cad_calendar_set(&s->cal, key, now + CAD_SCHEDULER_RETRY_DELAY);
         return 0;
@@ -183,14 +184,17 @@ static int evaluate(cad_scheduler_t *s, int64_t key, cad_time_t now)
     rc = cad_store_record_decision(s->store, pb, &snap, &dec, now, err);
     if (rc == -CAD_EINVAL) {
         /* Refused before anything was written: this customer only. */
+        char v[CAD_LOG_VALUE_MAX];
         cad_log_err("decision refused, customer retried in %d s: %s customer=%s",
-                    CAD_SCHEDULER_RETRY_DELAY, err, snap.customer.id);
+                    CAD_SCHEDULER_RETRY_DELAY, err, cad_log_value(snap.customer.id, v));
         s->stats.errors++;
         cad_calendar_set(&s->cal, key, now + CAD_SCHEDULER_RETRY_DELAY);
         return 0;
     }
     if (rc < 0) {
-        cad_log_err("cannot record decision: %s customer=%s", err, snap.customer.id);
+        char v[CAD_LOG_VALUE_MAX];
+        cad_log_err("cannot record decision: %s customer=%s", err,
+                    cad_log_value(snap.customer.id, v));
         return rc;
     }
     s->batch.evaluations++;
@@ -204,8 +208,9 @@ static int evaluate(cad_scheduler_t *s, int64_t key, cad_time_t now)
     }
     if (dec.chosen >= 0) {
         const cad_verdict_t *v = &dec.verdicts[dec.chosen];
-        cad_log_info("touch decided customer=%s rule=%s channel=%s", snap.customer.id,
-                     pb->rules[v->rule].name,
+        char id[CAD_LOG_VALUE_MAX];
+        cad_log_info("touch decided customer=%s rule=%s channel=%s",
+                     cad_log_value(snap.customer.id, id), pb->rules[v->rule].name,
                      v->channel >= 0 ? pb->channels[v->channel].name : "-");
     }
     cad_time_t next = dec.next_eval;

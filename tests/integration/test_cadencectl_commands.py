@@ -73,6 +73,8 @@ class Commands(h.DaemonTestCase):
         c = self.json("customer", "show", "acme")
         self.assertEqual(c["stage"], "at_risk")
         self.assertEqual(c["name"], "Acme Ltd")  # untouched fields are kept
+        shown = self.ctl("customer", "show", "acme").stdout  # times readable, in UTC
+        self.assertRegex(shown, r"created_at\W+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
         listed = self.json("customer", "list", "--stage", "at_risk", "--limit", "1000")
         self.assertIn("acme", [x["id"] for x in listed["customers"]])
         self.assertTrue(all(x["stage"] == "at_risk" for x in listed["customers"]))

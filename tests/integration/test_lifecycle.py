@@ -317,7 +317,7 @@ class Logs(h.DaemonTestCase):
         d = self.start()
         d.stop()
         first = d.read_log().splitlines()[0]
-        self.assertRegex(first, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d notice: cadenced .* running ")
+        self.assertRegex(first, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d{4} notice: cadenced .* running ")
 
     def test_journal_stream_gets_priority_prefixes(self):
         cfg = h.write_config(self.tmp)

@@ -66,9 +66,10 @@ static void test_human_format(void **state)
 {
     char *text = capture(false, log_three);
     assert_int_equal(count_lines(text), 2);
-    assert_matches(text, "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} error: store "
-                         "failed path=/var/lib/x.db$");
-    assert_matches(text, "^[0-9-]{10} [0-9:]{8} info: reload done rules=3$");
+    assert_matches(
+        text, "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{4} error: store "
+              "failed path=/var/lib/x.db$");
+    assert_matches(text, "^[0-9-]{10} [0-9:]{8}[+-][0-9]{4} info: reload done rules=3$");
     free(text);
 }
 
@@ -122,6 +123,27 @@ static void log_long(void)
     free(big);
 }
 
+/* Outside values in key=value fields: plain ones as they are, others
+ * quoted so a space or an '=' cannot split or forge a field. */
+static void test_values_are_quoted_when_needed(void **state)
+{
+    (void)state;
+    char buf[CAD_LOG_VALUE_MAX];
+    assert_string_equal(cad_log_value("cust-00042", buf), "cust-00042");
+    assert_string_equal(cad_log_value("caf\xc3\xa9", buf), "caf\xc3\xa9");
+    assert_string_equal(cad_log_value("caf\xc3\xa9 b\xc3\xbcro", buf),
+                        "\"caf\xc3\xa9 b\xc3\xbcro\"");
+    assert_string_equal(cad_log_value("a=b \"c\"\\\n", buf), "\"a=b \\\"c\\\"\\\\\\x0a\"");
+    assert_string_equal(cad_log_value("", buf), "\"\"");
+    assert_string_equal(cad_log_value(NULL, buf), "");
+    char longer[1000];
+    memset(longer, ' ', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    const char *v = cad_log_value(longer, buf);
+    assert_true(strlen(v) < CAD_LOG_VALUE_MAX);
+    assert_int_equal(v[strlen(v) - 1], '"');
+}
+
 static void test_long_messages_are_cut(void **state)
 {
     char *text = capture(true, log_long);
@@ -162,8 +184,8 @@ static void test_journal_stream_detection(void **state)
     assert_true(pread(fd, buf, sizeof(buf) - 1, 0) > 0);
     close(fd);
     assert_matches(buf, "^<6>to journald$");
-    assert_matches(buf, "^[0-9-]{10} [0-9:]{8} info: to a file$");
-    assert_matches(buf, "^[0-9-]{10} [0-9:]{8} info: garbage$");
+    assert_matches(buf, "^[0-9-]{10} [0-9:]{8}[+-][0-9]{4} info: to a file$");
+    assert_matches(buf, "^[0-9-]{10} [0-9:]{8}[+-][0-9]{4} info: garbage$");
 }
 
 static void test_level_names(void **state)
@@ -258,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_journal_format),
         cmocka_unit_test(test_threshold_and_clamping),
         cmocka_unit_test(test_line_breaks_become_spaces),
+        cmocka_unit_test(test_values_are_quoted_when_needed),
         cmocka_unit_test(test_long_messages_are_cut),
         cmocka_unit_test(test_journal_stream_detection),
         cmocka_unit_test(test_level_names),
