@@ -1571,6 +1571,25 @@ static int arg_touch_key(json_t *req, int64_t *out, cad_control_error_t *error)
     return -CAD_EINVAL;
 }
 
+typedef struct blocker {
+    const cad_playbook_t *pb;
+    const char *why; /* static, NULL when nothing stops the touch */
+    char contact[CAD_ID_MAX + 1];
+    char channel[CAD_NAME_MAX];
+} blocker_t;
+
+static void find_blocker(const cad_outbox_touch_t *t, void *arg)
+{
+    blocker_t *b = arg;
+    int c = cad_playbook_channel(b->pb, t->channel);
+    if (c < 0 || (t->state != CAD_OUTBOX_DEAD && t->state != CAD_OUTBOX_RETRY_WAIT &&
+                  t->state != CAD_OUTBOX_CANCELLED))
+        return; /* the store refuses it, naming the state */
+    b->why = cad_dispatch_withdraw_reason(b->pb->channels[c].address, t);
+    snprintf(b->contact, sizeof b->contact, "%s", t->contact_id);
+    snprintf(b->channel, sizeof b->channel, "%s", t->channel);
+}
+
 static json_t *outbox_change(cad_commands_t *c, json_t *req, bool retry,
                              const cad_control_peer_t *peer, cad_control_error_t *error)
 {
@@ -1580,6 +1599,15 @@ static json_t *outbox_change(cad_commands_t *c, json_t *req, bool retry,
         return NULL;
     char err[CAD_ERRBUF];
     cad_store_t *st = cad_daemon_store(c->d);
+    /* A touch its contact may not receive would only be withdrawn again:
+     * say what stops it instead of queueing it. */
+    blocker_t b = {.pb = &cad_daemon_config(c->d)->playbook};
+    if (retry && cad_store_outbox_get(st, key, find_blocker, &b, err) == 0 && b.why)
+        return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST,
+                                "touch %lld would not be sent: %s (contact %s, channel %s); clear "
+                                "that first (contact consent, suppress remove, contact usable) "
+                                "or cancel the touch",
+                                (long long)key, b.why, b.contact, b.channel);
     int rc = retry ? cad_store_outbox_requeue(st, key, now_seconds(), err)
                    : cad_store_outbox_cancel(st, key, now_seconds(), err);
     if (rc != 0)

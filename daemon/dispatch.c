@@ -721,15 +721,11 @@ static char *copy_str(char **p, const char *s)
     return r;
 }
 
-/* Why a claimed touch may not be sent after all, or NULL. The engine checked
- * consent and address when it decided; a touch that waited (for a retry, a
- * token, a circuit, an operator's retry) is checked again as it is claimed,
- * so an opt-out, a suppression or a hard bounce since then stops it (R10). */
-static const char *withdrawn_reason(const chan_t *ch, const cad_outbox_touch_t *t)
+const char *cad_dispatch_withdraw_reason(enum cad_address_kind address, const cad_outbox_touch_t *t)
 {
     if (t->unusable)
         return "the contact's channel was marked unusable after a permanent failure";
-    switch (ch->address) {
+    switch (address) {
     case CAD_ADDRESS_EMAIL:
         if (!t->contact_email || !*t->contact_email)
             return "the contact has no email address any more";
@@ -792,7 +788,7 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
     a->number = t->attempt + 1;
     a->decided_at = t->decided_at;
     a->expires_at = t->expires_at;
-    a->withdrawn = withdrawn_reason(c->ch, t);
+    a->withdrawn = cad_dispatch_withdraw_reason(c->ch->address, t);
     a->next = NULL;
     if (d->claimed_tail)
         d->claimed_tail->next = a;

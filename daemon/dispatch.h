@@ -112,4 +112,13 @@ void cad_dispatch_get_stats(const cad_dispatch_t *d, cad_dispatch_stats_t *stats
 /* Outcomes waiting for the next group commit (for tests and metrics). */
 int cad_dispatch_pending_outcomes(const cad_dispatch_t *d);
 
+/* Why a touch read with the claim's checks (cad_store_outbox_get, or a
+ * claim) may not be sent to its contact over a channel of `address` kind,
+ * or NULL. The engine checked consent and address when it decided; a touch
+ * that waited (for a retry, a token, a circuit, an operator's retry) is
+ * checked again as it is claimed, so an opt-out, a suppression or a hard
+ * bounce since then stops it (R10). The sentence is static. */
+const char *cad_dispatch_withdraw_reason(enum cad_address_kind address,
+                                         const cad_outbox_touch_t *t);
+
 #endif

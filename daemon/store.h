@@ -281,6 +281,12 @@ typedef struct cad_outbox_touch {
     bool unusable;                           /* the contact's channel was marked unusable */
 } cad_outbox_touch_t;
 
+/* Reads touch `key` with what a claim checks again (consent, suppression,
+ * unusable mark, the contact's addresses) and calls fn with it; the strings
+ * live until the next outbox call. -CAD_ENOTFOUND when there is none. */
+int cad_store_outbox_get(cad_store_t *st, int64_t key,
+                         void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err);
+
 /* Moves up to `max` due touches (queued or retry-wait with due_at <= now) to
  * in-flight and calls fn for each. A paused customer's touches are not due
  * until the customer is resumed (R14). Returns the number claimed. */

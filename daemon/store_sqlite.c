@@ -267,6 +267,7 @@ enum stmt_id {
     S_OUTBOX_CANCEL,
     S_OUTBOX_REQUEUE_ONE,
     S_OUTBOX_REQUEUE_DEAD,
+    S_OUTBOX_ONE,
     S_OUTBOX_COUNT_DEAD,
     S_COUNT_ALERT_KINDS,
     S_COUNT_PAUSED,
@@ -504,6 +505,8 @@ static const char *const stmt_sql[S_COUNT] = {
         "UPDATE touches SET state = 'queued', due_at = ?4, updated_at = ?4"
         " WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)"
         " AND (?2 = 0 OR customer_key = ?2) AND updated_at >= ?3 AND expires_at > ?4",
+    [S_OUTBOX_ONE] =
+        OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t" OUTBOX_JOINS " WHERE t.key = ?1",
     [S_OUTBOX_COUNT_DEAD] = "SELECT COUNT(*) FROM touches"
                             " WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)"
                             " AND (?2 = 0 OR customer_key = ?2) AND updated_at >= ?3",
@@ -2382,6 +2385,28 @@ static int outbox_claim(cad_store_t *st, const char *channel, cad_time_t now, in
     for (int i = 0; i < n; i++)
         fn(&st->claim_rows[i].touch, arg);
     return n;
+}
+
+int cad_store_outbox_get(cad_store_t *st, int64_t key,
+                         void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_ONE);
+    sqlite3_bind_int64(s, 1, key);
+    st->claim_len = 0;
+    claim_row_t row;
+    int rc = sqlite3_step(s), r = 0;
+    if (rc == SQLITE_ROW && !outbox_row_read(st, s, true, &row))
+        r = cad_fail(err, CAD_ENOMEM, "store %s: out of memory reading a touch", st->path);
+    else if (rc == SQLITE_DONE)
+        r = cad_fail(err, CAD_ENOTFOUND, "outbox: no touch with key %lld", (long long)key);
+    else if (rc != SQLITE_ROW)
+        r = db_fail(st, err, rc, "reading a touch");
+    sqlite3_reset(s);
+    if (r == 0) {
+        outbox_row_fix(st, &row);
+        fn(&row.touch, arg);
+    }
+    return r;
 }
 
 int cad_store_outbox_claim(cad_store_t *st, cad_time_t now, int max,
