@@ -113,6 +113,7 @@ typedef struct pending {
     enum record_kind kind;
     int64_t key, customer_key, contact_key;
     cad_time_t retry_at;
+    bool unsent; /* a retry whose attempt never started: not counted */
     enum cad_outcome_effect effect;
     bool maybe_received; /* recorded with the touch: it may have reached the customer */
     cad_time_t ended_at; /* when the attempt's outcome came */
@@ -434,7 +435,10 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
     chan_t *ch = a->ch;
     snprintf(ch->last_error, sizeof ch->last_error, "%s", o->reason);
     uint32_t max_attempts = ch->cc.max_attempts ? ch->cc.max_attempts : 8;
-    if ((uint32_t)a->number >= max_attempts) {
+    /* The host could not even start it (every slot stuck in the plugin):
+     * backoff and the circuit apply, but it is no attempt; max_age ends it. */
+    bool unsent = strncmp(o->reason, CAD_NOT_STARTED_PREFIX, strlen(CAD_NOT_STARTED_PREFIX)) == 0;
+    if (!unsent && (uint32_t)a->number >= max_attempts) {
         char why[CAD_PLUGIN_REASON_MAX + 64];
         snprintf(why, sizeof why, "gave up after %d attempts: %s", a->number, o->reason);
         record_dead(d, a, "%s", why);
@@ -466,6 +470,7 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
     pending_t *p = pending_add(d, REC_RETRY, a);
     if (p) {
         p->retry_at = retry_at;
+        p->unsent = unsent;
         snprintf(p->text, sizeof p->text, "%s", o->reason);
     }
     ch->retried++;
@@ -1015,7 +1020,9 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
     switch (p->kind) {
     case REC_DELIVERED: rc = cad_store_outbox_delivered(d->store, p->key, p->text, now, err); break;
     case REC_RETRY:
-        rc = cad_store_outbox_retry(d->store, p->key, p->retry_at, p->text, now, err);
+        rc = p->unsent
+                 ? cad_store_outbox_retry_unsent(d->store, p->key, p->retry_at, p->text, now, err)
+                 : cad_store_outbox_retry(d->store, p->key, p->retry_at, p->text, now, err);
         break;
     case REC_DEAD: rc = cad_store_outbox_dead(d->store, p->key, p->text, now, err); break;
     case REC_RELEASE: rc = cad_store_outbox_release(d->store, p->key, now, err); break;

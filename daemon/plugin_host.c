@@ -909,7 +909,8 @@ static void timed_add(job_t *j)
 static void stuck_reason(const struct cad_plugin_env *env, char *buf, size_t size)
 {
     snprintf(buf, size,
-             "not started: all %u sends of channel %s are stuck inside plugin %s's send()",
+             CAD_NOT_STARTED_PREFIX ": all %u sends of channel %s are stuck inside plugin %s's "
+                                    "send()",
              env->concurrency, env->channel, env->plugin);
 }
 
@@ -1186,7 +1187,8 @@ static void work_done(uv_work_t *w, int status)
     timed_remove(j);
     if (status == UV_ECANCELED && j->expired)
         set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
-                    "not started within the channel's timeout of %lld ms: every thread of the "
+                    CAD_NOT_STARTED_PREFIX
+                    " within the channel's timeout of %lld ms: every thread of the "
                     "pool (UV_THREADPOOL_SIZE) was busy",
                     (long long)env->timeout_ms);
     else if (status == UV_ECANCELED)

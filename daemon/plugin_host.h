@@ -119,6 +119,12 @@ void cad_plugin_host_close(cad_plugin_host_t *host, int64_t grace_ms, void (*clo
  * for. No-op when the host is not closing. */
 void cad_plugin_host_hurry(cad_plugin_host_t *host);
 
+/* The reason of a RETRY the host reports for a send it could not start
+ * (every slot of the channel stuck inside the plugin, or no pool thread
+ * within the timeout) begins with this: the dispatcher does not count it as
+ * an attempt. */
+#define CAD_NOT_STARTED_PREFIX "not started"
+
 /* Name of an outcome kind: "delivered", "retry", "permanent". */
 const char *cad_outcome_kind_name(enum cad_outcome_kind kind);
 /* Name of an outcome effect: "none", "contact_unusable", "consent_revoked",

@@ -306,6 +306,10 @@ int cad_store_outbox_delivered(cad_store_t *st, int64_t key, const char *provide
                                cad_time_t now, char *err);
 int cad_store_outbox_retry(cad_store_t *st, int64_t key, cad_time_t retry_at, const char *error,
                            cad_time_t now, char *err);
+/* Like cad_store_outbox_retry for an attempt that never started (the
+ * plugin's every slot stuck): the attempt is not counted. */
+int cad_store_outbox_retry_unsent(cad_store_t *st, int64_t key, cad_time_t retry_at,
+                                  const char *error, cad_time_t now, char *err);
 int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
                           char *err);
 /* At start: every in-flight row left by a crash goes back to queued (it is

@@ -268,6 +268,7 @@ enum stmt_id {
     S_OUTBOX_REQUEUE_ONE,
     S_OUTBOX_REQUEUE_DEAD,
     S_OUTBOX_ONE,
+    S_OUTBOX_RETRY_UNSENT,
     S_OUTBOX_COUNT_DEAD,
     S_COUNT_ALERT_KINDS,
     S_COUNT_PAUSED,
@@ -505,6 +506,9 @@ static const char *const stmt_sql[S_COUNT] = {
         "UPDATE touches SET state = 'queued', due_at = ?4, updated_at = ?4"
         " WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)"
         " AND (?2 = 0 OR customer_key = ?2) AND updated_at >= ?3 AND expires_at > ?4",
+    [S_OUTBOX_RETRY_UNSENT] =
+        "UPDATE touches SET state = 'retry_wait', due_at = ?2, last_error = COALESCE(?3, ''),"
+        " updated_at = ?4, attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
     [S_OUTBOX_ONE] =
         OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t" OUTBOX_JOINS " WHERE t.key = ?1",
     [S_OUTBOX_COUNT_DEAD] = "SELECT COUNT(*) FROM touches"
@@ -2461,7 +2465,7 @@ static int outbox_update(cad_store_t *st, enum stmt_id id, int64_t key, const ch
         return r;
     sqlite3_stmt *s = stmt(st, id);
     sqlite3_bind_int64(s, 1, key);
-    if (id == S_OUTBOX_RETRY) {
+    if (id == S_OUTBOX_RETRY || id == S_OUTBOX_RETRY_UNSENT) {
         sqlite3_bind_int64(s, 2, t);
         bind_text(s, 3, text);
         sqlite3_bind_int64(s, 4, now);
@@ -2487,6 +2491,13 @@ int cad_store_outbox_retry(cad_store_t *st, int64_t key, cad_time_t retry_at, co
                            cad_time_t now, char *err)
 {
     return outbox_update(st, S_OUTBOX_RETRY, key, error, retry_at, now, "schedule a retry of", err);
+}
+
+int cad_store_outbox_retry_unsent(cad_store_t *st, int64_t key, cad_time_t retry_at,
+                                  const char *error, cad_time_t now, char *err)
+{
+    return outbox_update(st, S_OUTBOX_RETRY_UNSENT, key, error, retry_at, now,
+                         "schedule a retry of", err);
 }
 
 int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
