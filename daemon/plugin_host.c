@@ -425,16 +425,17 @@ static const cad_plugin_api_t host_api = {
 
 /* ---- loading ------------------------------------------------------------------ */
 
+/* "a string", "an integer"...: what a setting of type t must be. */
 static const char *option_type_name(enum cad_option_type t)
 {
     switch (t) {
-    case CAD_OPTION_STRING: return "string";
-    case CAD_OPTION_INT: return "integer";
-    case CAD_OPTION_BOOL: return "boolean";
-    case CAD_OPTION_DURATION: return "duration";
-    case CAD_OPTION_SECRET_FILE: return "secret file name";
+    case CAD_OPTION_STRING: return "a string";
+    case CAD_OPTION_INT: return "an integer";
+    case CAD_OPTION_BOOL: return "a boolean";
+    case CAD_OPTION_DURATION: return "a duration";
+    case CAD_OPTION_SECRET_FILE: return "a secret file name";
     }
-    return "unknown";
+    return "of an unknown type";
 }
 
 static void env_fail(struct cad_plugin_env *env, const char *fmt, ...)
@@ -506,6 +507,29 @@ static int resolve_settings(struct cad_plugin_env *env, const cad_channel_config
     int n = 0;
     while (opts && opts[n].name)
         n++;
+    /* The option table is the plugin's promise to init: applied defaults it
+     * can rely on. A table that breaks it is the plugin's bug, named here. */
+    for (int i = 0; i < n; i++) {
+        char why[CAD_ERRBUF];
+        for (int j = 0; j < i; j++)
+            if (strcmp(opts[j].name, opts[i].name) == 0) {
+                env_fail(env, "plugin %s declares option %s twice", env->plugin, opts[i].name);
+                return -1;
+            }
+        int type; /* as an integer: the plugin may have stored any bits */
+        memcpy(&type, &opts[i].type, sizeof type);
+        if (type < CAD_OPTION_STRING || type > CAD_OPTION_SECRET_FILE) {
+            env_fail(env, "plugin %s: its option %s has an unknown type %d", env->plugin,
+                     opts[i].name, type);
+            return -1;
+        }
+        if (opts[i].default_value &&
+            check_value(&opts[i], opts[i].default_value, why, sizeof why) < 0) {
+            env_fail(env, "plugin %s: the default of its option %s is not %s: %s", env->plugin,
+                     opts[i].name, option_type_name(opts[i].type), why);
+            return -1;
+        }
+    }
     env->n_options = n;
     env->values = calloc((size_t)n + 1, sizeof *env->values);
     if (!env->values) {
@@ -530,7 +554,7 @@ static int resolve_settings(struct cad_plugin_env *env, const cad_channel_config
         char why[CAD_ERRBUF];
         const char *value = set->value ? set->value : "";
         if (check_value(&opts[i], value, why, sizeof why) < 0) {
-            env_fail(env, "%s:%d: channel \"%s\": option %s must be a %s: %s", file, set->line,
+            env_fail(env, "%s:%d: channel \"%s\": option %s must be %s: %s", file, set->line,
                      env->channel, set->name, option_type_name(opts[i].type), why);
             bad++;
             continue;

@@ -2,7 +2,8 @@
  * bad_plugin.c — channel plugins the host must refuse, one defect each
  * (selected by a DEFECT_* define): a foreign ABI major, a descriptor smaller
  * than ABI 1.0's, no exported descriptor, an init that fails, no delivery
- * callback, and a descriptor naming another plugin. Apart from its defect
+ * callback, a descriptor naming another plugin, an option whose default is
+ * not of its type, and an option declared twice. Apart from its defect
  * each is a working blocking plugin, so only the defect explains a refusal.
  * PLUGIN_VERSION (default "0") tells builds of one plugin apart.
  */
@@ -42,6 +43,21 @@ static void bad_shutdown(void *instance)
 #define DESCRIPTOR_NAME cadence_channel_plugin
 #endif
 
+#if defined(DEFECT_BAD_DEFAULT)
+static const cad_plugin_option_t bad_options[] = {
+    {.name = "retries", .type = CAD_OPTION_INT, .default_value = "abc"},
+    {.name = NULL},
+};
+#elif defined(DEFECT_TWICE_DECLARED)
+static const cad_plugin_option_t bad_options[] = {
+    {.name = "url", .type = CAD_OPTION_STRING},
+    {.name = "url", .type = CAD_OPTION_STRING},
+    {.name = NULL},
+};
+#else
+#define bad_options NULL
+#endif
+
 CAD_PLUGIN_EXPORT const cad_plugin_descriptor_t DESCRIPTOR_NAME = {
 #ifdef DEFECT_BAD_ABI
     .abi_major = 99,
@@ -65,7 +81,7 @@ CAD_PLUGIN_EXPORT const cad_plugin_descriptor_t DESCRIPTOR_NAME = {
 #else
     .version = "0",
 #endif
-    .options = NULL,
+    .options = bad_options,
     .init = bad_init,
 #ifndef DEFECT_NO_CALLBACKS
     .send = bad_send,

@@ -66,8 +66,8 @@ static int setup(void **state)
     mkdir(fx->creds, 0700);
     link_plugin(fx, "plugins", "file");
     link_plugin(fx, "plugins", "webhook");
-    const char *bad[] = {"bad_abi",    "small_struct", "no_symbol",
-                         "init_fails", "no_callbacks", "wrong_name"};
+    const char *bad[] = {"bad_abi",      "small_struct", "no_symbol",   "init_fails",
+                         "no_callbacks", "wrong_name",   "bad_default", "twice_declared"};
     for (size_t i = 0; i < CAD_ARRAY_LEN(bad); i++)
         link_plugin(fx, "tests/plugins_bad", bad[i]);
     uv_loop_init(&fx->loop);
@@ -249,14 +249,17 @@ static const cad_template_t welcome = {
 static void test_plugin_host_refuses_bad_plugins_and_keeps_the_others(void **state)
 {
     fixture_t *fx = *state;
-    const char *bad[] = {"bad_abi",      "small_struct", "no_symbol", "init_fails",
-                         "no_callbacks", "wrong_name",   "missing",   "../file"};
+    const char *bad[] = {"bad_abi",      "small_struct", "no_symbol",   "init_fails",
+                         "no_callbacks", "wrong_name",   "bad_default", "twice_declared",
+                         "missing",      "../file"};
     const char *why[] = {"built for plugin ABI 99.0",
                          "smaller than",
                          "does not export the symbol cadence_channel_plugin",
                          "refusing to start: the fixture always fails",
                          "lacks a callback",
                          "calls itself \"someone_else\"",
+                         "the default of its option retries is not an integer: \"abc\"",
+                         "declares option url twice",
                          "cannot load plugin",
                          "may hold only"};
     for (size_t i = 0; i < CAD_ARRAY_LEN(bad); i++) {
@@ -317,7 +320,7 @@ static void test_plugin_host_validates_options_with_file_and_line(void **state)
     assert_non_null(strstr(info[1].error, "cadenced.conf:102: channel \"mistyped\": option "
                                           "timeout must be a duration: \"soon\""));
     assert_non_null(strstr(info[2].error, "cadenced.conf:42: channel \"missing\": option url "
-                                          "(string) is required by plugin webhook"));
+                                          "(a string) is required by plugin webhook"));
     close_host(fx);
 }
 
