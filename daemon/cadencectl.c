@@ -115,6 +115,31 @@ static int key_width(json_t *v, int prefix_len)
 }
 
 /* Prints an array of objects as aligned columns, one row per element. */
+/* Columns a string takes on a terminal: its UTF-8 code points (continuation
+ * bytes do not count). */
+static size_t text_width(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+/* One table cell: control characters shown as spaces (a stored text must
+ * not move the cursor or colour the terminal), padded to `width` columns
+ * unless it is the last. */
+static void print_cell(const char *s, size_t width, bool last)
+{
+    for (const char *p = s; *p; p++)
+        putchar((unsigned char)*p < 0x20 || *p == 0x7f ? ' ' : *p);
+    if (last) {
+        putchar('\n');
+        return;
+    }
+    for (size_t w = text_width(s); w < width + 2; w++)
+        putchar(' ');
+}
+
 static void print_table(json_t *array)
 {
     const char *cols[16];
@@ -146,7 +171,9 @@ static void print_table(json_t *array)
         for (int c = 0; c < n_cols; c++) {
             json_t *v = json_object_get(item, cols[c]);
             char *text = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-            size_t w = json_is_string(v) ? strlen(json_string_value(v)) : text ? strlen(text) : 1;
+            size_t w = json_is_string(v) ? text_width(json_string_value(v))
+                       : text            ? strlen(text)
+                                         : 1;
             free(text);
             if (w > width[c])
                 width[c] = w;
@@ -162,8 +189,7 @@ static void print_table(json_t *array)
             const char *shown = json_is_string(v) ? json_string_value(v) : text ? text : "-";
             if (json_is_null(v) || !v)
                 shown = "-";
-            printf("%-*s%s", c + 1 < n_cols ? (int)width[c] : 0, shown,
-                   c + 1 < n_cols ? "  " : "\n");
+            print_cell(shown, width[c], c + 1 == n_cols);
             free(text);
         }
     }
@@ -943,14 +969,15 @@ static void print_suppress(json_t *r)
     }
     size_t i;
     json_t *item;
-    if (json_array_size(list) == 0)
-        printf("(none)\n");
     json_array_foreach(list, i, item)
     {
         char at[64];
         format_time(json_object_get(item, "at"), at, sizeof at);
-        printf("%-40s %s  %s\n", str(item, "address"), at, str(item, "reason"));
+        json_object_set_new(item, "since", json_string(at));
     }
+    static const char *const cols[] = {"address", "ADDRESS", "since", "SINCE (UTC)",
+                                       "reason",  "REASON",  NULL};
+    print_columns(list, cols);
 }
 
 static void print_alerts(json_t *r)

@@ -675,8 +675,17 @@ static void load_channel(cad_plugin_host_t *h, int c)
         return;
     }
     char err[CAD_ERRBUF] = "";
-    if (h->check_errors && d->abi_minor < 1)
-        return; /* built before api->checking: it could not know not to create or connect */
+    if (h->check_errors && d->abi_minor < 1) {
+        /* Built before api->checking: it could not know not to create or
+         * connect, so its init is not run here; say so. */
+        if (h->check_notes)
+            fprintf(h->check_notes,
+                    "%s:%d: channel \"%s\": not checked further here: plugin %s is built for "
+                    "ABI %u.%u, whose init cannot be run as a mere check\n",
+                    cfg->path ? cfg->path : "config", ch->line, ch->name, ch->plugin,
+                    d->abi_major, d->abi_minor);
+        return;
+    }
     if (h->check_errors) {
         /* Check-only: init validates settings and secrets (api->checking
          * tells it to create nothing), then the instance is shut down. */

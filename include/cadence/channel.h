@@ -290,7 +290,7 @@ typedef struct cad_plugin_descriptor {
 
     /* Called once per configured channel after its settings passed the option
      * table. Keep `api` and `env` in the instance. Returns 0 and *instance, or
-     * a negative number with a sentence in err: the channel is then not
+     * non-zero (by convention -1) with a sentence in err: the channel is then not
      * loaded and its touches stay queued. */
     int (*init)(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **instance, char *err,
                 size_t err_size);

@@ -73,6 +73,15 @@ class Commands(h.DaemonTestCase):
         c = self.json("customer", "show", "acme")
         self.assertEqual(c["stage"], "at_risk")
         self.assertEqual(c["name"], "Acme Ltd")  # untouched fields are kept
+        # tables line up by characters, not bytes
+        r = self.ctl("customer", "add", "zo\u00eb", "name=Zo\u00eb M\u00fcller GmbH",
+                     "stage=onboarding")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = self.ctl("customer", "list", "--limit", "1000").stdout.splitlines()
+        col = lines[0].index("STAGE")
+        for line in lines[1:]:
+            if line.startswith(("acme ", "zo\u00eb ")):
+                self.assertIn(line[col:].split()[0], ("at_risk", "onboarding"), lines)
         shown = self.ctl("customer", "show", "acme").stdout  # times readable, in UTC
         self.assertRegex(shown, r"created_at\W+\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
         listed = self.json("customer", "list", "--stage", "at_risk", "--limit", "1000")
@@ -156,6 +165,7 @@ class Commands(h.DaemonTestCase):
         self.assertEqual(sorted((x["address"], x["reason"]) for x in rows),
                          [("+12125550199", "operator"), ("hank@globex.example", "asked by phone")])
         r = self.ctl("suppress", "list")
+        self.assertRegex(r.stdout, r"^ADDRESS +SINCE \(UTC\) +REASON\n")
         self.assertIn("hank@globex.example", r.stdout)
         self.assertIn("asked by phone", r.stdout)
         self.assertEqual(self.ctl("suppress", "remove", "HANK@globex.example").returncode, 0)

@@ -551,6 +551,7 @@ static void test_plugin_host_check_reports_without_starting_anything(void **stat
     add_channel(fx, "preview", "file", CAD_ADDRESS_EMAIL, 1, preview);
     add_channel(fx, "ftp", "webhook", CAD_ADDRESS_NONE, 1, ftp);
     add_channel(fx, "nosecret", "webhook", CAD_ADDRESS_NONE, 1, no_secret);
+    add_channel(fx, "legacy", "init_fails", CAD_ADDRESS_NONE, 1, NULL);
     char *text = NULL, *notes = NULL;
     size_t len = 0, notes_len = 0;
     FILE *errors = open_memstream(&text, &len);
@@ -570,6 +571,10 @@ static void test_plugin_host_check_reports_without_starting_anything(void **stat
     assert_null(strstr(text, "nosecret"));
     assert_non_null(strstr(notes, "/etc/cadence/cadenced.conf:44: channel \"nosecret\": not "
                                   "checked further here: "));
+    /* ...and a plugin of ABI 1.0, whose init cannot run as a check, is
+     * noted, not passed over in silence */
+    assert_non_null(strstr(notes, "cadenced.conf:45: channel \"legacy\": not checked further "
+                                  "here: plugin init_fails is built for ABI 1.0"));
     /* ...and the file plugin, told it is only checking, created nothing */
     char dir[600];
     snprintf(dir, sizeof dir, "%s/never-created", fx->state);
