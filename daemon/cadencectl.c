@@ -114,7 +114,6 @@ static int key_width(json_t *v, int prefix_len)
     return w;
 }
 
-/* Prints an array of objects as aligned columns, one row per element. */
 /* Columns a string takes on a terminal: its UTF-8 code points (continuation
  * bytes do not count). */
 static size_t text_width(const char *s)
@@ -140,6 +139,7 @@ static void print_cell(const char *s, size_t width, bool last)
         putchar(' ');
 }
 
+/* Prints an array of objects as aligned columns, one row per element. */
 static void print_table(json_t *array)
 {
     const char *cols[16];
@@ -327,21 +327,21 @@ static void print_status(json_t *r)
     row("log level", "%s", str(r, "log_level"));
     row("playbook", "%lld rules, %lld channels", num(r, "playbook.rules"),
         num(r, "playbook.channels"));
-    size_t down = json_array_size(json_object_get(r, "channels_not_loaded"));
-    if (down > 0)
-        row("channels", "%zu not loaded (see `cadencectl plugins`)", down);
-    size_t failing = json_array_size(json_object_get(r, "circuits_open"));
-    if (failing > 0)
-        row("channels",
-            "%zu with the circuit open, the provider failing; touches wait (see "
-            "`cadencectl alerts`)",
-            failing);
-    size_t off = json_array_size(json_object_get(r, "channels_disabled"));
-    if (off > 0)
-        row("channels",
-            "%zu disabled, endpoint gone; fix the url and reload (see `cadencectl "
-            "alerts`)",
-            off);
+    /* Channels not sending, and why. */
+    static const struct {
+        const char *key, *what;
+    } held[] = {
+        {"channels_not_loaded", "not loaded (see `cadencectl plugins`)"},
+        {"circuits_open", "with the circuit open, the provider failing; touches wait (see "
+                          "`cadencectl alerts`)"},
+        {"channels_disabled", "disabled, endpoint gone; fix the url and reload (see `cadencectl "
+                              "alerts`)"},
+    };
+    for (size_t k = 0; k < sizeof held / sizeof held[0]; k++) {
+        size_t n = json_array_size(json_object_get(r, held[k].key));
+        if (n > 0)
+            row("channels", "%zu %s", n, held[k].what);
+    }
     json_t *counts = json_object_get(r, "counts");
     if (json_is_object(counts)) {
         row("customers", "%lld", num(counts, "customers"));
@@ -941,21 +941,32 @@ static void print_outbox(json_t *r)
         json_object_set_new(t, "next", json_string(next));
     }
     print_columns(list, cols);
-    /* A touch due already that does not go: say why, once per reason. */
-    const char *said[8] = {0};
-    int n_said = 0;
+    /* Touches due already that do not go: why, once per reason and channel. */
+    json_t *reasons = json_object(); /* "channel\treason" -> [first key, count] */
     json_array_foreach(list, i, t)
     {
         const char *held = json_string_value(json_object_get(t, "held"));
-        bool seen = !held;
-        for (int k = 0; k < n_said && !seen; k++)
-            seen = strcmp(said[k], held) == 0;
-        if (seen)
+        if (!held || !reasons)
             continue;
-        if (n_said < 8)
-            said[n_said++] = held;
-        printf("touch %lld (channel %s) %s\n", num(t, "key"), str(t, "channel"), held);
+        char k[512];
+        snprintf(k, sizeof k, "%s\t%s", str(t, "channel"), held);
+        json_t *e = json_object_get(reasons, k);
+        if (e)
+            json_array_set_new(e, 1, json_integer(json_integer_value(json_array_get(e, 1)) + 1));
+        else
+            json_object_set_new(reasons, k, json_pack("[I, I]", num(t, "key"), (json_int_t)1));
     }
+    const char *k;
+    json_t *e;
+    json_object_foreach(reasons, k, e)
+    {
+        long long more = json_integer_value(json_array_get(e, 1)) - 1;
+        const char *tab = strchr(k, '\t');
+        printf("touch %lld%s%.0lld%s (channel %.*s) %s\n",
+               (long long)json_integer_value(json_array_get(e, 0)), more ? " and " : "", more,
+               more ? " more" : "", (int)(tab - k), k, tab + 1);
+    }
+    json_decref(reasons);
 }
 
 static void print_suppress(json_t *r)

@@ -1087,6 +1087,37 @@ static void keep_customer(const cad_customer_row_t *row, void *arg)
     *out = customer_json(row);
 }
 
+/* In a listing of touches: those due already whose customer is paused are
+ * held for that (R14), whatever else holds them. One look-up per customer. */
+static void mark_paused(cad_commands_t *c, json_t *list, cad_time_t now)
+{
+    json_t *seen = json_object(); /* customer id -> paused */
+    size_t i;
+    json_t *t;
+    json_array_foreach(list, i, t)
+    {
+        const char *state = json_string_value(json_object_get(t, "state"));
+        const char *id = json_string_value(json_object_get(t, "customer"));
+        if (!seen || !state || !id || json_integer_value(json_object_get(t, "due_at")) > now ||
+            (strcmp(state, "queued") != 0 && strcmp(state, "retry_wait") != 0))
+            continue;
+        json_t *paused = json_object_get(seen, id);
+        if (!paused) {
+            json_t *cust = NULL;
+            char err[CAD_ERRBUF];
+            if (cad_store_customer_get(cad_daemon_store(c->d), id, keep_customer, &cust, err) == 0)
+                paused = json_boolean(json_is_true(json_object_get(cust, "paused")));
+            else
+                paused = json_false();
+            json_decref(cust);
+            json_object_set_new(seen, id, paused);
+        }
+        if (json_is_true(paused))
+            json_object_set_new(t, "held", json_string("held: the customer is paused"));
+    }
+    json_decref(seen);
+}
+
 static json_t *cmd_why(json_t *req, const cad_control_peer_t *peer, void *arg,
                        cad_control_error_t *error)
 {
@@ -1545,6 +1576,7 @@ static json_t *cmd_outbox_list(json_t *req, const cad_control_peer_t *peer, void
         json_decref(list);
         return store_fail(error, rc, err);
     }
+    mark_paused(c, list, x.now);
     return json_pack("{s:o}", "touches", list);
 }
 
@@ -1578,6 +1610,7 @@ typedef struct blocker {
     char channel[CAD_NAME_MAX];
 } blocker_t;
 
+/* What would withdraw touch t at its claim, into the blocker_t `arg`. */
 static void find_blocker(const cad_outbox_touch_t *t, void *arg)
 {
     blocker_t *b = arg;

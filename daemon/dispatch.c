@@ -1097,7 +1097,8 @@ static void send_waiting(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t 
         if (!ch->wait_head)
             ch->wait_tail = NULL;
         ch->n_waiting--;
-        if (d->stopping || ch->index < 0) {
+        if (d->stopping || ch->index < 0 || ch->disabled) {
+            /* back to the queue unsent: it waits for a reload with the rest */
             record_release(d, a, "not sent: the dispatcher stopped");
             attempt_free(a);
             continue;

@@ -84,7 +84,12 @@ struct cad_plugin_env {
 
 struct cad_plugin_host {
     uv_loop_t *loop;
+    /* The configuration, while the channels load only: a reload frees it
+     * while this host may still be closing. What plugins ask for later is
+     * copied. */
     const cad_config_t *cfg;
+    char *state_dir;       /* copy; NULL for "." */
+    char *credentials_dir; /* copy; NULL when none is configured */
     cad_transport_t *transport;
     struct cad_plugin_env envs[CAD_MAX_CHANNELS];
     int n_envs;
@@ -193,7 +198,7 @@ static bool api_checking(cad_plugin_env_t *env)
 
 static const char *api_state_dir(cad_plugin_env_t *env)
 {
-    const char *d = env->host->cfg->state_dir;
+    const char *d = env->host->state_dir;
     return d ? d : ".";
 }
 
@@ -276,7 +281,7 @@ static int api_read_secret(cad_plugin_env_t *env, const char *name, char **out, 
         /* systemd's LoadCredential= directory wins over the config's */
         const char *dir = getenv("CREDENTIALS_DIRECTORY");
         if (!dir || !*dir)
-            dir = env->host->cfg->credentials_dir;
+            dir = env->host->credentials_dir;
         if (!dir) {
             env->secret_unreadable = true;
             snprintf(err, err_size,
@@ -731,6 +736,8 @@ static void load_channel(cad_plugin_host_t *h, int c)
 
 static void on_soon(uv_timer_t *t);
 
+static void host_free(cad_plugin_host_t *h);
+
 int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_host_t **out,
                         char *err)
 {
@@ -740,9 +747,14 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
         return cad_fail(err, CAD_ENOMEM, "plugin host: out of memory");
     h->loop = loop;
     h->cfg = cfg;
+    if ((cfg->state_dir && !(h->state_dir = strdup(cfg->state_dir))) ||
+        (cfg->credentials_dir && !(h->credentials_dir = strdup(cfg->credentials_dir)))) {
+        host_free(h);
+        return cad_fail(err, CAD_ENOMEM, "plugin host: out of memory");
+    }
     int rc = cad_transport_new(loop, &h->transport, err);
     if (rc < 0) {
-        free(h);
+        host_free(h);
         return rc;
     }
     /* Channels run their own concurrency; this caps transfers over all of them. */
@@ -754,8 +766,17 @@ int cad_plugin_host_new(uv_loop_t *loop, const cad_config_t *cfg, cad_plugin_hos
     h->n_envs = cfg->playbook.n_channels;
     for (int c = 0; c < h->n_envs; c++)
         load_channel(h, c);
+    h->cfg = NULL; /* borrowed for loading only */
     *out = h;
     return 0;
+}
+
+/* Frees the host's own memory (channels, timers and transport done). */
+static void host_free(cad_plugin_host_t *h)
+{
+    free(h->state_dir);
+    free(h->credentials_dir);
+    free(h);
 }
 
 /* Frees what loading a channel allocated (instance already shut down). */
@@ -777,6 +798,8 @@ int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors, FILE *notes)
         return 1;
     }
     h->cfg = cfg;
+    h->state_dir = cfg->state_dir ? strdup(cfg->state_dir) : NULL;
+    h->credentials_dir = cfg->credentials_dir ? strdup(cfg->credentials_dir) : NULL;
     h->check_errors = errors;
     h->check_notes = notes;
     h->n_envs = cfg->playbook.n_channels;
@@ -786,7 +809,7 @@ int cad_plugin_host_check(const cad_config_t *cfg, FILE *errors, FILE *notes)
         failed += h->envs[c].error != NULL;
         env_free(&h->envs[c]);
     }
-    free(h);
+    host_free(h);
     return failed;
 }
 
@@ -1343,7 +1366,7 @@ static void on_timer_closed(uv_handle_t *handle)
         return;
     void (*closed)(void *) = h->closed;
     void *arg = h->closed_arg;
-    free(h);
+    host_free(h);
     if (closed)
         closed(arg);
 }

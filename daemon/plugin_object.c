@@ -28,6 +28,7 @@ struct cad_plugin_object {
 /* Every object loaded and not yet unloaded, newest first. */
 static cad_plugin_object_t *loaded;
 
+/* Is the file now (`st`) the one `o` was loaded from? */
 static bool same_file(const cad_plugin_object_t *o, const struct stat *st)
 {
     return o->dev == st->st_dev && o->ino == st->st_ino && o->size == st->st_size &&
@@ -58,20 +59,30 @@ static void *open_copy(const char *path, const char *dir, char *err, size_t err_
     }
     char buf[65536];
     ssize_t n;
-    while ((n = read(in, buf, sizeof buf)) > 0)
-        for (ssize_t off = 0; off < n;) {
+    bool failed = false;
+    off_t copied = 0;
+    while (!failed && (n = read(in, buf, sizeof buf)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        failed = n < 0;
+        for (ssize_t off = 0; !failed && off < n;) {
             ssize_t w = write(out, buf + off, (size_t)(n - off));
             if (w < 0 && errno == EINTR)
                 continue;
-            if (w < 0) {
-                n = -1;
-                break;
-            }
-            off += w;
+            failed = w <= 0;
+            off += w > 0 ? w : 0;
+            copied += w > 0 ? w : 0;
         }
-    if (n < 0) {
+    }
+    /* A short copy (a full disk) must never be mapped: it would crash. */
+    struct stat st;
+    if (!failed && (fstat(in, &st) != 0 || st.st_size != copied)) {
+        failed = true;
+        errno = EIO;
+    }
+    if (failed) {
         snprintf(err, err_size, "cannot load the new build of plugin %s: copying it into %s: %s",
-                 path, dir, strerror(errno));
+                 path, dir, errno ? strerror(errno) : "short write");
         goto done;
     }
     dl = dlopen(copy, RTLD_NOW | RTLD_LOCAL);

@@ -348,7 +348,8 @@ int cad_store_outbox_foreach(cad_store_t *st, int state, const char *customer_id
  * delivered); it will not be sent. */
 int cad_store_outbox_cancel(cad_store_t *st, int64_t key, cad_time_t now, char *err);
 /* Operator: sends a dead or retry-wait touch again, due now, with the same
- * idempotency key; refused once the touch is past its expiry (R11). */
+ * idempotency key and the channel's full retry schedule (its attempt count
+ * starts again); refused once the touch is past its expiry (R11). */
 int cad_store_outbox_requeue(cad_store_t *st, int64_t key, cad_time_t now, char *err);
 /* Operator, after an outage: sends every dead touch of `channel` (NULL: any)
  * and customer `customer_id` (NULL: any) that died at or after `since` again,

@@ -496,14 +496,15 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_CANCEL] = "UPDATE touches SET state = 'cancelled', updated_at = ?2,"
                         " last_error = 'cancelled by an operator'"
                         " WHERE key = ?1 AND state IN ('queued', 'retry_wait', 'dead')",
-    [S_OUTBOX_REQUEUE_ONE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2"
+    [S_OUTBOX_REQUEUE_ONE] = "UPDATE touches SET state = 'queued', due_at = ?2, updated_at = ?2,"
+                             " attempt = 0"
                              " WHERE key = ?1 AND (state IN ('dead', 'retry_wait')"
                              " OR (state = 'cancelled' AND last_error LIKE 'not sent:%'))"
                              " AND expires_at > ?2",
     /* The dead touches an operator sends again in bulk: of one channel
      * (NULL: any), one customer (0: any), dead since ?3; not past expiry. */
     [S_OUTBOX_REQUEUE_DEAD] =
-        "UPDATE touches SET state = 'queued', due_at = ?4, updated_at = ?4"
+        "UPDATE touches SET state = 'queued', due_at = ?4, updated_at = ?4, attempt = 0"
         " WHERE state = 'dead' AND (?1 IS NULL OR channel = ?1)"
         " AND (?2 = 0 OR customer_key = ?2) AND updated_at >= ?3 AND expires_at > ?4",
     [S_OUTBOX_RETRY_UNSENT] =

@@ -273,10 +273,16 @@ static int sms_prepare(void *instance, const cad_plugin_touch_t *touch, cad_plug
         return -1;
     }
 
-    char header[CAD_PLUGIN_REASON_MAX];
+    char header[1100];
+    int hn = snprintf(header, sizeof(header), "Idempotency-Key: %s", touch->idempotency_key);
+    if (hn < 0 || (size_t)hn >= sizeof header || strpbrk(touch->idempotency_key, "\r\n")) {
+        /* cut, two touches could share a key and the provider drop one */
+        outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_NONE,
+                "idempotency key is longer than 1,000 bytes or holds CR/LF; refused as a header");
+        return -1;
+    }
     xfer->headers = curl_slist_append(NULL, "Accept: application/json");
-    snprintf(header, sizeof(header), "Idempotency-Key: %s", touch->idempotency_key);
-    if (xfer->headers && !strpbrk(touch->idempotency_key, "\r\n")) {
+    if (xfer->headers) {
         struct curl_slist *more = curl_slist_append(xfer->headers, header);
         if (more)
             xfer->headers = more;

@@ -530,6 +530,7 @@ class SendTimeChecks(DispatchCase):
             "why", "cust-00001").stdout, 6), d.ctl("why", "cust-00001").stdout)
         listing = d.ctl("outbox", "list", "--state", "retry_wait").stdout
         self.assertIn("NEXT (UTC)", listing)
+        self.assertRegex(listing, r"\ntouch \d+ \(channel hook\) held: the customer is paused\n")
         self.assertRegex(listing, r"retry_wait .* 1 +\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
         by_customer = {}
         for rec in self.rx.records():

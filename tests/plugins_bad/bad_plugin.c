@@ -13,6 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct held {
+    const cad_plugin_api_t *api;
+    cad_plugin_env_t *env;
+};
+
 static int bad_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **instance, char *err,
                     size_t err_size)
 {
@@ -20,8 +25,14 @@ static int bad_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **i
     snprintf(err, err_size, "refusing to start: the fixture always fails");
     return -1;
 #else
-    *instance = malloc(1);
-    return *instance ? 0 : -1;
+    /* Keeps what shutdown uses: a plugin may call the host API there. */
+    struct held *h = malloc(sizeof *h);
+    if (!h)
+        return -1;
+    h->api = api;
+    h->env = env;
+    *instance = h;
+    return 0;
 #endif
 }
 
@@ -34,6 +45,11 @@ __attribute__((unused)) static void bad_send(void *instance, const cad_plugin_to
 
 static void bad_shutdown(void *instance)
 {
+    struct held *h = instance;
+    /* The host API stays valid in shutdown, even when a reload has freed
+     * the configuration the host was built from (ASan checks). */
+    if (h && h->api->state_dir(h->env)[0] == '\0')
+        abort();
     free(instance);
 }
 
