@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <locale.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #define DEFAULT_SOCKET "/run/cadenced/control.sock"
 #define REPLY_MAX      (64 * 1024 * 1024)
@@ -114,13 +116,28 @@ static int key_width(json_t *v, int prefix_len)
     return w;
 }
 
-/* Columns a string takes on a terminal: its UTF-8 code points (continuation
- * bytes do not count). */
+/* Columns a string takes on a terminal: wcwidth() of each character in a
+ * UTF-8 locale (wide CJK characters 2, combining marks 0); otherwise, or for
+ * what the locale cannot read, one per UTF-8 code point. */
 static size_t text_width(const char *s)
 {
     size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xc0) != 0x80;
+    mbstate_t st;
+    memset(&st, 0, sizeof st);
+    while (*s) {
+        wchar_t wc;
+        size_t len = mbrtowc(&wc, s, MB_CUR_MAX, &st);
+        int w = len != (size_t)-1 && len != (size_t)-2 && len > 0 ? wcwidth(wc) : -1;
+        if (w < 0) { /* not readable here: count the code point */
+            memset(&st, 0, sizeof st);
+            len = 1;
+            while (((unsigned char)s[len] & 0xc0) == 0x80)
+                len++;
+            w = 1;
+        }
+        n += (size_t)w;
+        s += len;
+    }
     return n;
 }
 
@@ -1780,7 +1797,7 @@ static void usage(FILE *out)
 
 static void usage_one(FILE *out, const subcommand_t *sc)
 {
-    char args[256] = "";
+    char args[2048] = "";
     if (*sc->usage) {
         snprintf(args, sizeof(args), " %s", sc->usage);
     } else {
@@ -1955,6 +1972,7 @@ static int exchange(const ctl_t *ctl, const subcommand_t *sc, json_t *req)
 
 int main(int argc, char **argv)
 {
+    setlocale(LC_CTYPE, ""); /* character widths of the terminal's encoding */
     static const struct option options[] = {
         {"socket", required_argument, NULL, 's'},  {"json", no_argument, NULL, 'j'},
         {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},

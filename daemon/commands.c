@@ -1665,7 +1665,7 @@ static json_t *outbox_retry_dead(cad_commands_t *c, json_t *req, const cad_contr
         cad_control_arg_string(req, "state", true, &state, error) != 0 ||
         cad_control_arg_string(req, "channel", false, &channel, error) != 0 ||
         cad_control_arg_string(req, "customer", false, &customer, error) != 0 ||
-        arg_time(req, "since", 0, &since, error) != 0)
+        arg_time(req, "since", now, &since, error) != 0)
         return NULL;
     if (strcmp(state, "dead") != 0)
         return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST,

@@ -422,10 +422,10 @@ static void record_dead(cad_dispatch_t *d, attempt_t *a, const char *fmt, const 
         snprintf(p->text, sizeof p->text, fmt, reason);
     ch->dead++;
     d->dead++;
-    char v[CAD_LOG_VALUE_MAX];
-    cad_log_warning("touch dead channel=%s touch=%lld customer=%s attempt=%d reason=\"%s\"",
-                    ch->name, (long long)a->key, cad_log_value(a->customer_id, v), a->number,
-                    p ? p->text : reason);
+    char v[CAD_LOG_VALUE_MAX], r[CAD_LOG_VALUE_MAX];
+    cad_log_warning("touch dead channel=%s touch=%lld customer=%s attempt=%d reason=%s", ch->name,
+                    (long long)a->key, cad_log_value(a->customer_id, v), a->number,
+                    cad_log_value(p ? p->text : reason, r));
 }
 
 /* A transient failure: retry later or give up. */
@@ -475,8 +475,10 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
     }
     ch->retried++;
     d->retried++;
-    cad_log_info("touch retry channel=%s touch=%lld attempt=%d in_s=%lld reason=\"%s\"", ch->name,
-                 (long long)a->key, a->number, (long long)(retry_at - now), o->reason);
+    char r[CAD_LOG_VALUE_MAX];
+    cad_log_info("touch retry channel=%s touch=%lld attempt=%d in_s=%lld reason=%s", ch->name,
+                 (long long)a->key, a->number, (long long)(retry_at - now),
+                 cad_log_value(o->reason, r));
 }
 
 static void handle_permanent(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outcome_t *o)
@@ -544,10 +546,11 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
         }
         if (cad_circuit_failure(&ch->circuit, now_ms)) {
             ch->circuit_since = now;
+            char r[CAD_LOG_VALUE_MAX];
             cad_log_warning("dispatch: circuit open, the channel is failing; its touches stay "
-                            "queued channel=%s failures=%u probe_in_ms=%lld last_error=\"%s\"",
+                            "queued channel=%s failures=%u probe_in_ms=%lld last_error=%s",
                             ch->name, ch->circuit.consecutive_failures,
-                            (long long)ch->circuit.interval_ms, o->reason);
+                            (long long)ch->circuit.interval_ms, cad_log_value(o->reason, r));
             take_back(d, ch);
         }
         handle_retry(d, a, o, now);
@@ -570,9 +573,10 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
             }
             ch->disabled = true;
             ch->disabled_since = now;
+            char r[CAD_LOG_VALUE_MAX];
             cad_log_warning("dispatch: channel disabled, its endpoint is gone; its touches stay "
-                            "queued until the configuration is reloaded channel=%s reason=\"%s\"",
-                            ch->name, o->reason);
+                            "queued until the configuration is reloaded channel=%s reason=%s",
+                            ch->name, cad_log_value(o->reason, r));
             take_back(d, ch);
         } else {
             if (ch->circuit.state != CAD_CIRCUIT_CLOSED)
@@ -616,10 +620,10 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
         if (p)
             snprintf(p->text, sizeof p->text, "not sent: %s", a->withdrawn);
         ch->withdrawn++;
-        char v[CAD_LOG_VALUE_MAX], w[CAD_LOG_VALUE_MAX];
-        cad_log_notice("touch withdrawn channel=%s touch=%lld customer=%s contact=%s reason=\"%s\"",
+        char v[CAD_LOG_VALUE_MAX], w[CAD_LOG_VALUE_MAX], r[CAD_LOG_VALUE_MAX];
+        cad_log_notice("touch withdrawn channel=%s touch=%lld customer=%s contact=%s reason=%s",
                        ch->name, (long long)a->key, cad_log_value(a->customer_id, v),
-                       cad_log_value(a->contact_id, w), a->withdrawn);
+                       cad_log_value(a->contact_id, w), cad_log_value(a->withdrawn, r));
         attempt_free(a);
         return true;
     }
@@ -703,9 +707,10 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
         d->in_flight--;
         if (a->took_probe)
             cad_circuit_abandon(&ch->circuit);
+        char r[CAD_LOG_VALUE_MAX];
         cad_log_warning("dispatch: touch not handed to its plugin, queued again channel=%s "
-                        "touch=%lld reason=\"%s\"",
-                        ch->name, (long long)a->key, err);
+                        "touch=%lld reason=%s",
+                        ch->name, (long long)a->key, cad_log_value(err, r));
         record_release(d, a, err);
         attempt_free(a);
         return true;
@@ -1071,9 +1076,10 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
     }
     if (rc < 0)
         return rc;
-    cad_log_notice("dispatch: %s after a permanent failure channel=%s touch=%lld reason=\"%s\"",
+    char r[CAD_LOG_VALUE_MAX];
+    cad_log_notice("dispatch: %s after a permanent failure channel=%s touch=%lld reason=%s",
                    consent ? "consent revoked" : "contact's channel marked unusable", ch->name,
-                   (long long)p->key, p->text);
+                   (long long)p->key, cad_log_value(p->text, r));
     changed_add(d, p->customer_key);
     return 0;
 }

@@ -41,7 +41,7 @@ void cad_log_release(bool emit);
  * when it holds no space, quote, backslash, '=' or control character, else
  * a double-quoted copy with \" and \\ escaped and control characters as
  * \xHH, written into buf (cut to fit). Returns s or buf; s NULL is "". */
-#define CAD_LOG_VALUE_MAX 300
+#define CAD_LOG_VALUE_MAX 1024
 const char *cad_log_value(const char *s, char buf[CAD_LOG_VALUE_MAX]);
 
 #define cad_log_err(...)     cad_log(CAD_LOG_ERR, __VA_ARGS__)

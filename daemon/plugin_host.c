@@ -687,8 +687,8 @@ static void load_channel(cad_plugin_host_t *h, int c)
             fprintf(h->check_notes,
                     "%s:%d: channel \"%s\": not checked further here: plugin %s is built for "
                     "ABI %u.%u, whose init cannot be run as a mere check\n",
-                    cfg->path ? cfg->path : "config", ch->line, ch->name, ch->plugin,
-                    d->abi_major, d->abi_minor);
+                    cfg->path ? cfg->path : "config", ch->line, ch->name, ch->plugin, d->abi_major,
+                    d->abi_minor);
         return;
     }
     if (h->check_errors) {
@@ -900,11 +900,12 @@ static void job_report(job_t *j, cad_plugin_outcome_t *o)
     case CAD_OUTCOME_RETRY: env->retried++; break;
     case CAD_OUTCOME_PERMANENT: env->failed++; break;
     }
+    char r[CAD_LOG_VALUE_MAX];
     cad_log_debug("touch attempt finished channel=%s touch=%lld attempt=%d outcome=%s "
-                  "retry_after=%lld effect=%s reason=\"%s\"",
+                  "retry_after=%lld effect=%s reason=%s",
                   env->channel, (long long)j->touch.touch_id, j->touch.attempt,
                   cad_outcome_kind_name(o->kind), (long long)o->retry_after,
-                  cad_outcome_effect_name(o->effect), o->reason);
+                  cad_outcome_effect_name(o->effect), cad_log_value(o->reason, r));
     cad_plugin_done_cb cb = j->cb;
     j->cb = NULL;
     if (cb)

@@ -840,15 +840,29 @@ static bool valid_utf8(const char *s)
     return true;
 }
 
+/* How many of the first `max` bytes of s to quote in a message without
+ * cutting a UTF-8 character (a cut one makes the message invalid UTF-8,
+ * which a JSON reply cannot carry). */
+static int utf8_prefix(const char *s, int max)
+{
+    int n = 0;
+    while (n < max && s[n])
+        n++;
+    if (s[n]) /* cut: step back to the start of a character */
+        while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+            n--;
+    return n;
+}
+
 static int check_id(const char *id, const char *what, char *err)
 {
     if (!id || !*id)
         return cad_fail(err, CAD_EINVAL, "%s: id is required", what);
-    if (strlen(id) > CAD_ID_MAX)
-        return cad_fail(err, CAD_EINVAL, "%s '%.40s...': id longer than %d bytes", what, id,
-                        CAD_ID_MAX);
     if (!valid_utf8(id))
         return cad_fail(err, CAD_EINVAL, "%s: id is not valid UTF-8", what);
+    if (strlen(id) > CAD_ID_MAX)
+        return cad_fail(err, CAD_EINVAL, "%s '%.*s...': id longer than %d bytes", what,
+                        utf8_prefix(id, 40), id, CAD_ID_MAX);
     for (const char *p = id; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return cad_fail(err, CAD_EINVAL, "%s: id contains a control character", what);
@@ -1625,8 +1639,9 @@ int cad_store_suppression_address(const char *address, char norm[256], char *err
         address += 7; /* the address of a mailto: URI */
     if (!address || strlen(address) > 254)
         return cad_fail(err, CAD_EINVAL,
-                        "suppression: an address is at most 254 bytes, not %zu (starting '%.40s')",
-                        address ? strlen(address) : 0, address ? address : "");
+                        "suppression: an address is at most 254 bytes, not %zu (starting '%.*s')",
+                        address ? strlen(address) : 0, address ? utf8_prefix(address, 40) : 0,
+                        address ? address : "");
     bool email = strchr(address, '@') != NULL;
     if (email ? !email_valid(address) : !phone_valid(address))
         return cad_fail(err, CAD_EINVAL,

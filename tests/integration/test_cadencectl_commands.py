@@ -105,6 +105,9 @@ class Commands(h.DaemonTestCase):
         self.assertIn("colour", err)
         self.fails("bad_request", "customer", "list", "--stage", "gold")
         self.usage("customer", "add", "x4", "name")  # not FIELD=VALUE
+        # a long UTF-8 id is refused with a message that quotes whole characters
+        err = self.fails("bad_request", "customer", "add", "\u65e5" * 50)
+        self.assertIn("'" + "\u65e5" * 13 + "...': id longer than 128 bytes", err)
         self.usage("customer", "frobnicate")
         self.usage("customer", "list", "--limit", "ten")
         # nothing of the refused customers was stored
@@ -378,6 +381,10 @@ class Commands(h.DaemonTestCase):
             self.assertEqual(one.returncode, 0)
             self.assertIn("Usage: cadencectl", one.stdout)
             self.assertEqual(h.run_ctl([sub, "--help"]).stdout, one.stdout)
+        # the longest usage texts are printed whole
+        self.assertIn("dead since TIME) again\n", h.run_ctl(["help", "outbox"]).stdout)
+        self.assertIn("email= or phone= (empty) removes that address\n",
+                      h.run_ctl(["help", "contact"]).stdout)
 
     def test_raw_requests_with_bad_fields(self):
         c = self.d.connect()

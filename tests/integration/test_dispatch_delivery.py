@@ -479,6 +479,9 @@ class Feedback(DispatchCase):
                                                   "nosuch").stderr)
         r = d.ctl("raw", '{"cmd": "outbox.retry", "state": "queued"}')
         self.assertIn("only dead touches are sent again in bulk", r.stdout + r.stderr)
+        r = d.ctl("outbox", "retry", "--dead", "--channel", "hook", "--since", "now+1h")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("0 dead touches queued again", r.stdout)  # none died in the future
         r = d.ctl("outbox", "retry", "--dead", "--channel", "hook", "--since", "now-1h")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("1 dead touches queued again", r.stdout)

@@ -136,7 +136,7 @@ static void test_values_are_quoted_when_needed(void **state)
     assert_string_equal(cad_log_value("a=b \"c\"\\\n", buf), "\"a=b \\\"c\\\"\\\\\\x0a\"");
     assert_string_equal(cad_log_value("", buf), "\"\"");
     assert_string_equal(cad_log_value(NULL, buf), "");
-    char longer[1000];
+    char longer[3000];
     memset(longer, ' ', sizeof longer - 1);
     longer[sizeof longer - 1] = '\0';
     const char *v = cad_log_value(longer, buf);
