@@ -1636,11 +1636,12 @@ static json_t *outbox_change(cad_commands_t *c, json_t *req, bool retry,
      * say what stops it instead of queueing it. */
     blocker_t b = {.pb = &cad_daemon_config(c->d)->playbook};
     if (retry && cad_store_outbox_get(st, key, find_blocker, &b, err) == 0 && b.why)
-        return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST,
-                                "touch %lld would not be sent: %s (contact %s, channel %s); clear "
-                                "that first (contact consent, suppress remove, contact usable) "
-                                "or cancel the touch",
-                                (long long)key, b.why, b.contact, b.channel);
+        return cad_control_fail(
+            error, CAD_CONTROL_BAD_REQUEST,
+            "touch %lld would not be sent: %s (contact %s, channel %s); clear "
+            "that first (contact consent, suppress remove, contact usable, contact update) "
+            "or cancel the touch",
+            (long long)key, b.why, b.contact, b.channel);
     int rc = retry ? cad_store_outbox_requeue(st, key, now_seconds(), err)
                    : cad_store_outbox_cancel(st, key, now_seconds(), err);
     if (rc != 0)
