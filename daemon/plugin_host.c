@@ -845,6 +845,24 @@ static void blank_controls(char *s)
     *end = '\0';
 }
 
+/* The host's own retries ("not started: ...", "cancelled: ...") tell the
+ * dispatcher not to count an attempt; a plugin's reason that happens to
+ * begin the same way is marked as the plugin's ("plugin: not started...")
+ * so that it counts as any other. */
+static void unreserve_reason(cad_plugin_outcome_t *o)
+{
+    if (strncmp(o->reason, CAD_NOT_STARTED_PREFIX, strlen(CAD_NOT_STARTED_PREFIX)) != 0 &&
+        strncmp(o->reason, "cancelled:", 10) != 0)
+        return;
+    static const char mark[] = "plugin: ";
+    size_t n = strlen(o->reason), room = sizeof o->reason - 1 - (sizeof mark - 1);
+    if (n > room)
+        n = room;
+    memmove(o->reason + sizeof mark - 1, o->reason, n);
+    memcpy(o->reason, mark, sizeof mark - 1);
+    o->reason[n + sizeof mark - 1] = '\0';
+}
+
 /* A plugin's outcome is input like any other: an unknown kind becomes a
  * RETRY naming the plugin's mistake (the touch is neither lost nor counted
  * as delivered; max_attempts ends it), an unknown effect is logged and
@@ -1183,6 +1201,7 @@ static void on_transfer_done(cad_transfer_t *xfer, const cad_plugin_response_t *
         env->desc->interpret(env->instance, &j->touch, &r, &j->outcome);
         j->outcome.provider_id[sizeof j->outcome.provider_id - 1] = '\0';
         j->outcome.reason[sizeof j->outcome.reason - 1] = '\0';
+        unreserve_reason(&j->outcome);
     }
     release_transfer(j, cad_transfer_easy(xfer));
     job_complete(j);
@@ -1199,7 +1218,10 @@ static void start_transfer(job_t *j)
         return;
     }
     j->xfer.easy = cad_transfer_easy(xfer);
-    if (env->desc->prepare(env->instance, &j->touch, &j->xfer, &j->outcome) != 0) {
+    int prepared = env->desc->prepare(env->instance, &j->touch, &j->xfer, &j->outcome);
+    j->outcome.reason[sizeof j->outcome.reason - 1] = '\0';
+    unreserve_reason(&j->outcome);
+    if (prepared != 0) {
         if (j->outcome.kind == CAD_OUTCOME_DELIVERED)
             set_outcome(&j->outcome, CAD_OUTCOME_PERMANENT,
                         "plugin %s refused the touch without a reason", env->plugin);
@@ -1222,6 +1244,7 @@ static void work_send(uv_work_t *w)
     j->env->desc->send(j->env->instance, &j->touch, &j->outcome);
     j->outcome.provider_id[sizeof j->outcome.provider_id - 1] = '\0';
     j->outcome.reason[sizeof j->outcome.reason - 1] = '\0';
+    unreserve_reason(&j->outcome);
 }
 
 static void pump_blocking(struct cad_plugin_env *env);

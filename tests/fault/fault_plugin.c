@@ -11,6 +11,8 @@
  *                  stuck on a dead peer without a timeout of its own.
  *   FAULT_SLOW     send() takes 1.5 s, then delivers: a slow provider,
  *                  each call well within a 2 s timeout.
+ *   FAULT_SPOOF    send() asks for a retry with a reason that imitates the
+ *                  host's own "not started: ..." (which counts no attempt).
  *   FAULT_CONTROLS send() fails permanently with a reason full of control
  *                  characters (a forged log line, terminal escapes) and an
  *                  unknown effect, or (odd touch ids) with no reason.
@@ -48,6 +50,10 @@ static void fault_send(void *instance, const cad_plugin_touch_t *touch, cad_plug
     }
     out->kind = CAD_OUTCOME_DELIVERED;
     strcpy(out->provider_id, "late");
+#endif
+#ifdef FAULT_SPOOF
+    out->kind = CAD_OUTCOME_RETRY;
+    strcpy(out->reason, "not started: a plugin pretending to be the host");
 #endif
 #ifdef FAULT_CONTROLS
     out->kind = CAD_OUTCOME_PERMANENT;

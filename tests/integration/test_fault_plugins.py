@@ -61,7 +61,7 @@ class PluginFaults(h.DaemonTestCase):
         self.plugins = self.tmp.join("plugins")
         os.mkdir(self.plugins)
         os.symlink(os.path.join(h.PLUGIN_BUILD_DIR, "file.so"), os.path.join(self.plugins, "file.so"))
-        for name in ("garbage", "hang", "slow", "init_fails", "controls"):
+        for name in ("garbage", "hang", "slow", "init_fails", "controls", "spoof"):
             os.symlink(os.path.join(FIXTURES, name + ".so"), os.path.join(self.plugins, name + ".so"))
         self.out = self.tmp.join("out")
         self.config = self.tmp.join("cadenced.conf")
@@ -273,6 +273,24 @@ class PluginFaults(h.DaemonTestCase):
         self.assertNotIn("\x1b", log)
         self.assertFalse(any(line.startswith("2026-01-01") for line in log.splitlines()))
         self.assertNotIn("\x1b", d.ctl("outbox", "list").stdout)
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_plugin_cannot_pass_its_retries_off_as_the_hosts(self):
+        """Only the host's "not started" retries count no attempt: a plugin
+        whose reason begins the same way uses up max_attempts like any
+        other, and its reason is marked as the plugin's."""
+        self.write_config("spoof", max_attempts=2)
+        self.import_data()
+        d = self.start_daemon()
+        # (the circuit opens after 5 failures and probes one touch at a time)
+        touches = self.wait_outbox(d, lambda ts: len(ts) == N and any(
+            t["state"] == "dead" for t in ts), "a touch dead after 2 attempts", timeout=30)
+        for t in touches:
+            self.assertIn("plugin: not started: a plugin pretending", t["last_error"])
+            self.assertGreaterEqual(t["attempts"], 1, t)
+            if t["state"] == "dead":
+                self.assertEqual(t["attempts"], 2, t)
+                self.assertIn("gave up after 2 attempts", t["last_error"])
         self.assertEqual(d.stop(), 0)
 
     def test_a_hung_send_neither_blocks_the_daemon_nor_loses_its_touch(self):
