@@ -46,6 +46,13 @@ typedef struct service {
     bool stopped;
 } service_t;
 
+#define MAX_CLOSING_HOSTS 8 /* reloads in a row; beyond, an old host closes at once */
+
+struct closing_host {
+    cad_daemon_t *d;
+    cad_plugin_host_t *host;
+};
+
 struct cad_daemon {
     uv_loop_t loop;
     char *config_path;
@@ -59,8 +66,11 @@ struct cad_daemon {
     cad_control_t *control;
     cad_plugin_host_t *host;      /* the channel plugins, rebuilt on reload */
     cad_plugin_host_t *next_host; /* a reload's new host, checked before the swap */
-    cad_dispatch_t *dispatch;     /* the outbox dispatcher */
-    bool dispatch_stopping;       /* stop asked; host and dispatcher finishing */
+    /* Hosts a reload replaced, finishing their transfers in flight. */
+    struct closing_host *closing[MAX_CLOSING_HOSTS];
+    int n_closing;
+    cad_dispatch_t *dispatch; /* the outbox dispatcher */
+    bool dispatch_stopping;   /* stop asked; host and dispatcher finishing */
     uv_signal_t sig_hup, sig_term, sig_int;
     uv_timer_t watchdog, status_timer, shutdown_timer, last_resort;
     uint64_t watchdog_usec;
@@ -572,6 +582,16 @@ static void stop_dispatch(cad_daemon_t *d, void *arg)
 
 static void on_old_host_closed(void *arg)
 {
+    struct closing_host *c = arg;
+    if (c) {
+        cad_daemon_t *d = c->d;
+        for (int i = 0; i < d->n_closing; i++)
+            if (d->closing[i] == c) {
+                d->closing[i] = d->closing[--d->n_closing];
+                break;
+            }
+        free(c);
+    }
     cad_log_info("reload: the previous plugin host is closed");
 }
 
@@ -588,11 +608,19 @@ static void reload_dispatch(const cad_config_t *cfg, void *arg)
         cad_log_err("reload: the channel plugins could not be loaded, touches stay queued");
     cad_dispatch_set_host(d->dispatch, host);
     cad_dispatch_set_config(d->dispatch, cfg);
-    /* The old host borrows the old config, freed when this hook returns:
-     * close it at once. Its transfers come back cancelled and are queued
-     * again (same idempotency keys) for the new host. */
-    if (d->host)
-        cad_plugin_host_close(d->host, 0, on_old_host_closed, NULL);
+    /* The old host finishes the transfers on the wire (as at shutdown: three
+     * quarters of engine.shutdown_timeout), so that a reload does not send
+     * them a second time; what waited in its lanes comes back unsent and
+     * goes out through the new host. It keeps nothing of the old config. */
+    if (d->host) {
+        struct closing_host *c = d->n_closing < MAX_CLOSING_HOSTS ? malloc(sizeof *c) : NULL;
+        if (c) {
+            *c = (struct closing_host){.d = d, .host = d->host};
+            d->closing[d->n_closing++] = c;
+        }
+        cad_plugin_host_close(d->host, c ? cfg->shutdown_timeout_ms * 3 / 4 : 0, on_old_host_closed,
+                              c);
+    }
     d->host = host;
 }
 
@@ -753,6 +781,8 @@ void cad_daemon_shutdown(cad_daemon_t *d)
     if (d->stopping) {
         cad_log_notice("shutdown: second stop signal, not waiting for in-flight work");
         cad_plugin_host_hurry(d->host);
+        for (int i = 0; i < d->n_closing; i++)
+            cad_plugin_host_hurry(d->closing[i]->host);
         finish(d);
         return;
     }

@@ -131,6 +131,25 @@ class Delivery(DispatchCase):
                          "each touch must be accepted exactly once")
         self.assertEqual(d.stop(), 0)
 
+    def test_a_reload_lets_transfers_on_the_wire_finish(self):
+        """A reload while requests are out: the old plugins finish them
+        (within the shutdown grace) instead of the new ones sending them a
+        second time; every key is received once."""
+        n = 4
+        self.rx.set(delay_ms=1500)
+        cfg = self.setup_daemon(n, concurrency=4)
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) == n, 20),
+                        d.read_log()[-2000:])
+        r = d.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(n, 20), "%r" % self.states())
+        time.sleep(0.5)
+        ids = self.rx.ids()
+        self.assertEqual(len(ids), n, "a key was sent again after the reload: %r" % ids)
+        self.assertIn("reload: the previous plugin host is closed", d.read_log())
+        self.assertEqual(d.stop(), 0)
+
     def test_repointing_a_failing_channel_and_reloading_resets_its_circuit(self):
         """The operator fixes a channel whose endpoint fails by pointing it at
         another URL and reloading: its touches go out at once, not after the
