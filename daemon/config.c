@@ -638,6 +638,22 @@ static bool check_name(struct loader *ld, const config_setting_t *s, const char 
     return false;
 }
 
+/* A plugin's name is its file's name, PLUGIN.so in the plugin directory:
+ * lower-case letters, digits, '_' and '-' only (no path, no dot), as the
+ * plugin host requires. */
+static bool check_plugin_name(struct loader *ld, const config_setting_t *s, const char *name)
+{
+    bool ok = *name && strlen(name) < CAD_NAME_MAX;
+    for (const char *p = name; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
+    if (!ok)
+        report_at(ld, s,
+                  "plugin '%s' must be 1 to %d lower-case letters, digits, '_' or '-' (the "
+                  "name of PLUGIN.so in the plugin directory)",
+                  name, CAD_NAME_MAX - 1);
+    return ok;
+}
+
 /* The item's name (required, well spelled) or NULL (reported). */
 static const char *get_item_name(struct loader *ld, const config_setting_t *item, const char *key,
                                  const char *what, int index)
@@ -1148,7 +1164,7 @@ static void load_channels(struct loader *ld, const config_setting_t *root)
 
         const char *plugin = NULL;
         if (get_text(ld, e, "plugin", ctx, true, &plugin) == 1 &&
-            check_name(ld, member(e, "plugin"), "plugin", plugin))
+            check_plugin_name(ld, member(e, "plugin"), plugin))
             copy_name(ch->plugin, plugin);
 
         const char *address = NULL;

@@ -865,6 +865,19 @@ static void test_one_account_has_one_rate(void **state)
     result_free(&r);
 }
 
+/* A plugin name the plugin host would refuse is a config error, not a
+ * channel that fails to load at start. */
+static void test_plugin_names_are_file_names(void **state)
+{
+    load_result_t r = load_bad("plugin_names.conf");
+    assert_error(&r, "plugin_names.conf", 4,
+                 "plugin 'Relay' must be 1 to 63 lower-case letters, digits, '_' or '-'");
+    assert_error(&r, "plugin_names.conf", 5, "plugin 'my.plugin' must be");
+    assert_error(&r, "plugin_names.conf", 6, "plugin '../file' must be");
+    assert_int_equal(error_lines(&r), 3);
+    result_free(&r);
+}
+
 static void test_log_level_names(void **state)
 {
     assert_int_equal(cad_log_level_parse("debug"), CAD_LOG_DEBUG);
@@ -936,6 +949,7 @@ int main(void)
         cmocka_unit_test(test_templates_checked_at_load),
         cmocka_unit_test(test_content_variables_need_a_content_item),
         cmocka_unit_test(test_one_account_has_one_rate),
+        cmocka_unit_test(test_plugin_names_are_file_names),
         cmocka_unit_test(test_log_level_names),
         cmocka_unit_test(test_free_accepts_null),
     };
