@@ -919,11 +919,12 @@ static void job_report(job_t *j, cad_plugin_outcome_t *o)
     case CAD_OUTCOME_PERMANENT: env->failed++; break;
     }
     char r[CAD_LOG_VALUE_MAX];
-    cad_log_debug("touch attempt finished channel=%s touch=%lld attempt=%d outcome=%s "
-                  "retry_after=%lld effect=%s reason=%s",
-                  env->channel, (long long)j->touch.touch_id, j->touch.attempt,
-                  cad_outcome_kind_name(o->kind), (long long)o->retry_after,
-                  cad_outcome_effect_name(o->effect), cad_log_value(o->reason, r));
+    if (cad_log_get_level() >= CAD_LOG_DEBUG) /* quoting the reason costs on the hot path */
+        cad_log_debug("touch attempt finished channel=%s touch=%lld attempt=%d outcome=%s "
+                      "retry_after=%lld effect=%s reason=%s",
+                      env->channel, (long long)j->touch.touch_id, j->touch.attempt,
+                      cad_outcome_kind_name(o->kind), (long long)o->retry_after,
+                      cad_outcome_effect_name(o->effect), cad_log_value(o->reason, r));
     cad_plugin_done_cb cb = j->cb;
     j->cb = NULL;
     if (cb)
