@@ -75,6 +75,12 @@ struct cad_commands {
     int next_job;
     bool stopping, stop_reported;
     int open_handles; /* rescan timer and jobs' handles */
+    /* The loop turn's write group (event.add): one store batch, committed
+     * by the control server once the turn's requests are read. */
+    bool group_open;
+    bool group_lost; /* the store rolled the group back before its commit */
+    uint64_t group_serial;
+    char group_error[CAD_ERRBUF];
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -189,6 +195,69 @@ static json_t *store_fail(cad_control_error_t *error, int rc, const char *err)
 static json_t *oom(cad_control_error_t *error)
 {
     return cad_control_fail(error, CAD_CONTROL_INTERNAL, "out of memory");
+}
+
+/* ---- group commit ------------------------------------------------------------ */
+
+static bool group_intact(cad_commands_t *c)
+{
+    cad_store_t *st = cad_daemon_store(c->d);
+    return cad_store_in_batch(st) && cad_store_batch_serial(st) == c->group_serial;
+}
+
+/* Joins the loop turn's write group: the first caller of the turn opens a
+ * store batch, and the control server commits it once every request of the
+ * turn has been read (many event.add requests, from one client or several,
+ * share one fsync; each reply waits for it). Fails once the store has
+ * rolled the group back (disk full, I/O error) until the turn ends. */
+static int group_join(cad_commands_t *c, cad_control_error_t *error)
+{
+    cad_store_t *st = cad_daemon_store(c->d);
+    if (c->group_open && !c->group_lost && !group_intact(c)) {
+        c->group_lost = true;
+        snprintf(c->group_error, sizeof(c->group_error),
+                 "the store rolled back the writes of this loop turn after a failure");
+    }
+    if (c->group_lost) {
+        cad_control_fail(error, CAD_CONTROL_INTERNAL, "not stored: %s", c->group_error);
+        return -CAD_ESTORE;
+    }
+    if (c->group_open || cad_store_in_batch(st))
+        return 0;
+    char err[CAD_ERRBUF];
+    int rc = cad_store_batch_begin(st, err);
+    if (rc < 0) {
+        store_fail(error, rc, err);
+        return rc;
+    }
+    c->group_open = true;
+    c->group_serial = cad_store_batch_serial(st);
+    return 0;
+}
+
+static int64_t group_uncommitted(void *arg)
+{
+    cad_commands_t *c = arg;
+    if (c->group_lost)
+        return 1;
+    if (!c->group_open)
+        return 0;
+    return 1 + cad_store_changes(cad_daemon_store(c->d));
+}
+
+static int group_commit(void *arg, char *err)
+{
+    cad_commands_t *c = arg;
+    bool open = c->group_open, lost = c->group_lost;
+    c->group_open = c->group_lost = false;
+    if (lost)
+        return cad_fail(err, CAD_ESTORE, "%s", c->group_error);
+    if (!open)
+        return 0;
+    if (!group_intact(c))
+        return cad_fail(err, CAD_ESTORE,
+                        "the store rolled back the writes of this loop turn after a failure");
+    return cad_store_batch_commit(cad_daemon_store(c->d), err);
 }
 
 /* ---- rescheduling after changes ------------------------------------------ */
@@ -705,6 +774,8 @@ static json_t *cmd_event_add(json_t *req, const cad_control_peer_t *peer, void *
     int rc = cad_store_customer_key(cad_daemon_store(c->d), customer, &key, err);
     if (rc != 0)
         return store_fail(error, rc, err);
+    if (group_join(c, error) < 0)
+        return NULL;
     rc = import_object(c, obj, CAD_IMPORT_EVENTS, "event", error);
     if (rc < 0)
         return NULL;
@@ -2213,6 +2284,10 @@ int cad_commands_register(cad_daemon_t *d, cad_commands_t **out, char *err)
         free(c);
         return cad_fail(err, -rc, "cannot register the commands service: %s", cad_strerror(rc));
     }
+    cad_control_set_group(cad_daemon_control(d),
+                          &(cad_control_group_t){.uncommitted = group_uncommitted,
+                                                 .commit = group_commit,
+                                                 .arg = c});
     *out = c;
     return 0;
 }

@@ -43,6 +43,12 @@ typedef struct command {
 
 typedef struct client client_t;
 
+/* A reply waiting for the loop turn's group commit. */
+typedef struct held_reply {
+    json_t *reply;  /* owned */
+    bool on_commit; /* its handler wrote: it holds only if the writes commit */
+} held_reply_t;
+
 struct client {
     uv_pipe_t pipe;
     cad_control_t *ctl;
@@ -55,6 +61,9 @@ struct client {
     bool discarding; /* skipping the rest of an over-long line */
     bool closing;
     bool rejected; /* accepted only to be told the server is busy */
+    bool finish_held; /* the client finished while replies were held */
+    held_reply_t *held; /* replies in request order, sent after the group commit */
+    int n_held, cap_held;
     uv_shutdown_t shutdown_req;
     char readbuf[READ_CHUNK];
 };
@@ -81,6 +90,9 @@ struct cad_control {
     client_t *clients;
     int n_clients;
     int64_t requests;
+    cad_control_group_t group; /* how handlers' writes are committed together */
+    uv_check_t check;          /* runs the group commit at the end of a loop turn */
+    bool check_active;
     int handles_open;
     bool closing;
     void (*done)(void *arg);
@@ -184,6 +196,9 @@ static void on_client_closed(uv_handle_t *h)
         cl->next->prev = cl->prev;
     if (!cl->rejected)
         c->n_clients--;
+    for (int i = 0; i < cl->n_held; i++)
+        json_decref(cl->held[i].reply);
+    free(cl->held);
     free(cl->line);
     free(cl);
     c->handles_open--;
@@ -209,6 +224,10 @@ static void client_finish(client_t *cl)
     if (cl->closing)
         return;
     uv_read_stop((uv_stream_t *)&cl->pipe);
+    if (cl->n_held > 0) { /* after the group commit has sent them */
+        cl->finish_held = true;
+        return;
+    }
     cl->shutdown_req.data = cl;
     if (uv_shutdown(&cl->shutdown_req, (uv_stream_t *)&cl->pipe, on_shutdown) != 0)
         client_close(cl);
@@ -223,8 +242,8 @@ static void on_written(uv_write_t *req, int status)
     free(w);
 }
 
-/* Queues one reply line; takes ownership of `reply`. */
-static void send_reply(client_t *cl, json_t *reply)
+/* Writes one reply line now; takes ownership of `reply`. */
+static void write_reply(client_t *cl, json_t *reply)
 {
     if (cl->closing) {
         json_decref(reply);
@@ -264,6 +283,114 @@ static void send_reply(client_t *cl, json_t *reply)
                         (unsigned)cl->peer.uid, (int)cl->peer.pid, cl->pipe.write_queue_size);
         client_close(cl);
     }
+}
+
+static void on_check(uv_check_t *h);
+
+/* Queues one reply line; takes ownership of `reply`. A reply whose handler
+ * wrote to the store (`on_commit`) waits for the loop turn's group commit,
+ * and every later reply to the same client waits behind it, in order. */
+static void deliver_reply(client_t *cl, json_t *reply, bool on_commit)
+{
+    if (cl->closing) {
+        json_decref(reply);
+        return;
+    }
+    if (!on_commit && cl->n_held == 0) {
+        write_reply(cl, reply);
+        return;
+    }
+    if (cl->n_held == cl->cap_held) {
+        int cap = cl->cap_held ? cl->cap_held * 2 : 16;
+        held_reply_t *h = realloc(cl->held, (size_t)cap * sizeof(*h));
+        if (!h) {
+            /* Dropping one reply would shift every later one: close. */
+            cad_log_err("control: out of memory holding a reply, closing the connection "
+                        "uid=%u pid=%d",
+                        (unsigned)cl->peer.uid, (int)cl->peer.pid);
+            json_decref(reply);
+            client_close(cl);
+            return;
+        }
+        cl->held = h;
+        cl->cap_held = cap;
+    }
+    cl->held[cl->n_held++] = (held_reply_t){.reply = reply, .on_commit = on_commit};
+    cad_control_t *c = cl->ctl;
+    if (!c->check_active && !c->closing) {
+        uv_check_start(&c->check, on_check);
+        c->check_active = true;
+    }
+}
+
+static void send_reply(client_t *cl, json_t *reply)
+{
+    deliver_reply(cl, reply, false);
+}
+
+/* The group commit failed: an "ok" reply whose handler wrote becomes an
+ * error, since what it reported was not kept. */
+static json_t *not_kept(json_t *reply, const char *why)
+{
+    if (!json_is_true(json_object_get(reply, "ok")))
+        return reply;
+    char msg[CAD_ERRBUF];
+    snprintf(msg, sizeof(msg), "not stored, nothing of this request was kept: %s", why);
+    json_t *id = json_object_get(reply, "id");
+    json_t *err = json_pack("{s:b, s:O, s:{s:s, s:s}}", "ok", 0, "id", id ? id : json_null(),
+                            "error", "code", CAD_CONTROL_INTERNAL, "message", msg);
+    if (!err) /* `why` was not valid UTF-8 */
+        err = json_pack("{s:b, s:O, s:{s:s, s:s}}", "ok", 0, "id", id ? id : json_null(),
+                        "error", "code", CAD_CONTROL_INTERNAL, "message",
+                        "not stored, nothing of this request was kept: the store failed");
+    if (!err)
+        return reply; /* out of memory: the connection is about to fail anyway */
+    json_decref(reply);
+    return err;
+}
+
+/* Commits what the loop turn's handlers wrote, then sends every held reply. */
+static void flush_held(cad_control_t *c)
+{
+    if (c->check_active) {
+        uv_check_stop(&c->check);
+        c->check_active = false;
+    }
+    char err[CAD_ERRBUF] = "";
+    int rc = c->group.commit ? c->group.commit(c->group.arg, err) : 0;
+    if (rc < 0)
+        cad_log_err("control: the writes of this loop turn were not stored, their requests are "
+                    "answered with an error: %s",
+                    err);
+    for (client_t *cl = c->clients; cl; cl = cl->next) {
+        if (cl->n_held == 0)
+            continue;
+        int n = cl->n_held;
+        cl->n_held = 0;
+        for (int i = 0; i < n; i++) {
+            json_t *reply = cl->held[i].reply;
+            if (rc < 0 && cl->held[i].on_commit)
+                reply = not_kept(reply, err);
+            if (cl->closing)
+                json_decref(reply);
+            else
+                write_reply(cl, reply);
+        }
+        if (cl->finish_held && !cl->closing) {
+            cl->finish_held = false;
+            client_finish(cl);
+        }
+    }
+}
+
+static void on_check(uv_check_t *h)
+{
+    flush_held(h->data);
+}
+
+static int64_t group_mark(cad_control_t *c)
+{
+    return c->group.uncommitted ? c->group.uncommitted(c->group.arg) : 0;
 }
 
 static json_t *id_of(json_t *request)
@@ -352,7 +479,13 @@ static void handle_line(client_t *cl, const char *line, size_t len)
         cad_log_info("control: admin command cmd=%s uid=%u pid=%d", command->name,
                      (unsigned)cl->peer.uid, (int)cl->peer.pid);
     cad_control_error_t error = {.code = NULL, .message = "", .details = NULL};
+    int64_t mark = group_mark(c);
     json_t *result = command->fn(req, &cl->peer, command->arg, &error);
+    int64_t after = group_mark(c);
+    if (after != 0 && !c->check_active && !c->closing) { /* writes wait for the commit */
+        uv_check_start(&c->check, on_check);
+        c->check_active = true;
+    }
     if (!result) {
         if (!error.code) {
             error.code = CAD_CONTROL_INTERNAL;
@@ -365,7 +498,7 @@ static void handle_line(client_t *cl, const char *line, size_t len)
         json_decref(error.details);
         json_t *reply = json_pack("{s:b, s:o, s:o}", "ok", 1, "id", id_of(req), "result", result);
         if (reply)
-            send_reply(cl, reply);
+            deliver_reply(cl, reply, after != mark);
         else
             send_error(cl, req, CAD_CONTROL_INTERNAL, "cannot build the reply");
     }
@@ -695,6 +828,9 @@ int cad_control_new(uv_loop_t *loop, const cad_control_options_t *opts, cad_cont
     c->dev = st.st_dev;
     c->ino = st.st_ino;
     c->listening = true;
+    uv_check_init(loop, &c->check);
+    c->check.data = c;
+    c->handles_open++;
     *out = c;
     return 0;
 }
@@ -729,6 +865,11 @@ int cad_control_register(cad_control_t *c, const char *name, bool admin_only,
     return 0;
 }
 
+void cad_control_set_group(cad_control_t *c, const cad_control_group_t *group)
+{
+    c->group = *group;
+}
+
 int cad_control_update(cad_control_t *c, const cad_control_options_t *opts, char *err)
 {
     return apply_options(c, opts, err);
@@ -751,8 +892,10 @@ void cad_control_close(cad_control_t *c, void (*done)(void *arg), void *arg)
         return;
     c->done = done;
     c->done_arg = arg;
+    flush_held(c); /* commits what was answered; the replies may not get out */
     cad_control_stop_listening(c);
     c->closing = true;
+    uv_close((uv_handle_t *)&c->check, on_listener_closed);
     for (client_t *cl = c->clients; cl; cl = cl->next)
         client_close(cl);
     maybe_free(c);

@@ -91,6 +91,25 @@ int cad_control_new(uv_loop_t *loop, const cad_control_options_t *opts, cad_cont
 int cad_control_register(cad_control_t *c, const char *name, bool admin_only,
                          cad_control_handler_fn fn, void *arg);
 
+/* Group commit of the handlers' writes. A handler may leave its writes
+ * uncommitted (in an open store batch); the server then holds its reply, and
+ * every later reply to that client, until the end of the loop turn, calls
+ * `commit` once for every request of that turn, and sends the replies. When
+ * the commit fails, each "ok" reply of a handler that wrote becomes an
+ * `internal` error saying nothing of it was kept. */
+typedef struct cad_control_group {
+    /* 0 when nothing waits for a commit; otherwise a value that moves with
+     * every uncommitted write (compared before and after each handler). */
+    int64_t (*uncommitted)(void *arg);
+    /* Commits what waits: 0, or a negative code after filling `err`. */
+    int (*commit)(void *arg, char *err);
+    void *arg; /* borrowed */
+} cad_control_group_t;
+
+/* Installs the group commit hooks (copied); without them every reply is sent
+ * at once. */
+void cad_control_set_group(cad_control_t *c, const cad_control_group_t *group);
+
 /* Applies reloaded limits and access rules (path and mode stay as bound). */
 int cad_control_update(cad_control_t *c, const cad_control_options_t *opts, char *err);
 

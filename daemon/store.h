@@ -91,6 +91,12 @@ void cad_store_batch_rollback(cad_store_t *st);
 /* True while a batch is open. A store failure (disk full, I/O) inside a
  * batch may roll the whole batch back: check this before committing. */
 bool cad_store_in_batch(const cad_store_t *st);
+/* How many batches were begun since open: with cad_store_in_batch, tells a
+ * caller whether the batch open now is still the one it began. */
+uint64_t cad_store_batch_serial(const cad_store_t *st);
+/* Rows inserted, updated or deleted since open, committed or not (SQLite's
+ * total_changes): it moves whenever a write changed something. */
+int64_t cad_store_changes(const cad_store_t *st);
 
 /* ---- customers, contacts, events (imports, control socket) -------------- */
 

@@ -612,6 +612,7 @@ struct cad_store {
     char *path;
     bool readonly;
     bool in_batch;
+    uint64_t batch_serial;   /* batches begun since open */
     int64_t batch_decisions; /* decisions of the open batch, counted at its commit */
     bool no_traces;          /* the simulator's copy: decisions without traces and alerts */
     bool light;              /* the current write runs in the batch without a savepoint */
@@ -1296,8 +1297,10 @@ int cad_store_batch_begin(cad_store_t *st, char *err)
     if (st->readonly)
         return cad_fail(err, CAD_EPERM, "store %s: opened read-only, cannot write", st->path);
     int r = exec_stmt(st, stmt(st, S_BEGIN), err, "beginning a batch");
-    if (r == 0)
+    if (r == 0) {
         st->in_batch = true;
+        st->batch_serial++;
+    }
     st->batch_decisions = 0;
     return r;
 }
@@ -1334,6 +1337,16 @@ void cad_store_batch_rollback(cad_store_t *st)
 bool cad_store_in_batch(const cad_store_t *st)
 {
     return st->in_batch;
+}
+
+uint64_t cad_store_batch_serial(const cad_store_t *st)
+{
+    return st->batch_serial;
+}
+
+int64_t cad_store_changes(const cad_store_t *st)
+{
+    return (int64_t)sqlite3_total_changes64(st->db);
 }
 
 /* ---- customers, contacts, events ---------------------------------------- */
