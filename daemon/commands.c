@@ -81,6 +81,8 @@ struct cad_commands {
     bool group_lost; /* the store rolled the group back before its commit */
     uint64_t group_serial;
     char group_error[CAD_ERRBUF];
+    int64_t *group_keys; /* customers to evaluate once the group is committed */
+    int n_group_keys, cap_group_keys;
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -235,6 +237,28 @@ static int group_join(cad_commands_t *c, cad_control_error_t *error)
     return 0;
 }
 
+static void changed(cad_commands_t *c, int64_t key);
+
+/* The customer is evaluated once the group's commit has kept its change. */
+static void group_changed(cad_commands_t *c, int64_t key)
+{
+    if (!c->group_open) {
+        changed(c, key);
+        return;
+    }
+    if (c->n_group_keys == c->cap_group_keys) {
+        int cap = c->cap_group_keys ? c->cap_group_keys * 2 : 64;
+        int64_t *k = realloc(c->group_keys, (size_t)cap * sizeof(*k));
+        if (!k) { /* evaluated at once: if the commit fails, that finds nothing new */
+            changed(c, key);
+            return;
+        }
+        c->group_keys = k;
+        c->cap_group_keys = cap;
+    }
+    c->group_keys[c->n_group_keys++] = key;
+}
+
 static int64_t group_uncommitted(void *arg)
 {
     cad_commands_t *c = arg;
@@ -249,15 +273,20 @@ static int group_commit(void *arg, char *err)
 {
     cad_commands_t *c = arg;
     bool open = c->group_open, lost = c->group_lost;
+    int n_keys = c->n_group_keys;
     c->group_open = c->group_lost = false;
+    c->n_group_keys = 0;
+    int rc = 0;
     if (lost)
-        return cad_fail(err, CAD_ESTORE, "%s", c->group_error);
-    if (!open)
-        return 0;
-    if (!group_intact(c))
-        return cad_fail(err, CAD_ESTORE,
-                        "the store rolled back the writes of this loop turn after a failure");
-    return cad_store_batch_commit(cad_daemon_store(c->d), err);
+        rc = cad_fail(err, CAD_ESTORE, "%s", c->group_error);
+    else if (open && !group_intact(c))
+        rc = cad_fail(err, CAD_ESTORE,
+                      "the store rolled back the writes of this loop turn after a failure");
+    else if (open)
+        rc = cad_store_batch_commit(cad_daemon_store(c->d), err);
+    for (int i = 0; rc == 0 && i < n_keys; i++)
+        changed(c, c->group_keys[i]);
+    return rc;
 }
 
 /* ---- rescheduling after changes ------------------------------------------ */
@@ -780,7 +809,7 @@ static json_t *cmd_event_add(json_t *req, const cad_control_peer_t *peer, void *
     if (rc < 0)
         return NULL;
     if (rc == 0)
-        changed(c, key);
+        group_changed(c, key);
     return json_pack("{s:s, s:s, s:b}", "event", id, "customer", customer, "duplicate", rc == 1);
 }
 
@@ -2301,5 +2330,6 @@ void cad_commands_free(cad_commands_t *c)
         c->jobs = j->next;
         job_free(j);
     }
+    free(c->group_keys);
     free(c);
 }

@@ -204,6 +204,55 @@ class Commands(h.DaemonTestCase):
         self.assertIn("at", err)
         self.usage("event", "add", "e5", "initech")
 
+    def test_event_add_pipelined_replies_in_order_and_kept_once_answered(self):
+        """Two clients each write many event.add requests at once (they share
+        one commit per loop turn); each gets its replies in order, and what
+        was answered "ok" survives a kill -9 right after the replies."""
+        with open(os.path.join(DEMO, "customers.jsonl")) as f:
+            ids = [json.loads(line)["id"] for line in f if line.strip()]
+        batches = []
+        for client in range(2):
+            reqs = []
+            for n, cid in enumerate(ids):
+                eid = "pipe-%d-%s" % (client, cid)
+                reqs.append(({"cmd": "event.add", "id": [client, n, "ok"],
+                              "event": {"id": eid, "customer": cid, "type": "purchase",
+                                        "at": "now-1m"}}, "ok"))
+                if n % 5 == 0:
+                    reqs.append(({"cmd": "event.add", "id": [client, n, "bad"],
+                                  "event": {"id": eid + "-x", "customer": cid,
+                                            "type": "teleported", "at": "now"}}, "bad_request"))
+                    reqs.append(({"cmd": "status", "id": [client, n, "read"]}, "ok"))
+                    reqs.append(({"cmd": "event.add", "id": [client, n, "dup"],
+                                  "event": {"id": eid, "customer": cid, "type": "purchase",
+                                            "at": "now-1m"}}, "duplicate"))
+            batches.append(reqs)
+        conns = [self.d.connect() for _ in batches]
+        for c, reqs in zip(conns, batches):
+            c.send_raw("".join(json.dumps(r) + "\n" for r, _ in reqs).encode())
+        for c, reqs in zip(conns, batches):
+            for req, want in reqs:
+                r = c.recv()
+                self.assertEqual(r["id"], req["id"])
+                if want == "bad_request":
+                    self.assertEqual(r["error"]["code"], "bad_request", r)
+                    continue
+                self.assertTrue(r["ok"], r)
+                if req["cmd"] == "event.add":
+                    self.assertIs(r["result"]["duplicate"], want == "duplicate", r)
+            c.close()
+        # Every answered event was committed before its reply.
+        self.d.kill()
+        self.d = self.start_example()
+        c = self.d.connect()
+        for reqs in batches:
+            for req, want in reqs:
+                if req["cmd"] == "event.add" and want == "ok":
+                    r = c.call(req)
+                    self.assertTrue(r["ok"], r)
+                    self.assertIs(r["result"]["duplicate"], True, r)
+        c.close()
+
     # ---- calendar, why, simulate ------------------------------------------------
 
     def test_calendar_who_is_next_and_why(self):

@@ -6,9 +6,11 @@ the test; the file channel writes its touches elsewhere. Touches are
 decided and going out at a limited rate when the tmpfs is filled to the
 last byte. Then: an import is refused with an error that says the disk is
 full, and keeps nothing half-written; the daemon keeps answering queries;
-nothing already decided is lost. When space is freed the dispatcher
-resumes by itself, the operator repeats the refused import, and every
-touch is delivered exactly once.
+nothing already decided is lost. Events sent one per request, pipelined
+(they share one commit per loop turn), are each answered with an error or
+kept: an "ok" is never lost. When space is freed the dispatcher resumes by
+itself, the operator repeats the refused import and the refused events, and
+every touch is delivered exactly once.
 
 Mounting needs root and a kernel that lets this process mount; otherwise
 the test is skipped with that reason (the store's own size cap covers the
@@ -27,6 +29,7 @@ import cadence_harness as h  # noqa: E402
 
 WAVE1 = 30
 WAVE2 = 10
+WAVE3 = 10  # one event.add request each, pipelined
 
 CONFIG = """\
 store = {{ state_dir = "{state}"; sync = "full"; }};
@@ -84,7 +87,7 @@ class FullDisk(h.DaemonTestCase):
                                                 socket=self.tmp.join("control.sock"),
                                                 out=self.out))
         rows = {"customers": [], "contacts": []}
-        for i in range(WAVE1 + WAVE2):
+        for i in range(WAVE1 + WAVE2 + WAVE3):
             rows["customers"].append({"id": customer(i), "name": "Customer %d" % i,
                                       "stage": "active", "timezone": "Europe/Berlin"})
             rows["contacts"].append({"id": customer(i) + "-billing", "customer": customer(i),
@@ -132,6 +135,23 @@ class FullDisk(h.DaemonTestCase):
         return self.call(d, {"cmd": "import", "kind": "events", "format": "jsonl",
                              "source": "invoices.jsonl", "lines": lines})
 
+    def add_events_pipelined(self, d, first, count):
+        """Sends `count` event.add requests in one write; returns the
+        replies by customer."""
+        c = d.connect()
+        try:
+            reqs = [{"cmd": "event.add", "id": customer(i), "event": json.loads(line)}
+                    for i, line in zip(range(first, first + count), invoice_lines(first, count))]
+            c.send_raw("".join(json.dumps(r) + "\n" for r in reqs).encode())
+            replies = {}
+            for _ in range(count):
+                r = c.recv()
+                self.assertIsNotNone(r)
+                replies[r["id"]] = r
+            return replies
+        finally:
+            c.close()
+
     def touches(self, d):
         r = self.call(d, {"cmd": "outbox.list", "limit": 1000})
         self.assertTrue(r and r.get("ok"), r)
@@ -160,6 +180,16 @@ class FullDisk(h.DaemonTestCase):
         during = self.touches(d)
         self.assertEqual(len(during), WAVE1, "nothing of the refused import was recorded")
         self.assertIn("full", d.read_log())
+        # Pipelined events while the disk is full: an error says so; one
+        # answered "ok" was kept (it is decided below like the others).
+        first3 = WAVE1 + WAVE2
+        replies = self.add_events_pipelined(d, first3, WAVE3)
+        kept = sorted(cid for cid, r in replies.items() if r["ok"])
+        for cid, r in replies.items():
+            if not r["ok"]:
+                self.assertEqual(r["error"]["code"], "internal", r)
+                self.assertRegex(r["error"]["message"], "full|not stored", r)
+        self.assertLess(len(kept), WAVE3, "a full disk refused none of the events")
 
         # Space again: the dispatcher resumes on its own, the operator repeats
         # the import, and every touch goes out once.
@@ -167,19 +197,25 @@ class FullDisk(h.DaemonTestCase):
         r = self.import_events(d, invoice_lines(WAVE1, WAVE2))
         self.assertTrue(r["ok"], r)
         self.assertEqual(r["result"]["accepted"] + r["result"]["duplicates"], WAVE2)
+        replies = self.add_events_pipelined(d, first3, WAVE3)
+        for cid, r in replies.items():
+            self.assertTrue(r["ok"], r)
+            # an event kept before is a duplicate now, a refused one is new
+            self.assertEqual(r["result"]["duplicate"], cid in kept, r)
+        total = WAVE1 + WAVE2 + WAVE3
         deadline = time.monotonic() + 30
         touches = []
         while time.monotonic() < deadline:
             touches = self.touches(d)
-            if len(touches) == WAVE1 + WAVE2 and all(t["state"] == "delivered" for t in touches):
+            if len(touches) == total and all(t["state"] == "delivered" for t in touches):
                 break
             time.sleep(0.2)
-        self.assertEqual(len(touches), WAVE1 + WAVE2, d.read_log())
+        self.assertEqual(len(touches), total, d.read_log())
         self.assertTrue(all(t["state"] == "delivered" for t in touches),
                         [t for t in touches if t["state"] != "delivered"][:3])
         self.assertEqual(sorted(t["customer"] for t in touches),
-                         [customer(i) for i in range(WAVE1 + WAVE2)])
-        self.assertEqual(len(os.listdir(self.out)), WAVE1 + WAVE2)
+                         [customer(i) for i in range(total)])
+        self.assertEqual(len(os.listdir(self.out)), total)
         self.assertEqual(d.stop(), 0, d.read_log())
 
 

@@ -33,6 +33,13 @@ typedef struct fixture {
     cad_control_t *ctl;
     int handler_calls;
     bool closed;
+    /* a fake group commit: "write" leaves a change uncommitted */
+    bool group_open;
+    int64_t changes;
+    int commits;
+    int rows_per_commit[8];
+    int rows_in_group;
+    int commit_rc;
 } fixture_t;
 
 static int setup(void **state)
@@ -160,6 +167,57 @@ static json_t *silent_failure(json_t *request, const cad_control_peer_t *peer, v
                               cad_control_error_t *error)
 {
     return NULL;
+}
+
+static json_t *write_handler(json_t *request, const cad_control_peer_t *peer, void *arg,
+                             cad_control_error_t *error)
+{
+    fixture_t *f = arg;
+    f->group_open = true;
+    f->changes++;
+    f->rows_in_group++;
+    return json_pack("{s:I}", "row", (json_int_t)f->changes);
+}
+
+static int64_t fake_uncommitted(void *arg)
+{
+    fixture_t *f = arg;
+    return f->group_open ? 1 + f->changes : 0;
+}
+
+static int fake_commit(void *arg, char *err)
+{
+    fixture_t *f = arg;
+    if (!f->group_open)
+        return 0;
+    if (f->commits < 8)
+        f->rows_per_commit[f->commits] = f->rows_in_group;
+    f->commits++;
+    f->group_open = false;
+    f->rows_in_group = 0;
+    if (f->commit_rc < 0)
+        return cad_fail(err, -f->commit_rc, "database or disk is full");
+    return 0;
+}
+
+static void start_with_group(fixture_t *f)
+{
+    char err[CAD_ERRBUF] = "";
+    assert_int_equal(start(f, 0, err), 0);
+    assert_int_equal(cad_control_register(f->ctl, "write", true, write_handler, f), 0);
+    assert_int_equal(cad_control_register(f->ctl, "echo", false, echo_handler, f), 0);
+    cad_control_set_group(
+        f->ctl,
+        &(cad_control_group_t){.uncommitted = fake_uncommitted, .commit = fake_commit, .arg = f});
+}
+
+/* Reads `n` reply lines (caller decrefs each). */
+static void read_replies(fixture_t *f, int fd, json_t **out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        out[i] = exchange(f, fd, NULL, 0);
+        assert_non_null(out[i]);
+    }
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -296,6 +354,112 @@ static void test_protocol_errors_keep_the_connection(void **state)
     close(fd);
 }
 
+static void test_group_commit_shares_one_commit_and_keeps_order(void **state)
+{
+    fixture_t *f = *state;
+    start_with_group(f);
+    int fd = client(f);
+    /* Pipelined in one send: read in one loop turn, committed once. */
+    const char *lines = "{\"cmd\":\"write\",\"id\":1}\n"
+                        "{\"cmd\":\"echo\",\"id\":2,\"text\":\"between\"}\n"
+                        "{bad json\n"
+                        "{\"cmd\":\"write\",\"id\":4}\n"
+                        "{\"cmd\":\"write\",\"id\":5}\n";
+    assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
+    json_t *r[5];
+    read_replies(f, fd, r, 5);
+    for (int i = 0; i < 5; i++) {
+        if (i == 2) {
+            assert_string_equal(error_code(r[i]), CAD_CONTROL_BAD_JSON);
+        } else {
+            assert_true(json_is_true(json_object_get(r[i], "ok")));
+            assert_int_equal(json_integer_value(json_object_get(r[i], "id")), i + 1);
+        }
+        json_decref(r[i]);
+    }
+    assert_int_equal(f->commits, 1);
+    assert_int_equal(f->rows_per_commit[0], 3);
+    /* A read alone is answered without a commit. */
+    json_t *e = call(f, fd, "{\"cmd\":\"echo\",\"text\":\"x\"}");
+    assert_true(json_is_true(json_object_get(e, "ok")));
+    json_decref(e);
+    assert_int_equal(f->commits, 1);
+    close(fd);
+}
+
+static void test_group_commit_failure_turns_writes_into_errors(void **state)
+{
+    fixture_t *f = *state;
+    start_with_group(f);
+    f->commit_rc = -CAD_EFULL;
+    int fd = client(f);
+    int other = client(f);
+    const char *lines = "{\"cmd\":\"write\",\"id\":1}\n"
+                        "{\"cmd\":\"echo\",\"id\":2,\"text\":\"read\"}\n";
+    assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
+    json_t *r[2];
+    read_replies(f, fd, r, 2);
+    assert_string_equal(error_code(r[0]), CAD_CONTROL_INTERNAL);
+    assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 1);
+    const char *msg = json_string_value(json_object_get(json_object_get(r[0], "error"), "message"));
+    assert_non_null(strstr(msg, "not stored"));
+    assert_non_null(strstr(msg, "database or disk is full"));
+    /* the read in the same turn did not depend on the commit */
+    assert_true(json_is_true(json_object_get(r[1], "ok")));
+    json_decref(r[0]);
+    json_decref(r[1]);
+    /* The next turn commits again, for another client too. */
+    f->commit_rc = 0;
+    json_t *ok = call(f, other, "{\"cmd\":\"write\",\"id\":3}");
+    assert_true(json_is_true(json_object_get(ok, "ok")));
+    json_decref(ok);
+    assert_int_equal(f->commits, 2);
+    close(fd);
+    close(other);
+}
+
+static void test_group_commit_replies_reach_a_client_that_finished(void **state)
+{
+    fixture_t *f = *state;
+    start_with_group(f);
+    int fd = client(f);
+    /* The last line has no newline and the client shuts its side. */
+    const char *lines = "{\"cmd\":\"write\",\"id\":1}\n{\"cmd\":\"write\",\"id\":2}";
+    assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    json_t *r[2];
+    read_replies(f, fd, r, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_true(json_is_true(json_object_get(r[i], "ok")));
+        json_decref(r[i]);
+    }
+    assert_null(exchange(f, fd, NULL, 0)); /* then the server closes */
+    assert_false(f->group_open);             /* the EOF may come a turn later */
+    close(fd);
+}
+
+static void test_group_commit_runs_when_the_server_closes(void **state)
+{
+    fixture_t *f = *state;
+    start_with_group(f);
+    int fd = client(f);
+    const char *line = "{\"cmd\":\"write\",\"id\":1}\n";
+    assert_int_equal(send(fd, line, strlen(line), MSG_NOSIGNAL), (ssize_t)strlen(line));
+    /* Read the request, then close before the check phase: the open
+     * group is committed, not left behind. */
+    for (int i = 0; i < 1000 && f->rows_in_group == 0 && f->commits == 0; i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    cad_control_close(f->ctl, on_closed, f);
+    f->ctl = NULL;
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(f->closed);
+    assert_int_equal(f->commits, 1);
+    assert_false(f->group_open);
+    close(fd);
+}
+
 static void test_update_changes_the_line_limit(void **state)
 {
     fixture_t *f = *state;
@@ -423,6 +587,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_argument_helpers_name_the_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handler_errors_and_details, setup, teardown),
         cmocka_unit_test_setup_teardown(test_protocol_errors_keep_the_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_shares_one_commit_and_keeps_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_failure_turns_writes_into_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_replies_reach_a_client_that_finished,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_runs_when_the_server_closes, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_update_changes_the_line_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_mode_is_applied, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_socket_is_replaced_live_one_refused, setup,
