@@ -207,25 +207,37 @@ static bool group_intact(cad_commands_t *c)
     return cad_store_in_batch(st) && cad_store_batch_serial(st) == c->group_serial;
 }
 
-/* Joins the loop turn's write group: the first caller of the turn opens a
- * store batch, and the control server commits it once every request of the
- * turn has been read (many event.add requests, from one client or several,
- * share one fsync; each reply waits for it). Fails once the store has
- * rolled the group back (disk full, I/O error) until the turn ends. */
-static int group_join(cad_commands_t *c, cad_control_error_t *error)
+/* Notices a group the store rolled back (a failed write inside it). */
+static void group_check(cad_commands_t *c)
 {
-    cad_store_t *st = cad_daemon_store(c->d);
     if (c->group_open && !c->group_lost && !group_intact(c)) {
         c->group_lost = true;
         snprintf(c->group_error, sizeof(c->group_error),
                  "the store rolled back the writes of this loop turn after a failure");
     }
+}
+
+/* Joins the loop turn's write group: the first caller of the turn opens a
+ * store batch, and the control server commits it once every request of the
+ * turn has been read, or before any other command runs (many event.add
+ * requests, from one client or several, share one fsync; each reply waits
+ * for it). Fails once the store has rolled the group back (disk full, I/O
+ * error) until that has been reported. */
+static int group_join(cad_commands_t *c, cad_control_error_t *error)
+{
+    cad_store_t *st = cad_daemon_store(c->d);
+    group_check(c);
     if (c->group_lost) {
         cad_control_fail(error, CAD_CONTROL_INTERNAL, "not stored: %s", c->group_error);
         return -CAD_ESTORE;
     }
-    if (c->group_open || cad_store_in_batch(st))
+    if (c->group_open)
         return 0;
+    if (cad_store_in_batch(st)) { /* not ours: its commit would not answer for this write */
+        cad_control_fail(error, CAD_CONTROL_BUSY,
+                         "the store is busy with another batch; try again");
+        return -CAD_EBUSY;
+    }
     char err[CAD_ERRBUF];
     int rc = cad_store_batch_begin(st, err);
     if (rc < 0) {
@@ -262,9 +274,8 @@ static void group_changed(cad_commands_t *c, int64_t key)
 static int64_t group_uncommitted(void *arg)
 {
     cad_commands_t *c = arg;
-    if (c->group_lost)
-        return 1;
-    if (!c->group_open)
+    group_check(c);
+    if (!c->group_open && !c->group_lost)
         return 0;
     return 1 + cad_store_changes(cad_daemon_store(c->d));
 }
@@ -394,7 +405,9 @@ static int import_object(cad_commands_t *c, json_t *obj, enum cad_import_kind ki
     fclose(in);
     free(line);
     if (rc != 0) {
-        store_fail(error, rc, err);
+        /* "request:1: store ...: ..." -> "store ...: ..." */
+        const char *p = strncmp(err, "request:1: ", 11) == 0 ? err + 11 : err;
+        store_fail(error, rc, p);
         return rc;
     }
     if (rep.rejected > 0) {
@@ -806,8 +819,14 @@ static json_t *cmd_event_add(json_t *req, const cad_control_peer_t *peer, void *
     if (group_join(c, error) < 0)
         return NULL;
     rc = import_object(c, obj, CAD_IMPORT_EVENTS, "event", error);
-    if (rc < 0)
+    if (rc < 0) {
+        bool was_lost = c->group_lost;
+        group_check(c);
+        if (c->group_lost && !was_lost) /* this failure took the group with it: say why */
+            snprintf(c->group_error, sizeof(c->group_error),
+                     "the store rolled back the writes of this loop turn: %.400s", error->message);
         return NULL;
+    }
     if (rc == 0)
         group_changed(c, key);
     return json_pack("{s:s, s:s, s:b}", "event", id, "customer", customer, "duplicate", rc == 1);
@@ -2313,10 +2332,11 @@ int cad_commands_register(cad_daemon_t *d, cad_commands_t **out, char *err)
         free(c);
         return cad_fail(err, -rc, "cannot register the commands service: %s", cad_strerror(rc));
     }
-    cad_control_set_group(cad_daemon_control(d),
-                          &(cad_control_group_t){.uncommitted = group_uncommitted,
-                                                 .commit = group_commit,
-                                                 .arg = c});
+    cad_control_set_group(
+        cad_daemon_control(d),
+        &(cad_control_group_t){.uncommitted = group_uncommitted, .commit = group_commit, .arg = c});
+    /* Only event.add joins it: other writers keep their own transactions. */
+    cad_control_set_grouped(cad_daemon_control(d), "event.add");
     *out = c;
     return 0;
 }

@@ -37,6 +37,7 @@
 typedef struct command {
     char name[CAD_CONTROL_NAME_MAX];
     bool admin_only;
+    bool grouped; /* joins the loop turn's group commit (see cad_control_set_grouped) */
     cad_control_handler_fn fn;
     void *arg;
 } command_t;
@@ -45,8 +46,8 @@ typedef struct client client_t;
 
 /* A reply waiting for the loop turn's group commit. */
 typedef struct held_reply {
-    json_t *reply;  /* owned */
-    bool on_commit; /* its handler wrote: it holds only if the writes commit */
+    json_t *reply; /* owned */
+    bool depends;  /* given while the group was open: true only if it commits */
 } held_reply_t;
 
 struct client {
@@ -60,8 +61,8 @@ struct client {
     size_t len, cap;
     bool discarding; /* skipping the rest of an over-long line */
     bool closing;
-    bool rejected; /* accepted only to be told the server is busy */
-    bool finish_held; /* the client finished while replies were held */
+    bool rejected;      /* accepted only to be told the server is busy */
+    bool finish_held;   /* the client finished while replies were held */
     held_reply_t *held; /* replies in request order, sent after the group commit */
     int n_held, cap_held;
     uv_shutdown_t shutdown_req;
@@ -93,6 +94,7 @@ struct cad_control {
     cad_control_group_t group; /* how handlers' writes are committed together */
     uv_check_t check;          /* runs the group commit at the end of a loop turn */
     bool check_active;
+    bool reply_depends; /* the reply being sent was given while the group was open */
     int handles_open;
     bool closing;
     void (*done)(void *arg);
@@ -287,16 +289,18 @@ static void write_reply(client_t *cl, json_t *reply)
 
 static void on_check(uv_check_t *h);
 
-/* Queues one reply line; takes ownership of `reply`. A reply whose handler
- * wrote to the store (`on_commit`) waits for the loop turn's group commit,
- * and every later reply to the same client waits behind it, in order. */
-static void deliver_reply(client_t *cl, json_t *reply, bool on_commit)
+/* Queues one reply line; takes ownership of `reply`. A reply given while
+ * the loop turn's group of writes was open (it may report or have read
+ * them) waits for the group's commit, and every later reply to the same
+ * client waits behind it, in order. */
+static void send_reply(client_t *cl, json_t *reply)
 {
     if (cl->closing) {
         json_decref(reply);
         return;
     }
-    if (!on_commit && cl->n_held == 0) {
+    bool depends = cl->ctl->reply_depends;
+    if (!depends && cl->n_held == 0) {
         write_reply(cl, reply);
         return;
     }
@@ -315,7 +319,7 @@ static void deliver_reply(client_t *cl, json_t *reply, bool on_commit)
         cl->held = h;
         cl->cap_held = cap;
     }
-    cl->held[cl->n_held++] = (held_reply_t){.reply = reply, .on_commit = on_commit};
+    cl->held[cl->n_held++] = (held_reply_t){.reply = reply, .depends = depends};
     cad_control_t *c = cl->ctl;
     if (!c->check_active && !c->closing) {
         uv_check_start(&c->check, on_check);
@@ -323,30 +327,53 @@ static void deliver_reply(client_t *cl, json_t *reply, bool on_commit)
     }
 }
 
-static void send_reply(client_t *cl, json_t *reply)
-{
-    deliver_reply(cl, reply, false);
-}
-
-/* The group commit failed: an "ok" reply whose handler wrote becomes an
- * error, since what it reported was not kept. */
+/* The group commit failed: a reply given while the group was open becomes an
+ * error, since what it reported (or read) was not kept; the refusal of a
+ * malformed request stays as it was. */
 static json_t *not_kept(json_t *reply, const char *why)
 {
-    if (!json_is_true(json_object_get(reply, "ok")))
-        return reply;
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        const char *code =
+            json_string_value(json_object_get(json_object_get(reply, "error"), "code"));
+        static const char *const own[] = {CAD_CONTROL_BAD_JSON, CAD_CONTROL_BAD_REQUEST,
+                                          CAD_CONTROL_UNKNOWN_COMMAND, CAD_CONTROL_FORBIDDEN,
+                                          CAD_CONTROL_LINE_TOO_LONG};
+        for (size_t i = 0; code && i < CAD_ARRAY_LEN(own); i++)
+            if (strcmp(code, own[i]) == 0)
+                return reply;
+    }
     char msg[CAD_ERRBUF];
     snprintf(msg, sizeof(msg), "not stored, nothing of this request was kept: %s", why);
     json_t *id = json_object_get(reply, "id");
     json_t *err = json_pack("{s:b, s:O, s:{s:s, s:s}}", "ok", 0, "id", id ? id : json_null(),
                             "error", "code", CAD_CONTROL_INTERNAL, "message", msg);
     if (!err) /* `why` was not valid UTF-8 */
-        err = json_pack("{s:b, s:O, s:{s:s, s:s}}", "ok", 0, "id", id ? id : json_null(),
-                        "error", "code", CAD_CONTROL_INTERNAL, "message",
+        err = json_pack("{s:b, s:O, s:{s:s, s:s}}", "ok", 0, "id", id ? id : json_null(), "error",
+                        "code", CAD_CONTROL_INTERNAL, "message",
                         "not stored, nothing of this request was kept: the store failed");
     if (!err)
         return reply; /* out of memory: the connection is about to fail anyway */
     json_decref(reply);
     return err;
+}
+
+/* Commits the open group now; each held reply that depended on it is then
+ * final (turned into an error if the commit failed). */
+static void settle(cad_control_t *c)
+{
+    char err[CAD_ERRBUF] = "";
+    int rc = c->group.commit ? c->group.commit(c->group.arg, err) : 0;
+    if (rc < 0)
+        cad_log_err("control: the writes of this loop turn were not stored, their requests are "
+                    "answered with an error: %s",
+                    err);
+    for (client_t *cl = c->clients; cl; cl = cl->next)
+        for (int i = 0; i < cl->n_held; i++) {
+            held_reply_t *h = &cl->held[i];
+            if (h->depends && rc < 0)
+                h->reply = not_kept(h->reply, err);
+            h->depends = false;
+        }
 }
 
 /* Commits what the loop turn's handlers wrote, then sends every held reply. */
@@ -356,12 +383,7 @@ static void flush_held(cad_control_t *c)
         uv_check_stop(&c->check);
         c->check_active = false;
     }
-    char err[CAD_ERRBUF] = "";
-    int rc = c->group.commit ? c->group.commit(c->group.arg, err) : 0;
-    if (rc < 0)
-        cad_log_err("control: the writes of this loop turn were not stored, their requests are "
-                    "answered with an error: %s",
-                    err);
+    settle(c);
     for (client_t *cl = c->clients; cl; cl = cl->next) {
         if (cl->n_held == 0)
             continue;
@@ -369,8 +391,6 @@ static void flush_held(cad_control_t *c)
         cl->n_held = 0;
         for (int i = 0; i < n; i++) {
             json_t *reply = cl->held[i].reply;
-            if (rc < 0 && cl->held[i].on_commit)
-                reply = not_kept(reply, err);
             if (cl->closing)
                 json_decref(reply);
             else
@@ -479,13 +499,16 @@ static void handle_line(client_t *cl, const char *line, size_t len)
         cad_log_info("control: admin command cmd=%s uid=%u pid=%d", command->name,
                      (unsigned)cl->peer.uid, (int)cl->peer.pid);
     cad_control_error_t error = {.code = NULL, .message = "", .details = NULL};
-    int64_t mark = group_mark(c);
+    /* Any other command sees (and writes) only what is committed. */
+    if (!command->grouped && group_mark(c) != 0)
+        settle(c);
     json_t *result = command->fn(req, &cl->peer, command->arg, &error);
-    int64_t after = group_mark(c);
-    if (after != 0 && !c->check_active && !c->closing) { /* writes wait for the commit */
+    bool depends = group_mark(c) != 0;
+    if (depends && !c->check_active && !c->closing) { /* the group commits at the turn's end */
         uv_check_start(&c->check, on_check);
         c->check_active = true;
     }
+    c->reply_depends = depends;
     if (!result) {
         if (!error.code) {
             error.code = CAD_CONTROL_INTERNAL;
@@ -498,10 +521,11 @@ static void handle_line(client_t *cl, const char *line, size_t len)
         json_decref(error.details);
         json_t *reply = json_pack("{s:b, s:o, s:o}", "ok", 1, "id", id_of(req), "result", result);
         if (reply)
-            deliver_reply(cl, reply, after != mark);
+            send_reply(cl, reply);
         else
             send_error(cl, req, CAD_CONTROL_INTERNAL, "cannot build the reply");
     }
+    c->reply_depends = false;
     json_decref(req);
 }
 
@@ -860,6 +884,7 @@ int cad_control_register(cad_control_t *c, const char *name, bool admin_only,
     command_t *cmd = &c->commands[c->n_commands++];
     memcpy(cmd->name, name, n + 1);
     cmd->admin_only = admin_only;
+    cmd->grouped = false;
     cmd->fn = fn;
     cmd->arg = arg;
     return 0;
@@ -868,6 +893,15 @@ int cad_control_register(cad_control_t *c, const char *name, bool admin_only,
 void cad_control_set_group(cad_control_t *c, const cad_control_group_t *group)
 {
     c->group = *group;
+}
+
+int cad_control_set_grouped(cad_control_t *c, const char *name)
+{
+    command_t *command = name ? find_command(c, name) : NULL;
+    if (!command)
+        return -CAD_ENOTFOUND;
+    command->grouped = true;
+    return 0;
 }
 
 int cad_control_update(cad_control_t *c, const cad_control_options_t *opts, char *err)

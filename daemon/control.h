@@ -91,12 +91,15 @@ int cad_control_new(uv_loop_t *loop, const cad_control_options_t *opts, cad_cont
 int cad_control_register(cad_control_t *c, const char *name, bool admin_only,
                          cad_control_handler_fn fn, void *arg);
 
-/* Group commit of the handlers' writes. A handler may leave its writes
- * uncommitted (in an open store batch); the server then holds its reply, and
- * every later reply to that client, until the end of the loop turn, calls
- * `commit` once for every request of that turn, and sends the replies. When
- * the commit fails, each "ok" reply of a handler that wrote becomes an
- * `internal` error saying nothing of it was kept. */
+/* Group commit of the handlers' writes. A grouped command (see
+ * cad_control_set_grouped) may leave its writes uncommitted (in an open
+ * store batch); while they are, every reply is held, with every later reply
+ * to the same client, until the group is committed: at the end of the loop
+ * turn, or before any command that is not grouped runs (so it sees and
+ * writes only committed data). `commit` runs once for the whole group. When
+ * it fails, each reply given while the group was open becomes an `internal`
+ * error saying nothing of that request was kept (refusals of malformed
+ * requests stay as they were). */
 typedef struct cad_control_group {
     /* 0 when nothing waits for a commit; otherwise a value that moves with
      * every uncommitted write (compared before and after each handler). */
@@ -109,6 +112,9 @@ typedef struct cad_control_group {
 /* Installs the group commit hooks (copied); without them every reply is sent
  * at once. */
 void cad_control_set_group(cad_control_t *c, const cad_control_group_t *group);
+/* Marks a registered command as one that joins the group (its handler may
+ * leave writes for the group commit). -CAD_ENOTFOUND for an unknown name. */
+int cad_control_set_grouped(cad_control_t *c, const char *name);
 
 /* Applies reloaded limits and access rules (path and mode stay as bound). */
 int cad_control_update(cad_control_t *c, const cad_control_options_t *opts, char *err);

@@ -135,22 +135,28 @@ class FullDisk(h.DaemonTestCase):
         return self.call(d, {"cmd": "import", "kind": "events", "format": "jsonl",
                              "source": "invoices.jsonl", "lines": lines})
 
-    def add_events_pipelined(self, d, first, count):
-        """Sends `count` event.add requests in one write; returns the
-        replies by customer."""
-        c = d.connect()
+    def add_events_pipelined(self, d, first, count, clients=1):
+        """Sends `count` event.add requests in one write on each of `clients`
+        connections (the same events: the later ones find the earlier ones'
+        rows, committed or not); returns the replies by customer, a list per
+        customer."""
+        conns = [d.connect() for _ in range(clients)]
         try:
             reqs = [{"cmd": "event.add", "id": customer(i), "event": json.loads(line)}
                     for i, line in zip(range(first, first + count), invoice_lines(first, count))]
-            c.send_raw("".join(json.dumps(r) + "\n" for r in reqs).encode())
+            data = "".join(json.dumps(r) + "\n" for r in reqs).encode()
+            for c in conns:
+                c.send_raw(data)
             replies = {}
-            for _ in range(count):
-                r = c.recv()
-                self.assertIsNotNone(r)
-                replies[r["id"]] = r
+            for c in conns:
+                for _ in range(count):
+                    r = c.recv()
+                    self.assertIsNotNone(r)
+                    replies.setdefault(r["id"], []).append(r)
             return replies
         finally:
-            c.close()
+            for c in conns:
+                c.close()
 
     def touches(self, d):
         r = self.call(d, {"cmd": "outbox.list", "limit": 1000})
@@ -180,15 +186,17 @@ class FullDisk(h.DaemonTestCase):
         during = self.touches(d)
         self.assertEqual(len(during), WAVE1, "nothing of the refused import was recorded")
         self.assertIn("full", d.read_log())
-        # Pipelined events while the disk is full: an error says so; one
-        # answered "ok" was kept (it is decided below like the others).
+        # Pipelined events while the disk is full, the same ones from two
+        # clients: an error says so; an event answered "ok" (new or
+        # duplicate) was kept, which the replay below checks.
         first3 = WAVE1 + WAVE2
-        replies = self.add_events_pipelined(d, first3, WAVE3)
-        kept = sorted(cid for cid, r in replies.items() if r["ok"])
-        for cid, r in replies.items():
-            if not r["ok"]:
-                self.assertEqual(r["error"]["code"], "internal", r)
-                self.assertRegex(r["error"]["message"], "full|not stored", r)
+        replies = self.add_events_pipelined(d, first3, WAVE3, clients=2)
+        kept = sorted(cid for cid, rs in replies.items() if any(r["ok"] for r in rs))
+        for cid, rs in replies.items():
+            for r in rs:
+                if not r["ok"]:
+                    self.assertEqual(r["error"]["code"], "internal", r)
+                    self.assertRegex(r["error"]["message"], "full|not stored", r)
         self.assertLess(len(kept), WAVE3, "a full disk refused none of the events")
 
         # Space again: the dispatcher resumes on its own, the operator repeats
@@ -198,7 +206,7 @@ class FullDisk(h.DaemonTestCase):
         self.assertTrue(r["ok"], r)
         self.assertEqual(r["result"]["accepted"] + r["result"]["duplicates"], WAVE2)
         replies = self.add_events_pipelined(d, first3, WAVE3)
-        for cid, r in replies.items():
+        for cid, (r,) in replies.items():
             self.assertTrue(r["ok"], r)
             # an event kept before is a duplicate now, a refused one is new
             self.assertEqual(r["result"]["duplicate"], cid in kept, r)

@@ -179,6 +179,19 @@ static json_t *write_handler(json_t *request, const cad_control_peer_t *peer, vo
     return json_pack("{s:I}", "row", (json_int_t)f->changes);
 }
 
+/* Grouped like "write" but writes nothing: it answers from what the open
+ * group holds (an event.add finding a duplicate), or refuses a bad request. */
+static json_t *peek_handler(json_t *request, const cad_control_peer_t *peer, void *arg,
+                            cad_control_error_t *error)
+{
+    bool bad = false;
+    if (cad_control_arg_bool(request, "bad", false, &bad, error) != 0)
+        return NULL;
+    if (bad)
+        return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST, "field x: unknown");
+    return json_pack("{s:b}", "duplicate", 1);
+}
+
 static int64_t fake_uncommitted(void *arg)
 {
     fixture_t *f = arg;
@@ -205,10 +218,14 @@ static void start_with_group(fixture_t *f)
     char err[CAD_ERRBUF] = "";
     assert_int_equal(start(f, 0, err), 0);
     assert_int_equal(cad_control_register(f->ctl, "write", true, write_handler, f), 0);
+    assert_int_equal(cad_control_register(f->ctl, "peek", false, peek_handler, f), 0);
     assert_int_equal(cad_control_register(f->ctl, "echo", false, echo_handler, f), 0);
     cad_control_set_group(
         f->ctl,
         &(cad_control_group_t){.uncommitted = fake_uncommitted, .commit = fake_commit, .arg = f});
+    assert_int_equal(cad_control_set_grouped(f->ctl, "write"), 0);
+    assert_int_equal(cad_control_set_grouped(f->ctl, "peek"), 0);
+    assert_int_equal(cad_control_set_grouped(f->ctl, "nope"), -CAD_ENOTFOUND);
 }
 
 /* Reads `n` reply lines (caller decrefs each). */
@@ -359,17 +376,21 @@ static void test_group_commit_shares_one_commit_and_keeps_order(void **state)
     fixture_t *f = *state;
     start_with_group(f);
     int fd = client(f);
-    /* Pipelined in one send: read in one loop turn, committed once. */
+    /* Pipelined in one send, read in one loop turn: the grouped writes
+     * share a commit, and a command that is not grouped (echo) first
+     * commits what is open, so it sees only committed data. */
     const char *lines = "{\"cmd\":\"write\",\"id\":1}\n"
-                        "{\"cmd\":\"echo\",\"id\":2,\"text\":\"between\"}\n"
+                        "{\"cmd\":\"write\",\"id\":2}\n"
+                        "{\"cmd\":\"echo\",\"id\":3,\"text\":\"between\"}\n"
                         "{bad json\n"
-                        "{\"cmd\":\"write\",\"id\":4}\n"
-                        "{\"cmd\":\"write\",\"id\":5}\n";
+                        "{\"cmd\":\"write\",\"id\":5}\n"
+                        "{\"cmd\":\"peek\",\"id\":6}\n"
+                        "{\"cmd\":\"write\",\"id\":7}\n";
     assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
-    json_t *r[5];
-    read_replies(f, fd, r, 5);
-    for (int i = 0; i < 5; i++) {
-        if (i == 2) {
+    json_t *r[7];
+    read_replies(f, fd, r, 7);
+    for (int i = 0; i < 7; i++) {
+        if (i == 3) {
             assert_string_equal(error_code(r[i]), CAD_CONTROL_BAD_JSON);
         } else {
             assert_true(json_is_true(json_object_get(r[i], "ok")));
@@ -377,13 +398,14 @@ static void test_group_commit_shares_one_commit_and_keeps_order(void **state)
         }
         json_decref(r[i]);
     }
-    assert_int_equal(f->commits, 1);
-    assert_int_equal(f->rows_per_commit[0], 3);
+    assert_int_equal(f->commits, 2);
+    assert_int_equal(f->rows_per_commit[0], 2);
+    assert_int_equal(f->rows_per_commit[1], 2);
     /* A read alone is answered without a commit. */
     json_t *e = call(f, fd, "{\"cmd\":\"echo\",\"text\":\"x\"}");
     assert_true(json_is_true(json_object_get(e, "ok")));
     json_decref(e);
-    assert_int_equal(f->commits, 1);
+    assert_int_equal(f->commits, 2);
     close(fd);
 }
 
@@ -395,19 +417,27 @@ static void test_group_commit_failure_turns_writes_into_errors(void **state)
     int fd = client(f);
     int other = client(f);
     const char *lines = "{\"cmd\":\"write\",\"id\":1}\n"
-                        "{\"cmd\":\"echo\",\"id\":2,\"text\":\"read\"}\n";
+                        "{\"cmd\":\"peek\",\"id\":2}\n"
+                        "{\"cmd\":\"peek\",\"id\":3,\"bad\":true}\n"
+                        "{\"cmd\":\"echo\",\"id\":4,\"text\":\"read\"}\n";
     assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
-    json_t *r[2];
-    read_replies(f, fd, r, 2);
-    assert_string_equal(error_code(r[0]), CAD_CONTROL_INTERNAL);
-    assert_int_equal(json_integer_value(json_object_get(r[0], "id")), 1);
-    const char *msg = json_string_value(json_object_get(json_object_get(r[0], "error"), "message"));
-    assert_non_null(strstr(msg, "not stored"));
-    assert_non_null(strstr(msg, "database or disk is full"));
-    /* the read in the same turn did not depend on the commit */
-    assert_true(json_is_true(json_object_get(r[1], "ok")));
-    json_decref(r[0]);
-    json_decref(r[1]);
+    json_t *r[4];
+    read_replies(f, fd, r, 4);
+    /* the write, and the answer read from it, were not kept */
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(error_code(r[i]), CAD_CONTROL_INTERNAL);
+        assert_int_equal(json_integer_value(json_object_get(r[i], "id")), i + 1);
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(r[i], "error"), "message"));
+        assert_non_null(strstr(msg, "not stored"));
+        assert_non_null(strstr(msg, "database or disk is full"));
+    }
+    /* a malformed request's refusal stays what it was */
+    assert_string_equal(error_code(r[2]), CAD_CONTROL_BAD_REQUEST);
+    /* the read after them ran on committed data only */
+    assert_true(json_is_true(json_object_get(r[3], "ok")));
+    for (int i = 0; i < 4; i++)
+        json_decref(r[i]);
     /* The next turn commits again, for another client too. */
     f->commit_rc = 0;
     json_t *ok = call(f, other, "{\"cmd\":\"write\",\"id\":3}");
@@ -434,7 +464,7 @@ static void test_group_commit_replies_reach_a_client_that_finished(void **state)
         json_decref(r[i]);
     }
     assert_null(exchange(f, fd, NULL, 0)); /* then the server closes */
-    assert_false(f->group_open);             /* the EOF may come a turn later */
+    assert_false(f->group_open);           /* the EOF may come a turn later */
     close(fd);
 }
 
