@@ -7,9 +7,14 @@
  * rest of it is skipped up to its newline, so the next request is read in
  * sync. Each complete line is parsed, checked (object, "cmd" a string, known
  * command, role) and handed to the command's handler; the reply is queued
- * with uv_write. libuv tracks the bytes it could not write yet
- * (write_queue_size): past max_pending_output the client is dropped, which is
- * what keeps a client that never reads from growing the daemon's memory.
+ * with uv_write (the replies held for a group commit go out as one write at
+ * the end of the loop turn). libuv tracks the bytes it could not write yet
+ * (write_queue_size): past a quarter of max_pending_output the client's
+ * requests are no longer read until its replies drain to a sixteenth, so a
+ * pipelining client goes at its own reading pace; a paused client that
+ * takes no reply for STALL_MS, or one past max_pending_output at once, is
+ * dropped, which is what keeps a client that never reads from growing the
+ * daemon's memory.
  *
  * Lifetime follows libuv: every handle is released through its close
  * callback, and the server itself is freed when the last one has closed.
@@ -33,6 +38,8 @@
 #define DEFAULT_MAX_PENDING (1024 * 1024)
 #define LISTEN_BACKLOG      64
 #define MAX_PEER_GROUPS     64
+#define STALL_MS            10000 /* a paused client that takes no reply for this long is dropped */
+#define STALL_CHECK_MS      1000
 
 typedef struct command {
     char name[CAD_CONTROL_NAME_MAX];
@@ -61,9 +68,12 @@ struct client {
     size_t len, cap;
     bool discarding; /* skipping the rest of an over-long line */
     bool closing;
-    bool rejected;      /* accepted only to be told the server is busy */
-    bool finish_held;   /* the client finished while replies were held */
-    held_reply_t *held; /* replies in request order, sent after the group commit */
+    bool rejected;        /* accepted only to be told the server is busy */
+    bool finish_held;     /* the client finished while replies were held */
+    bool finishing;       /* EOF or refused: no more requests are read */
+    bool paused;          /* reading stopped until its unsent replies drain */
+    uint64_t progress_at; /* loop time of the last reply write that completed (or the pause) */
+    held_reply_t *held;   /* replies in request order, sent after the group commit */
     int n_held, cap_held;
     uv_shutdown_t shutdown_req;
     char readbuf[READ_CHUNK];
@@ -94,7 +104,9 @@ struct cad_control {
     cad_control_group_t group; /* how handlers' writes are committed together */
     uv_check_t check;          /* runs the group commit at the end of a loop turn */
     bool check_active;
-    bool reply_depends; /* the reply being sent was given while the group was open */
+    bool reply_depends;     /* the reply being sent was given while the group was open */
+    uv_timer_t stall_timer; /* drops paused clients that take no replies */
+    bool stall_active;
     int handles_open;
     bool closing;
     void (*done)(void *arg);
@@ -225,6 +237,7 @@ static void client_finish(client_t *cl)
 {
     if (cl->closing)
         return;
+    cl->finishing = true;
     uv_read_stop((uv_stream_t *)&cl->pipe);
     if (cl->n_held > 0) { /* after the group commit has sent them */
         cl->finish_held = true;
@@ -237,42 +250,85 @@ static void client_finish(client_t *cl)
 
 /* ---- replies ------------------------------------------------------------- */
 
+/* Unsent replies past which a client's requests are no longer read, and
+ * below which reading resumes: a client that pipelines is slowed to the
+ * pace at which it takes its replies, not dropped. */
+static size_t high_water(const cad_control_t *c)
+{
+    return c->max_pending / 4;
+}
+
+static size_t low_water(const cad_control_t *c)
+{
+    return c->max_pending / 16;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void on_stall_check(uv_timer_t *t)
+{
+    cad_control_t *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    bool any = false;
+    for (client_t *cl = c->clients; cl; cl = cl->next) {
+        if (!cl->paused || cl->closing)
+            continue;
+        if (now - cl->progress_at >= STALL_MS) {
+            cad_log_warning("control: client does not read its replies, disconnecting it "
+                            "uid=%u pid=%d pending_bytes=%zu",
+                            (unsigned)cl->peer.uid, (int)cl->peer.pid, cl->pipe.write_queue_size);
+            client_close(cl);
+        } else {
+            any = true;
+        }
+    }
+    if (!any) {
+        uv_timer_stop(&c->stall_timer);
+        c->stall_active = false;
+    }
+}
+
+static void pause_reading(client_t *cl)
+{
+    cad_control_t *c = cl->ctl;
+    cl->paused = true;
+    cl->progress_at = uv_now(c->loop);
+    uv_read_stop((uv_stream_t *)&cl->pipe);
+    if (!c->stall_active && !c->closing) {
+        uv_timer_start(&c->stall_timer, on_stall_check, STALL_CHECK_MS, STALL_CHECK_MS);
+        c->stall_active = true;
+    }
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     write_req_t *w = (write_req_t *)req;
+    client_t *cl = req->handle->data;
     free(w->data);
     free(w);
+    if (status != 0 || cl->closing)
+        return;
+    cl->progress_at = uv_now(cl->ctl->loop);
+    if (cl->paused && cl->pipe.write_queue_size <= low_water(cl->ctl)) {
+        cl->paused = false;
+        if (!cl->finishing && uv_read_start((uv_stream_t *)&cl->pipe, on_alloc, on_read) != 0)
+            client_close(cl);
+    }
 }
 
-/* Writes one reply line now; takes ownership of `reply`. */
-static void write_reply(client_t *cl, json_t *reply)
+/* Queues `len` bytes of reply lines; takes ownership of `data` (malloc'd). */
+static void queue_text(client_t *cl, char *data, size_t len)
 {
-    if (cl->closing) {
-        json_decref(reply);
-        return;
-    }
-    char *text = json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(reply);
-    if (!text) {
-        cad_log_err("control: cannot serialise a reply, closing the connection uid=%u pid=%d",
-                    (unsigned)cl->peer.uid, (int)cl->peer.pid);
-        client_close(cl);
-        return;
-    }
-    size_t n = strlen(text);
-    char *data = realloc(text, n + 1);
     write_req_t *w = malloc(sizeof(*w));
-    if (!data || !w) {
-        free(data ? data : text);
-        free(w);
+    if (!w) {
+        free(data);
         client_close(cl);
         return;
     }
-    data[n] = '\n';
     w->data = data;
-    uv_buf_t buf = uv_buf_init(data, (unsigned)(n + 1));
-    int rc = uv_write(&w->req, (uv_stream_t *)&cl->pipe, &buf, 1, on_written);
-    if (rc != 0) {
+    uv_buf_t buf = uv_buf_init(data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&cl->pipe, &buf, 1, on_written) != 0) {
         free(data);
         free(w);
         client_close(cl);
@@ -284,7 +340,70 @@ static void write_reply(client_t *cl, json_t *reply)
                         "uid=%u pid=%d pending_bytes=%zu",
                         (unsigned)cl->peer.uid, (int)cl->peer.pid, cl->pipe.write_queue_size);
         client_close(cl);
+    } else if (!cl->paused && cl->pipe.write_queue_size > high_water(c)) {
+        pause_reading(cl);
     }
+}
+
+/* Appends one reply line to `*data` (grown as needed); takes ownership of
+ * `reply`. False when it cannot be serialised or memory runs out. */
+static bool append_reply(char **data, size_t *len, size_t *cap, json_t *reply)
+{
+    char *text = json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(reply);
+    if (!text)
+        return false;
+    size_t n = strlen(text);
+    if (*len + n + 1 > *cap) {
+        size_t want = *cap ? *cap : 256;
+        while (want < *len + n + 1)
+            want *= 2;
+        char *grown = realloc(*data, want);
+        if (!grown) {
+            free(text);
+            return false;
+        }
+        *data = grown;
+        *cap = want;
+    }
+    memcpy(*data + *len, text, n);
+    (*data)[*len + n] = '\n';
+    *len += n + 1;
+    free(text);
+    return true;
+}
+
+/* Writes the replies (taking ownership of each) as one buffer. */
+static void write_replies(client_t *cl, const held_reply_t *replies, int n)
+{
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    int i = 0;
+    for (; i < n && !cl->closing; i++)
+        if (!append_reply(&data, &len, &cap, replies[i].reply)) {
+            cad_log_err("control: cannot serialise a reply, closing the connection uid=%u pid=%d",
+                        (unsigned)cl->peer.uid, (int)cl->peer.pid);
+            client_close(cl);
+            i++;
+            break;
+        }
+    for (; i < n; i++)
+        json_decref(replies[i].reply);
+    if (cl->closing || len == 0) {
+        free(data);
+        return;
+    }
+    queue_text(cl, data, len);
+}
+
+/* Writes one reply line now; takes ownership of `reply`. */
+static void write_reply(client_t *cl, json_t *reply)
+{
+    if (cl->closing) {
+        json_decref(reply);
+        return;
+    }
+    write_replies(cl, &(held_reply_t){.reply = reply}, 1);
 }
 
 static void on_check(uv_check_t *h);
@@ -389,13 +508,7 @@ static void flush_held(cad_control_t *c)
             continue;
         int n = cl->n_held;
         cl->n_held = 0;
-        for (int i = 0; i < n; i++) {
-            json_t *reply = cl->held[i].reply;
-            if (cl->closing)
-                json_decref(reply);
-            else
-                write_reply(cl, reply);
-        }
+        write_replies(cl, cl->held, n); /* one write for the turn's replies */
         if (cl->finish_held && !cl->closing) {
             cl->finish_held = false;
             client_finish(cl);
@@ -855,6 +968,9 @@ int cad_control_new(uv_loop_t *loop, const cad_control_options_t *opts, cad_cont
     uv_check_init(loop, &c->check);
     c->check.data = c;
     c->handles_open++;
+    uv_timer_init(loop, &c->stall_timer);
+    c->stall_timer.data = c;
+    c->handles_open++;
     *out = c;
     return 0;
 }
@@ -930,6 +1046,7 @@ void cad_control_close(cad_control_t *c, void (*done)(void *arg), void *arg)
     cad_control_stop_listening(c);
     c->closing = true;
     uv_close((uv_handle_t *)&c->check, on_listener_closed);
+    uv_close((uv_handle_t *)&c->stall_timer, on_listener_closed);
     for (client_t *cl = c->clients; cl; cl = cl->next)
         client_close(cl);
     maybe_free(c);

@@ -16,8 +16,9 @@
  *
  * Bad input never costs the connection: bad JSON, an unknown command or a
  * line longer than max_line each get an error reply and the next line is
- * read as usual. A client that does not read its replies is disconnected
- * once its unsent output passes a bound; the loop never waits for a client.
+ * read as usual. A client whose replies pile up unread is no longer read
+ * until they drain, and is disconnected when it takes none for a while or
+ * its unsent output passes a bound; the loop never waits for a client.
  */
 #ifndef CADENCE_CONTROL_H
 #define CADENCE_CONTROL_H

@@ -7,6 +7,7 @@ plugins, metrics, per-subcommand help, and the bad inputs each refuses.
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -252,6 +253,30 @@ class Commands(h.DaemonTestCase):
                     self.assertTrue(r["ok"], r)
                     self.assertIs(r["result"]["duplicate"], True, r)
         c.close()
+
+    def test_event_add_pipelined_by_a_client_reading_as_it_goes(self):
+        """A producer writes a large burst of event.add requests at once and
+        reads the replies on another thread: it is slowed to its reading
+        pace, never dropped, and gets every reply in order."""
+        n = 4000 if os.environ.get("CADENCE_SANITIZED") else 20000
+        with open(os.path.join(DEMO, "customers.jsonl")) as f:
+            ids = [json.loads(line)["id"] for line in f if line.strip()]
+        data = "".join(json.dumps({"cmd": "event.add", "id": i,
+                                   "event": {"id": "burst-%d" % i, "customer": ids[i % len(ids)],
+                                             "type": "purchase", "at": "now-1m"}}) + "\n"
+                       for i in range(n)).encode()
+        c = self.d.connect(timeout=60)
+        sender = threading.Thread(target=c.send_raw, args=(data,))
+        sender.start()
+        for i in range(n):
+            r = c.recv()
+            self.assertIsNotNone(r, "disconnected after %d replies" % i)
+            self.assertEqual(r["id"], i)
+            self.assertTrue(r["ok"], r)
+            self.assertIs(r["result"]["duplicate"], False)
+        sender.join(60)
+        c.close()
+        self.assertNotIn("does not read its replies", self.d.read_log())
 
     # ---- calendar, why, simulate ------------------------------------------------
 

@@ -6,6 +6,7 @@ cadencectl's output and exit codes.
 import json
 import os
 import random
+import re
 import socket
 import sys
 import time
@@ -211,24 +212,64 @@ class Protocol(h.DaemonTestCase):
             e.close()
 
     def test_client_that_never_reads_is_disconnected(self):
+        """Replies far larger than the requests: what one read brings in
+        passes the 1 MiB bound at once, and the client is dropped then."""
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.settimeout(10)
+        slow.settimeout(2)
         slow.connect(self.d.socket)
-        request = b'{"cmd": "status"}\n'  # each reply is ~900 bytes, ~50 times the request
+        request = b'{"cmd":"help"}\n'  # each reply is a few KiB, ~200 times the request
         dropped = False
-        deadline = time.monotonic() + 20
+        started = time.monotonic()
+        deadline = started + 20
+        while not dropped and time.monotonic() < deadline:
+            try:
+                slow.sendall(request * 5000)
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+            except socket.timeout:
+                pass
+        slow.close()
+        self.assertTrue(dropped, "the daemon kept a client that never reads")
+        self.assertLess(time.monotonic() - started, 9, "dropped by the stall limit, not the bound")
+        self.assertIn("does not read its replies", self.d.read_log())
+        self.assert_usable()  # the loop never stalled
+
+    def test_client_paused_and_dropped_when_small_replies_pile_up(self):
+        """Replies smaller than the requests never reach the hard bound: the
+        daemon stops reading such a client once its replies pile up, and
+        drops it when it takes none for 10 s; others are served meanwhile."""
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(4)
+        slow.connect(self.d.socket)
+        junk = b"x" * 900 + b"\n"  # bad_json, a reply of about 100 bytes
+        dropped = False
+        started = time.monotonic()
+        deadline = started + 40
         try:
             while time.monotonic() < deadline:
-                slow.sendall(request * 200)
+                slow.sendall(junk * 100)
         except (BrokenPipeError, ConnectionResetError):
             dropped = True
         except socket.timeout:
             pass
+        while not dropped and time.monotonic() < deadline:
+            self.assert_usable()  # served while the slow one is paused
+            try:
+                slow.sendall(junk)
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+            except socket.timeout:
+                pass
         slow.close()
         self.assertTrue(dropped, "the daemon kept a client that never reads")
-        self.assertIn("does not read its replies", self.d.read_log())
-        self.assert_usable()  # the loop never stalled
+        self.assertGreaterEqual(time.monotonic() - started, 9, "dropped before the stall limit")
+        log = self.d.read_log()
+        self.assertIn("does not read its replies", log)
+        m = [int(x) for x in re.findall(r"pending_bytes=(\d+)", log)]
+        self.assertTrue(m and max(m) <= 1024 * 1024, m)
+        self.assert_usable()
 
 
 class Roles(h.DaemonTestCase):
