@@ -68,10 +68,12 @@ struct client {
     size_t len, cap;
     bool discarding; /* skipping the rest of an over-long line */
     bool closing;
-    bool rejected;        /* accepted only to be told the server is busy */
-    bool finish_held;     /* the client finished while replies were held */
-    bool finishing;       /* EOF or refused: no more requests are read */
-    bool paused;          /* reading stopped until its unsent replies drain */
+    bool rejected;               /* accepted only to be told the server is busy */
+    bool finish_held;            /* the client finished while replies were held */
+    bool finishing;              /* EOF or refused: no more requests are read */
+    bool paused;                 /* reading stopped until its unsent replies drain */
+    size_t stash_off, stash_len; /* requests read but not handled when it paused (in readbuf) */
+    size_t held_bytes;           /* serialised size of the held replies */
     uint64_t progress_at; /* loop time of the last reply write that completed (or the pause) */
     held_reply_t *held;   /* replies in request order, sent after the group commit */
     int n_held, cap_held;
@@ -301,6 +303,23 @@ static void pause_reading(client_t *cl)
     }
 }
 
+static void feed(client_t *cl, const char *p, size_t n);
+
+/* Handles the requests read before the pause, then reads on. */
+static void resume_reading(client_t *cl)
+{
+    cl->paused = false;
+    if (cl->stash_len > 0) {
+        size_t off = cl->stash_off, len = cl->stash_len;
+        cl->stash_len = 0;
+        feed(cl, cl->readbuf + off, len);
+        if (cl->paused || cl->closing)
+            return;
+    }
+    if (!cl->finishing && uv_read_start((uv_stream_t *)&cl->pipe, on_alloc, on_read) != 0)
+        client_close(cl);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
     write_req_t *w = (write_req_t *)req;
@@ -310,11 +329,8 @@ static void on_written(uv_write_t *req, int status)
     if (status != 0 || cl->closing)
         return;
     cl->progress_at = uv_now(cl->ctl->loop);
-    if (cl->paused && cl->pipe.write_queue_size <= low_water(cl->ctl)) {
-        cl->paused = false;
-        if (!cl->finishing && uv_read_start((uv_stream_t *)&cl->pipe, on_alloc, on_read) != 0)
-            client_close(cl);
-    }
+    if (cl->paused && cl->held_bytes + cl->pipe.write_queue_size <= low_water(cl->ctl))
+        resume_reading(cl);
 }
 
 /* Queues `len` bytes of reply lines; takes ownership of `data` (malloc'd). */
@@ -440,6 +456,11 @@ static void send_reply(client_t *cl, json_t *reply)
     }
     cl->held[cl->n_held++] = (held_reply_t){.reply = reply, .depends = depends};
     cad_control_t *c = cl->ctl;
+    /* Held replies count as unsent: a client whose turn holds many large
+     * replies stops being read before they pass the bound. */
+    cl->held_bytes += json_dumpb(reply, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) + 1;
+    if (!cl->paused && cl->held_bytes + cl->pipe.write_queue_size > high_water(c))
+        pause_reading(cl);
     if (!c->check_active && !c->closing) {
         uv_check_start(&c->check, on_check);
         c->check_active = true;
@@ -508,6 +529,7 @@ static void flush_held(cad_control_t *c)
             continue;
         int n = cl->n_held;
         cl->n_held = 0;
+        cl->held_bytes = 0;
         write_replies(cl, cl->held, n); /* one write for the turn's replies */
         if (cl->finish_held && !cl->closing) {
             cl->finish_held = false;
@@ -708,6 +730,13 @@ static void feed(client_t *cl, const char *p, size_t n)
         cl->len = 0;
         p = nl + 1;
         n -= seg + 1;
+        if (cl->paused && n > 0 && !cl->closing) {
+            /* The rest waits in readbuf, which is not read into while
+             * paused, until the replies drain. */
+            cl->stash_off = (size_t)(p - cl->readbuf);
+            cl->stash_len = n;
+            return;
+        }
     }
 }
 

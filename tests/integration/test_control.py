@@ -212,16 +212,17 @@ class Protocol(h.DaemonTestCase):
             e.close()
 
     def test_client_that_never_reads_is_disconnected(self):
-        """Replies far larger than the requests: what one read brings in
-        passes the 1 MiB bound at once, and the client is dropped then."""
+        """Replies far larger than the requests: the daemon stops handling
+        the client's requests once its unsent replies pile up (memory stays
+        bounded, whatever one read brought in) and drops it when it takes
+        none for 10 s."""
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(2)
         slow.connect(self.d.socket)
         request = b'{"cmd":"help"}\n'  # each reply is a few KiB, ~200 times the request
         dropped = False
-        started = time.monotonic()
-        deadline = started + 20
+        deadline = time.monotonic() + 30
         while not dropped and time.monotonic() < deadline:
             try:
                 slow.sendall(request * 5000)
@@ -231,14 +232,15 @@ class Protocol(h.DaemonTestCase):
                 pass
         slow.close()
         self.assertTrue(dropped, "the daemon kept a client that never reads")
-        self.assertLess(time.monotonic() - started, 9, "dropped by the stall limit, not the bound")
-        self.assertIn("does not read its replies", self.d.read_log())
+        log = self.d.read_log()
+        self.assertIn("does not read its replies", log)
+        pending = [int(x) for x in re.findall(r"pending_bytes=(\d+)", log)]
+        self.assertTrue(pending and max(pending) <= 1024 * 1024, pending)
         self.assert_usable()  # the loop never stalled
 
     def test_client_paused_and_dropped_when_small_replies_pile_up(self):
-        """Replies smaller than the requests never reach the hard bound: the
-        daemon stops reading such a client once its replies pile up, and
-        drops it when it takes none for 10 s; others are served meanwhile."""
+        """The same with replies smaller than the requests: paused, served
+        no more, dropped after 10 s; others are served meanwhile."""
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(4)
