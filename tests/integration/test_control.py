@@ -211,25 +211,24 @@ class Protocol(h.DaemonTestCase):
         for e in extra[1:] + [again]:
             e.close()
 
-    def test_client_that_never_reads_is_disconnected(self):
-        """Replies far larger than the requests: the daemon stops handling
-        the client's requests once its unsent replies pile up (memory stays
-        bounded, whatever one read brought in) and drops it when it takes
-        none for 10 s."""
+    def flood_until_dropped(self, chunk, timeout, check_others=False):
+        """Writes `chunk` again and again on a connection that never reads
+        (a 4 KiB receive buffer) until the daemon drops it; returns the
+        seconds that took. Meanwhile, if asked, others must be served."""
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(2)
         slow.connect(self.d.socket)
-        request = b'{"cmd":"help"}\n'  # each reply is a few KiB, ~200 times the request
+        started = time.monotonic()
         dropped = False
-        deadline = time.monotonic() + 30
-        while not dropped and time.monotonic() < deadline:
+        while not dropped and time.monotonic() < started + timeout:
             try:
-                slow.sendall(request * 5000)
+                slow.sendall(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 dropped = True
-            except socket.timeout:
-                pass
+            except socket.timeout:  # paused: the daemon no longer reads it
+                if check_others:
+                    self.assert_usable()
         slow.close()
         self.assertTrue(dropped, "the daemon kept a client that never reads")
         log = self.d.read_log()
@@ -237,41 +236,20 @@ class Protocol(h.DaemonTestCase):
         pending = [int(x) for x in re.findall(r"pending_bytes=(\d+)", log)]
         self.assertTrue(pending and max(pending) <= 1024 * 1024, pending)
         self.assert_usable()  # the loop never stalled
+        return time.monotonic() - started
+
+    def test_client_that_never_reads_is_disconnected(self):
+        """Replies far larger than the requests (help, ~200 times): the
+        daemon stops handling the client's requests once its unsent replies
+        pile up (memory stays bounded, whatever one read brought in) and
+        drops it when it takes none for 10 s."""
+        self.flood_until_dropped(b'{"cmd":"help"}\n' * 5000, 30)
 
     def test_client_paused_and_dropped_when_small_replies_pile_up(self):
-        """The same with replies smaller than the requests: paused, served
-        no more, dropped after 10 s; others are served meanwhile."""
-        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.settimeout(4)
-        slow.connect(self.d.socket)
-        junk = b"x" * 900 + b"\n"  # bad_json, a reply of about 100 bytes
-        dropped = False
-        started = time.monotonic()
-        deadline = started + 40
-        try:
-            while time.monotonic() < deadline:
-                slow.sendall(junk * 100)
-        except (BrokenPipeError, ConnectionResetError):
-            dropped = True
-        except socket.timeout:
-            pass
-        while not dropped and time.monotonic() < deadline:
-            self.assert_usable()  # served while the slow one is paused
-            try:
-                slow.sendall(junk)
-            except (BrokenPipeError, ConnectionResetError):
-                dropped = True
-            except socket.timeout:
-                pass
-        slow.close()
-        self.assertTrue(dropped, "the daemon kept a client that never reads")
-        self.assertGreaterEqual(time.monotonic() - started, 9, "dropped before the stall limit")
-        log = self.d.read_log()
-        self.assertIn("does not read its replies", log)
-        m = [int(x) for x in re.findall(r"pending_bytes=(\d+)", log)]
-        self.assertTrue(m and max(m) <= 1024 * 1024, m)
-        self.assert_usable()
+        """The same with replies smaller than the requests (bad_json, about
+        100 bytes for 900): paused, dropped after 10 s, others served."""
+        took = self.flood_until_dropped((b"x" * 900 + b"\n") * 100, 40, check_others=True)
+        self.assertGreaterEqual(took, 9, "dropped before the stall limit")
 
 
 class Roles(h.DaemonTestCase):

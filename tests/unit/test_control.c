@@ -228,6 +228,11 @@ static void start_with_group(fixture_t *f)
     assert_int_equal(cad_control_set_grouped(f->ctl, "nope"), -CAD_ENOTFOUND);
 }
 
+static void send_text(int fd, const char *text)
+{
+    assert_int_equal(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
+}
+
 /* Reads `n` reply lines (caller decrefs each). */
 static void read_replies(fixture_t *f, int fd, json_t **out, int n)
 {
@@ -386,7 +391,7 @@ static void test_group_commit_shares_one_commit_and_keeps_order(void **state)
                         "{\"cmd\":\"write\",\"id\":5}\n"
                         "{\"cmd\":\"peek\",\"id\":6}\n"
                         "{\"cmd\":\"write\",\"id\":7}\n";
-    assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
+    send_text(fd, lines);
     json_t *r[7];
     read_replies(f, fd, r, 7);
     for (int i = 0; i < 7; i++) {
@@ -420,7 +425,7 @@ static void test_group_commit_failure_turns_writes_into_errors(void **state)
                         "{\"cmd\":\"peek\",\"id\":2}\n"
                         "{\"cmd\":\"peek\",\"id\":3,\"bad\":true}\n"
                         "{\"cmd\":\"echo\",\"id\":4,\"text\":\"read\"}\n";
-    assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
+    send_text(fd, lines);
     json_t *r[4];
     read_replies(f, fd, r, 4);
     /* the write, and the answer read from it, were not kept */
@@ -455,7 +460,7 @@ static void test_group_commit_replies_reach_a_client_that_finished(void **state)
     int fd = client(f);
     /* The last line has no newline and the client shuts its side. */
     const char *lines = "{\"cmd\":\"write\",\"id\":1}\n{\"cmd\":\"write\",\"id\":2}";
-    assert_int_equal(send(fd, lines, strlen(lines), MSG_NOSIGNAL), (ssize_t)strlen(lines));
+    send_text(fd, lines);
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
     json_t *r[2];
     read_replies(f, fd, r, 2);
@@ -474,7 +479,7 @@ static void test_group_commit_runs_when_the_server_closes(void **state)
     start_with_group(f);
     int fd = client(f);
     const char *line = "{\"cmd\":\"write\",\"id\":1}\n";
-    assert_int_equal(send(fd, line, strlen(line), MSG_NOSIGNAL), (ssize_t)strlen(line));
+    send_text(fd, line);
     /* Read the request, then close before the check phase: the open
      * group is committed, not left behind. */
     for (int i = 0; i < 1000 && f->rows_in_group == 0 && f->commits == 0; i++) {
