@@ -51,10 +51,11 @@ typedef struct command {
 
 typedef struct client client_t;
 
-/* A reply waiting for the loop turn's group commit. */
+/* A reply waiting for the loop turn's group commit, serialised once. */
 typedef struct held_reply {
-    json_t *reply; /* owned */
-    bool depends;  /* given while the group was open: true only if it commits */
+    char *text; /* the reply line, newline included (owned); NULL: could not be serialised */
+    size_t len;
+    json_t *reply; /* kept while it depends on the open group (a failed commit rewrites it) */
 } held_reply_t;
 
 struct client {
@@ -212,8 +213,10 @@ static void on_client_closed(uv_handle_t *h)
         cl->next->prev = cl->prev;
     if (!cl->rejected)
         c->n_clients--;
-    for (int i = 0; i < cl->n_held; i++)
+    for (int i = 0; i < cl->n_held; i++) {
         json_decref(cl->held[i].reply);
+        free(cl->held[i].text);
+    }
     free(cl->held);
     free(cl->line);
     free(cl);
@@ -361,65 +364,75 @@ static void queue_text(client_t *cl, char *data, size_t len)
     }
 }
 
-/* Appends one reply line to `*data` (grown as needed); takes ownership of
- * `reply`. False when it cannot be serialised or memory runs out. */
-static bool append_reply(char **data, size_t *len, size_t *cap, json_t *reply)
+/* The reply as one line, newline included (malloc'd; *len set), or NULL
+ * when it cannot be serialised or memory runs out. `reply` stays the
+ * caller's. */
+static char *reply_line(json_t *reply, size_t *len)
 {
     char *text = json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(reply);
     if (!text)
-        return false;
+        return NULL;
     size_t n = strlen(text);
-    if (*len + n + 1 > *cap) {
-        size_t want = *cap ? *cap : 256;
-        while (want < *len + n + 1)
-            want *= 2;
-        char *grown = realloc(*data, want);
-        if (!grown) {
-            free(text);
-            return false;
-        }
-        *data = grown;
-        *cap = want;
+    char *line = realloc(text, n + 1);
+    if (!line) {
+        free(text);
+        return NULL;
     }
-    memcpy(*data + *len, text, n);
-    (*data)[*len + n] = '\n';
-    *len += n + 1;
-    free(text);
-    return true;
+    line[n] = '\n';
+    *len = n + 1;
+    return line;
 }
 
-/* Writes the replies (taking ownership of each) as one buffer. */
-static void write_replies(client_t *cl, const held_reply_t *replies, int n)
+static void unserialisable(client_t *cl)
 {
-    char *data = NULL;
-    size_t len = 0, cap = 0;
-    int i = 0;
-    for (; i < n && !cl->closing; i++)
-        if (!append_reply(&data, &len, &cap, replies[i].reply)) {
-            cad_log_err("control: cannot serialise a reply, closing the connection uid=%u pid=%d",
-                        (unsigned)cl->peer.uid, (int)cl->peer.pid);
-            client_close(cl);
-            i++;
-            break;
-        }
-    for (; i < n; i++)
-        json_decref(replies[i].reply);
-    if (cl->closing || len == 0) {
-        free(data);
-        return;
-    }
-    queue_text(cl, data, len);
+    cad_log_err("control: cannot serialise a reply, closing the connection uid=%u pid=%d",
+                (unsigned)cl->peer.uid, (int)cl->peer.pid);
+    client_close(cl);
 }
 
 /* Writes one reply line now; takes ownership of `reply`. */
 static void write_reply(client_t *cl, json_t *reply)
 {
+    size_t len = 0;
+    char *text = cl->closing ? NULL : reply_line(reply, &len);
+    json_decref(reply);
+    if (cl->closing)
+        return;
+    if (!text)
+        unserialisable(cl);
+    else
+        queue_text(cl, text, len);
+}
+
+/* Writes the held replies as one buffer, releasing each. */
+static void write_held(client_t *cl, held_reply_t *held, int n)
+{
+    size_t total = 0;
+    bool whole = true;
+    for (int i = 0; i < n; i++) {
+        total += held[i].len;
+        whole = whole && held[i].text;
+    }
+    char *data = whole && !cl->closing ? malloc(total) : NULL;
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        if (data) {
+            memcpy(data + len, held[i].text, held[i].len);
+            len += held[i].len;
+        }
+        free(held[i].text);
+        json_decref(held[i].reply);
+        held[i] = (held_reply_t){0};
+    }
     if (cl->closing) {
-        json_decref(reply);
+        free(data);
         return;
     }
-    write_replies(cl, &(held_reply_t){.reply = reply}, 1);
+    if (!data) {
+        unserialisable(cl);
+        return;
+    }
+    queue_text(cl, data, len);
 }
 
 static void on_check(uv_check_t *h);
@@ -454,11 +467,18 @@ static void send_reply(client_t *cl, json_t *reply)
         cl->held = h;
         cl->cap_held = cap;
     }
-    cl->held[cl->n_held++] = (held_reply_t){.reply = reply, .depends = depends};
+    held_reply_t *h = &cl->held[cl->n_held++];
+    h->text = reply_line(reply, &h->len);
+    if (depends) {
+        h->reply = reply;
+    } else {
+        h->reply = NULL;
+        json_decref(reply);
+    }
     cad_control_t *c = cl->ctl;
     /* Held replies count as unsent: a client whose turn holds many large
      * replies stops being read before they pass the bound. */
-    cl->held_bytes += json_dumpb(reply, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) + 1;
+    cl->held_bytes += h->len;
     if (!cl->paused && cl->held_bytes + cl->pipe.write_queue_size > high_water(c))
         pause_reading(cl);
     if (!c->check_active && !c->closing) {
@@ -510,9 +530,15 @@ static void settle(cad_control_t *c)
     for (client_t *cl = c->clients; cl; cl = cl->next)
         for (int i = 0; i < cl->n_held; i++) {
             held_reply_t *h = &cl->held[i];
-            if (h->depends && rc < 0)
-                h->reply = not_kept(h->reply, err);
-            h->depends = false;
+            if (!h->reply)
+                continue;
+            json_t *final = rc < 0 ? not_kept(h->reply, err) : h->reply;
+            if (final != h->reply) { /* not_kept released the old one */
+                free(h->text);
+                h->text = reply_line(final, &h->len);
+            }
+            json_decref(final);
+            h->reply = NULL;
         }
 }
 
@@ -530,7 +556,7 @@ static void flush_held(cad_control_t *c)
         int n = cl->n_held;
         cl->n_held = 0;
         cl->held_bytes = 0;
-        write_replies(cl, cl->held, n); /* one write for the turn's replies */
+        write_held(cl, cl->held, n); /* one write for the turn's replies */
         if (cl->finish_held && !cl->closing) {
             cl->finish_held = false;
             client_finish(cl);
