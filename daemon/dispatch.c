@@ -54,7 +54,6 @@
 #define MAX_CHANS          (CAD_MAX_CHANNELS * 4)
 #define DOMAIN_MAP_KEYS    4096
 #define CIRCUIT_MAX_FACTOR 16 /* longest open interval: circuit_interval times this */
-#define CANCELLED_PREFIX   "cancelled:"
 #define RESERVE_BYTES      (8 * 1024 * 1024) /* disk kept free for the outbox */
 #define RESERVE_HEADROOM   (4 * 1024 * 1024) /* store growth allowed once it is released */
 #define RESERVE_RETRY_MS   5000
@@ -537,7 +536,7 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
         break;
     }
     case CAD_OUTCOME_RETRY:
-        if (strncmp(o->reason, CANCELLED_PREFIX, strlen(CANCELLED_PREFIX)) == 0) {
+        if (strncmp(o->reason, CAD_CANCELLED_PREFIX, strlen(CAD_CANCELLED_PREFIX)) == 0) {
             /* The host closed (shutdown or reload) before a verdict. */
             if (a->took_probe)
                 cad_circuit_abandon(&ch->circuit);

@@ -852,7 +852,7 @@ static void blank_controls(char *s)
 static void unreserve_reason(cad_plugin_outcome_t *o)
 {
     if (strncmp(o->reason, CAD_NOT_STARTED_PREFIX, strlen(CAD_NOT_STARTED_PREFIX)) != 0 &&
-        strncmp(o->reason, "cancelled:", 10) != 0)
+        strncmp(o->reason, CAD_CANCELLED_PREFIX, strlen(CAD_CANCELLED_PREFIX)) != 0)
         return;
     static const char mark[] = "plugin: ";
     size_t n = strlen(o->reason), room = sizeof o->reason - 1 - (sizeof mark - 1);
@@ -1273,7 +1273,8 @@ static void work_done(uv_work_t *w, int status)
                     "pool (UV_THREADPOOL_SIZE) was busy",
                     (long long)env->timeout_ms);
     else if (status == UV_ECANCELED)
-        set_outcome(&j->outcome, CAD_OUTCOME_RETRY, "cancelled: the daemon is shutting down");
+        set_outcome(&j->outcome, CAD_OUTCOME_RETRY,
+                    CAD_CANCELLED_PREFIX " the daemon is shutting down");
     job_complete(j);
     pump_blocking(env);
 }
@@ -1448,7 +1449,7 @@ void cad_plugin_host_close(cad_plugin_host_t *h, int64_t grace_ms, void (*closed
     h->closed = closed;
     h->closed_arg = arg;
     for (int c = 0; c < h->n_envs; c++)
-        end_queued_jobs(&h->envs[c], "cancelled: the daemon is shutting down");
+        end_queued_jobs(&h->envs[c], CAD_CANCELLED_PREFIX " the daemon is shutting down");
     cad_transport_close(h->transport, grace_ms, on_transport_closed, h);
 }
 
@@ -1463,7 +1464,7 @@ void cad_plugin_host_take_back(cad_plugin_host_t *h, int channel)
     if (h->closing || channel < 0 || channel >= h->n_envs)
         return;
     struct cad_plugin_env *env = &h->envs[channel];
-    end_queued_jobs(env, "cancelled: taken back before it started");
+    end_queued_jobs(env, CAD_CANCELLED_PREFIX " taken back before it started");
     if (env->lane >= 0 && env->instance)
         cad_transport_clear_lane(h->transport, env->lane);
 }

@@ -124,6 +124,9 @@ void cad_plugin_host_hurry(cad_plugin_host_t *host);
  * within the timeout) begins with this: the dispatcher does not count it as
  * an attempt. */
 #define CAD_NOT_STARTED_PREFIX "not started"
+/* ... and the reason of one cancelled before a verdict (shutdown, reload,
+ * taken back) with this: the touch goes back to the queue unsent. */
+#define CAD_CANCELLED_PREFIX "cancelled:"
 
 /* Name of an outcome kind: "delivered", "retry", "permanent". */
 const char *cad_outcome_kind_name(enum cad_outcome_kind kind);
