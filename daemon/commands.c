@@ -2050,6 +2050,7 @@ static json_t *cmd_plugins(json_t *req, const cad_control_peer_t *peer, void *ar
                 json_object_set_new(item, "retried", json_integer(st->retried));
                 json_object_set_new(item, "failed", json_integer(st->dead));
                 json_object_set_new(item, "withdrawn", json_integer(st->withdrawn));
+                json_object_set_new(item, "held", json_integer(st->held));
             }
         json_array_append_new(list, item);
     }
@@ -2150,6 +2151,8 @@ static json_t *cmd_metrics(json_t *req, const cad_control_peer_t *peer, void *ar
         cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l2, (double)ch->retried);
         cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l3, (double)ch->dead);
         cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l4, (double)ch->withdrawn);
+        const char *l5[] = {"channel", ch->channel, "outcome", "held", NULL};
+        cad_metrics_sample(&m, "cadence_dispatch_outcomes_total", l5, (double)ch->held);
     }
     cad_metrics_family(&m, "cadence_dispatch_in_flight", "gauge",
                        "Touches handed to a plugin, outcome pending, by channel.");

@@ -17,8 +17,12 @@
  * hundreds of outcomes and claims.
  *
  * The per-domain limit is applied after the claim, when the recipient is
- * known: a touch whose mail domain has no token waits in memory (still in
- * flight in the store) until the domain bucket refills.
+ * known: a touch whose mail domain has no token books its turn in the
+ * domain's bucket and goes back to the outbox unsent (retry-wait, due at
+ * its turn, the claim not counted); when it is claimed again at its turn
+ * it is sent on the token it booked. So nothing waits in memory: a held
+ * touch is visible, cancellable, checked again at its claim, and never
+ * blocks touches to other domains.
  *
  * Channel state (circuit, buckets, counters) lives in chan_t records found
  * by channel name, so a reload that reorders or removes channels keeps the
@@ -48,7 +52,7 @@
 #define CLAIM_BATCH        512   /* most touches claimed per channel per pump */
 #define CLAIM_AHEAD        8     /* touches claimed per channel: this times its concurrency */
 #define COMMIT_ROWS        512   /* pending outcomes that trigger an immediate pump */
-#define MAX_WAITING        4096  /* touches held for a domain token per channel */
+#define HELD_PREFIX        "held:" /* last_error of a touch back at its domain turn */
 #define MAX_SLEEP_MS       60000 /* re-read the wall clock at least this often */
 #define STORE_RETRY_MS     1000  /* after a failed batch */
 #define MAX_CHANS          (CAD_MAX_CHANNELS * 4)
@@ -73,6 +77,7 @@ typedef struct attempt {
     const char *contact_email, *contact_phone;
     const char *withdrawn; /* static; why it must not be sent after all, or NULL */
     bool took_probe;       /* this attempt is the half-open probe */
+    bool booked;           /* back at its turn under the domain limit: its token is taken */
     bool maybe_received;   /* it failed without an answer after the request left */
     char buf[];
 } attempt_t;
@@ -94,9 +99,7 @@ struct chan {
     cad_bucket_map_t *domains; /* NULL when domain_per_minute is 0 */
     int account;               /* index into dispatch.accounts, -1 = none */
     int in_flight;
-    attempt_t *wait_head, *wait_tail; /* waiting for a domain token */
-    int n_waiting;
-    int64_t claimed, delivered, retried, dead, expired, permanent, withdrawn;
+    int64_t claimed, delivered, retried, dead, expired, permanent, withdrawn, held;
     char last_error[CAD_PLUGIN_REASON_MAX];
 };
 
@@ -609,8 +612,48 @@ static const cad_rule_t *find_rule(const cad_playbook_t *pb, const char *name)
     return NULL;
 }
 
-/* Hands one claimed touch to the plugin host (or holds it for a domain
- * token). Returns false when it was held back. */
+/* A claimed touch whose mail domain has no token: it books its turn in the
+ * domain's bucket and goes back to the outbox unsent, due at that turn
+ * (or dies now if its turn comes after its expiry or max_age). */
+static void hold_for_domain(cad_dispatch_t *d, attempt_t *a, cad_bucket_t *b, const char *domain,
+                            int64_t now_ms, cad_time_t now)
+{
+    chan_t *ch = a->ch;
+    int64_t wait_ms = cad_bucket_book_ms(b, now_ms);
+    cad_time_t turn = (cad_wall_ms() + wait_ms + 999) / 1000;
+    if (turn < now)
+        turn = now;
+    int64_t max_age = ch->cc.max_age > 0 ? ch->cc.max_age : 2 * CAD_DAY;
+    if (turn >= a->expires_at || turn - a->decided_at > max_age) {
+        cad_bucket_give_back(b);
+        if (turn >= a->expires_at)
+            ch->expired++;
+        record_dead(d, a, "%s",
+                    turn >= a->expires_at
+                        ? "expired: its turn under the mail domain's limit comes after the "
+                          "touch's expiry"
+                        : "max_age reached before its turn under the mail domain's limit");
+        return;
+    }
+    pending_t *p = pending_add(d, REC_RETRY, a);
+    if (p) {
+        p->retry_at = turn;
+        p->unsent = true;
+        snprintf(p->text, sizeof p->text,
+                 HELD_PREFIX " mail domain %s is at its limit of %u a minute "
+                             "(domain_per_minute); sent at its turn",
+                 domain, ch->cc.domain_per_minute);
+    }
+    ch->held++;
+    char v[CAD_LOG_VALUE_MAX];
+    cad_log_info("touch held for its mail domain's limit channel=%s touch=%lld customer=%s "
+                 "domain=%s in_s=%lld",
+                 ch->name, (long long)a->key, cad_log_value(a->customer_id, v), domain,
+                 (long long)(turn - now));
+}
+
+/* Hands one claimed touch to the plugin host (or holds it back for its
+ * mail domain's limit). Returns false when it was held back. */
 static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_t *wake_ms)
 {
     chan_t *ch = a->ch;
@@ -642,20 +685,12 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
         attempt_free(a);
         return true;
     }
-    const char *domain = ch->domains ? email_domain(a->contact_email) : NULL;
+    const char *domain = ch->domains && !a->booked ? email_domain(a->contact_email) : NULL;
     if (domain) {
         cad_bucket_t *b = cad_bucket_map_get(ch->domains, domain, now_ms);
         if (b && !cad_bucket_take(b, now_ms)) {
-            int64_t w = cad_bucket_wait_ms(b, now_ms);
-            if (w < *wake_ms)
-                *wake_ms = w;
-            a->next = NULL;
-            if (ch->wait_tail)
-                ch->wait_tail->next = a;
-            else
-                ch->wait_head = a;
-            ch->wait_tail = a;
-            ch->n_waiting++;
+            hold_for_domain(d, a, b, domain, now_ms, now);
+            attempt_free(a);
             return false;
         }
     }
@@ -798,6 +833,7 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
     a->decided_at = t->decided_at;
     a->expires_at = t->expires_at;
     a->withdrawn = cad_dispatch_withdraw_reason(c->ch->address, t);
+    a->booked = t->last_error && strncmp(t->last_error, HELD_PREFIX, strlen(HELD_PREFIX)) == 0;
     a->next = NULL;
     if (d->claimed_tail)
         d->claimed_tail->next = a;
@@ -871,8 +907,6 @@ static int claim_room(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wa
     int room = claim_limit(ch) - ch->in_flight;
     if (room > CLAIM_BATCH)
         room = CLAIM_BATCH;
-    if (MAX_WAITING - ch->n_waiting < room)
-        room = MAX_WAITING - ch->n_waiting;
     if (room <= 0)
         return 0;
     int64_t w = cad_circuit_wait_ms(&ch->circuit, now_ms);
@@ -1090,28 +1124,6 @@ static void pending_clear(cad_dispatch_t *d)
     d->n_pending = 0;
 }
 
-/* Sends touches held for a domain token whose token has come. */
-static void send_waiting(cad_dispatch_t *d, chan_t *ch, int64_t now_ms, int64_t *wake_ms)
-{
-    int n = ch->n_waiting;
-    while (n-- > 0 && ch->wait_head) {
-        if (!d->stopping && ch->index >= 0 && ch->in_flight >= claim_limit(ch))
-            return;
-        attempt_t *a = ch->wait_head;
-        ch->wait_head = a->next;
-        if (!ch->wait_head)
-            ch->wait_tail = NULL;
-        ch->n_waiting--;
-        if (d->stopping || ch->index < 0 || ch->disabled) {
-            /* back to the queue unsent: it waits for a reload with the rest */
-            record_release(d, a, "not sent: the dispatcher stopped");
-            attempt_free(a);
-            continue;
-        }
-        send_attempt(d, a, now_ms, wake_ms);
-    }
-}
-
 static void pump(cad_dispatch_t *d)
 {
     if (d->closing)
@@ -1122,10 +1134,6 @@ static void pump(cad_dispatch_t *d)
     char err[CAD_ERRBUF];
 
     reserve_check(d);
-
-    for (int i = 0; i < d->n_chans; i++)
-        if (d->chans[i]->n_waiting)
-            send_waiting(d, d->chans[i], now_ms, &wake_ms);
 
     int room[CAD_MAX_CHANNELS] = {0};
     bool probe[CAD_MAX_CHANNELS] = {false};
@@ -1357,9 +1365,6 @@ static void check_stopped(cad_dispatch_t *d)
 {
     if (!d->stopping || d->stop_done || d->in_flight > 0)
         return;
-    for (int i = 0; i < d->n_chans; i++)
-        if (d->chans[i]->n_waiting)
-            return; /* released by the next pump */
     if (d->n_pending > 0 && !d->store_failing) {
         pump_in(d, 0);
         return;
@@ -1400,7 +1405,8 @@ void cad_dispatch_get_stats(const cad_dispatch_t *d, cad_dispatch_stats_t *st)
         snprintf(o->channel, sizeof o->channel, "%s", ch->name);
         snprintf(o->plugin, sizeof o->plugin, "%s", ch->plugin);
         o->ready = d->host && cad_plugin_host_ready(d->host, c);
-        o->in_flight = ch->in_flight + ch->n_waiting;
+        o->in_flight = ch->in_flight;
+        o->held = ch->held;
         o->claimed = ch->claimed;
         o->delivered = ch->delivered;
         o->retried = ch->retried;

@@ -50,6 +50,7 @@ typedef struct cad_dispatch_channel_stats {
     int64_t expired;            /* of dead: past expires_at, never sent */
     int64_t permanent;          /* of dead: permanent outcomes */
     int64_t withdrawn; /* claimed, then not sent: consent withdrawn, address suppressed... */
+    int64_t held;      /* claimed, then back to the outbox for its mail domain's turn */
     enum cad_circuit_state circuit;
     cad_time_t circuit_since;      /* wall-clock UTC seconds of the last circuit change */
     bool disabled;                 /* its endpoint is gone (410): waits for a reload */

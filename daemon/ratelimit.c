@@ -88,6 +88,17 @@ int64_t cad_bucket_wait_ms(cad_bucket_t *b, int64_t now_ms)
     return (int64_t)ceil(ms);
 }
 
+int64_t cad_bucket_book_ms(cad_bucket_t *b, int64_t now_ms)
+{
+    if (cad_bucket_unlimited(b))
+        return 0;
+    refill(b, now_ms);
+    b->tokens -= 1.0;
+    if (b->tokens >= 0.0)
+        return 0;
+    return (int64_t)ceil(-b->tokens * 1000.0 / b->rate);
+}
+
 /* ---- the map ---------------------------------------------------------------- */
 
 typedef struct entry {

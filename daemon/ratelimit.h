@@ -50,6 +50,12 @@ int64_t cad_bucket_wait_ms(cad_bucket_t *b, int64_t now_ms);
 
 /* ---- a bucket per key ---------------------------------------------------- */
 
+/* Books the next turn of a send that found no token: takes its token ahead
+ * (the bucket goes into debt, so every later take and booking waits behind
+ * it) and returns in how many ms that token is earned; 0 when unlimited or
+ * a token was there. Turns come one token apart, in booking order. */
+int64_t cad_bucket_book_ms(cad_bucket_t *b, int64_t now_ms);
+
 typedef struct cad_bucket_map cad_bucket_map_t;
 
 /* Creates a map whose buckets all have `rate` and `burst`; at most about

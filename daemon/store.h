@@ -319,9 +319,10 @@ int cad_store_outbox_retry_unsent(cad_store_t *st, int64_t key, cad_time_t retry
 int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
                           char *err);
 /* At start: every in-flight row left by a crash goes back to queued (it is
- * re-sent with the same idempotency key) and is marked maybe delivered at
- * its claim: the provider may have accepted it before the crash. Returns
- * the count. */
+ * re-sent with the same idempotency key, its claim not counted as an
+ * attempt: a crash is no verdict of the provider's) and is marked maybe
+ * delivered at its claim: the provider may have accepted it before the
+ * crash. Returns the count. */
 int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err);
 
 /* Notes that an attempt of touch `key`, ended at `at`, may have reached the

@@ -450,6 +450,7 @@ static const char *const stmt_sql[S_COUNT] = {
                       " 'retry_wait')",
     [S_OUTBOX_STATE] = "SELECT state, expires_at FROM touches WHERE key = ?1",
     [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1,"
+                         " attempt = MAX(attempt - 1, 0),"
                          " maybe_delivered_at = MAX(maybe_delivered_at, updated_at)"
                          " WHERE state = 'in_flight'",
     [S_OUTBOX_MAYBE_DELIVERED] = "UPDATE touches SET maybe_delivered_at ="

@@ -266,18 +266,45 @@ class Limits(DispatchCase):
         times = self.shared_limit_run("dispatch_rate = 8.0; dispatch_burst = 2;", "", "")
         self.assert_shared_and_fair(times, 8.0, 2)
 
-    def test_domain_limit_holds_touches_and_shutdown_queues_them_again(self):
-        n = 5
-        cfg = self.setup_daemon(n, hook_extra="domain_per_minute = 2;")
+    def test_domain_limit_holds_touches_in_the_outbox_until_their_turn(self):
+        """domain_per_minute = 20: a burst of 20 to example.com, then one
+        every 3 s. The others go back to the outbox unsent, retry_wait with
+        "held: ..." and due at their turns one token apart (not in flight,
+        no attempt counted), survive a restart, can be cancelled by the
+        operator, and each goes out at its turn as attempt 1."""
+        n = 24
+        cfg = self.setup_daemon(n, hook_extra="domain_per_minute = 20;")
         d = self.start(config=cfg)
-        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 2, 20))
-        time.sleep(2)
-        # Every contact is at example.com: two a minute.
-        self.assertEqual(len(self.rx.records()), 2)
+        self.assertTrue(rx.wait_until(lambda: self.states().get("retry_wait", 0) == 4, 20),
+                        "%r" % self.states())
+        self.assertEqual(self.states(), {"delivered": 20, "retry_wait": 4})
+        held = [r for r in rx.outbox_rows(self.db) if r[2] == "retry_wait"]
+        for r in held:
+            self.assertEqual(r[3], 0, "a held touch counted an attempt: %r" % (r,))
+            self.assertTrue(r[5].startswith("held: mail domain example.com is at its limit of "
+                                            "20 a minute"), r)
+        dues = rx.query(self.db, "SELECT key, due_at FROM touches WHERE state = 'retry_wait'"
+                                 " ORDER BY due_at")
+        gaps = [b[1] - a[1] for a, b in zip(dues, dues[1:])]
+        self.assertTrue(all(2 <= g <= 4 for g in gaps), "turns not one token apart: %r" % dues)
+        listing = d.ctl("outbox", "list").stdout
+        self.assertIn("held: mail domain example.com", listing)
         self.assertEqual(d.stop(), 0)
-        self.assertEqual(self.states(), {"delivered": 2, "queued": 3})
-        rows = [r for r in rx.outbox_rows(self.db) if r[2] == "queued"]
-        self.assertTrue(all(r[3] == 0 for r in rows), "a held touch counted an attempt: %r" % rows)
+        self.assertEqual(self.states(), {"delivered": 20, "retry_wait": 4})
+        d = self.start(config=cfg)
+        last = dues[-1][0]
+        r = d.ctl("outbox", "cancel", str(last))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.wait_delivered(n - 1, 30), "%r" % self.states())
+        time.sleep(0.5)
+        self.assertEqual(self.states(), {"delivered": n - 1, "cancelled": 1})
+        recs = self.rx.records()
+        self.assertEqual(len(recs), n - 1, "a touch was sent twice or the cancelled one sent")
+        self.assertEqual({rec["attempt"] for rec in recs}, {1})
+        times = sorted(rec["t"] for rec in recs)[-3:]
+        self.assertTrue(all(b - a >= 1.5 for a, b in zip(times, times[1:])),
+                        "held touches went out together: %r" % times)
+        self.assertEqual(d.stop(), 0)
 
 
 class Stalls(DispatchCase):

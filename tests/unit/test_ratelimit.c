@@ -1,6 +1,6 @@
 /*
  * test_ratelimit.c — token buckets: burst, refill over time, the wait until
- * the next token, reconfiguration, unlimited buckets, and the per-key map
+ * the next token, bookings of later turns, reconfiguration, unlimited buckets, and the per-key map
  * (case-insensitive keys, bounded size by dropping refilled buckets).
  */
 #include <setjmp.h>
@@ -84,6 +84,26 @@ static void test_bucket_clock_going_back_does_not_add(void **state)
     assert_true(cad_bucket_take(&b, 6500));
 }
 
+static void test_bucket_bookings_come_one_token_apart(void **state)
+{
+    cad_bucket_t b;
+    cad_bucket_init(&b, 0.5, 2, 0); /* 30 a minute: one token every 2 s */
+    assert_true(cad_bucket_take(&b, 0));
+    assert_true(cad_bucket_take(&b, 0));
+    assert_int_equal(cad_bucket_book_ms(&b, 0), 2000);
+    assert_int_equal(cad_bucket_book_ms(&b, 0), 4000);
+    assert_int_equal(cad_bucket_book_ms(&b, 1000), 5000); /* from t = 1 s: at 6 s */
+    /* The bookings hold the tokens earned meanwhile: a take at 5 s finds
+     * none, and waits behind the last booking (6 s) for its own (8 s). */
+    assert_false(cad_bucket_take(&b, 5000));
+    assert_int_equal(cad_bucket_wait_ms(&b, 5000), 3000);
+    assert_true(cad_bucket_take(&b, 8000));
+    cad_bucket_init(&b, 0.5, 2, 0); /* a token there: the booking is now */
+    assert_int_equal(cad_bucket_book_ms(&b, 0), 0);
+    cad_bucket_init(&b, 0, 1, 0); /* unlimited */
+    assert_int_equal(cad_bucket_book_ms(&b, 0), 0);
+}
+
 static void test_map_keys_are_case_insensitive(void **state)
 {
     cad_bucket_map_t *m = cad_bucket_map_new(1.0 / 60.0 * 2, 2, 100);
@@ -133,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_bucket_give_back_and_configure),
         cmocka_unit_test(test_bucket_zero_rate_is_unlimited),
         cmocka_unit_test(test_bucket_clock_going_back_does_not_add),
+        cmocka_unit_test(test_bucket_bookings_come_one_token_apart),
         cmocka_unit_test(test_map_keys_are_case_insensitive),
         cmocka_unit_test(test_map_stays_bounded),
         cmocka_unit_test(test_map_unlimited_has_no_buckets),
