@@ -311,6 +311,17 @@ static void changed(cad_commands_t *c, int64_t key)
         cad_scheduler_customer_changed(s, key);
 }
 
+/* Consent, a suppression, a pause or a contact changed for customer `key`
+ * (0: any customer): the customer is evaluated again, and touches claimed
+ * but not yet on the wire are checked again before they go. */
+static void stoppers_changed(cad_commands_t *c, int64_t key)
+{
+    if (key)
+        changed(c, key);
+    if (!c->stopping)
+        cad_dispatch_recheck(cad_daemon_dispatch(c->d), key);
+}
+
 static void rescan_one(int64_t key, void *arg)
 {
     changed(arg, key);
@@ -483,7 +494,7 @@ static json_t *customer_change(cad_commands_t *c, json_t *req, bool add, cad_con
         return NULL;
     if ((rc = cad_store_customer_key(st, id, &key, err)) != 0)
         return store_fail(error, rc, err);
-    changed(c, key);
+    stoppers_changed(c, key);
     return json_pack("{s:s, s:b}", "customer", id, add ? "added" : "updated", 1);
 }
 
@@ -628,9 +639,9 @@ static json_t *contact_change(cad_commands_t *c, json_t *req, bool add, cad_cont
     json_decref(row);
     if (rc < 0)
         return NULL;
-    changed(c, key);
+    stoppers_changed(c, key);
     if (old_customer && old_customer != key)
-        changed(c, old_customer);
+        stoppers_changed(c, old_customer);
     return json_pack("{s:s, s:b}", "contact", id, add ? "added" : "updated", 1);
 }
 
@@ -680,7 +691,7 @@ static json_t *cmd_contact_consent(json_t *req, const cad_control_peer_t *peer, 
         .kind = kind, .opted_in = opted_in, .at = at, .source = source ? source : "operator"};
     if ((rc = cad_store_consent_set(st, contact, &in, err)) != 0)
         return store_fail(error, rc, err);
-    changed(c, key);
+    stoppers_changed(c, key);
     return json_pack("{s:s, s:s, s:b, s:s}", "contact", contact, "kind", kind, "opted_in", opted_in,
                      "customer", owner);
 }
@@ -749,6 +760,7 @@ static json_t *cmd_suppression_add(json_t *req, const cad_control_peer_t *peer, 
                                         reason ? reason : "operator", now_seconds(), err);
     if (rc != 0)
         return store_fail(error, rc, err);
+    stoppers_changed(c, 0);
     cad_log_info("control: address suppressed uid=%u pid=%d", (unsigned)peer->uid, (int)peer->pid);
     return json_pack("{s:s, s:b}", "address", stored, "suppressed", 1);
 }
@@ -989,6 +1001,8 @@ static json_t *cmd_import(json_t *req, const cad_control_peer_t *peer, void *arg
         free(buf);
         if (rep.accepted > 0)
             rescan_soon(c, now);
+        if (rep.accepted > 0 && kind != CAD_IMPORT_EVENTS && !c->stopping)
+            cad_dispatch_recheck(cad_daemon_dispatch(c->d), 0); /* consent, pauses, addresses */
         if (rc != 0) {
             json_decref(errors);
             if (rc == -CAD_EINVAL)
@@ -1604,7 +1618,10 @@ static json_t *pause_resume(cad_commands_t *c, json_t *req, bool paused,
         rc = cad_store_customer_pause(st, id, paused, now_seconds(), err);
     if (rc != 0)
         return store_fail(error, rc, err);
-    changed(c, key);
+    if (paused)
+        stoppers_changed(c, key);
+    else
+        changed(c, key);
     cad_dispatch_t *disp = cad_daemon_dispatch(c->d);
     if (!paused && disp)
         cad_dispatch_kick(disp); /* the customer's waiting touches are due again */

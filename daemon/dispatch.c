@@ -78,6 +78,8 @@ typedef struct attempt {
     const char *withdrawn; /* static; why it must not be sent after all, or NULL */
     bool took_probe;       /* this attempt is the half-open probe */
     bool booked;           /* back at its turn under the domain limit: its token is taken */
+    bool live;             /* handed to the plugin host, in the dispatcher's `live` list */
+    struct attempt *live_prev, *live_next;
     bool maybe_received;   /* it failed without an answer after the request left */
     char buf[];
 } attempt_t;
@@ -140,6 +142,7 @@ struct cad_dispatch {
     int n_accounts;
     cad_bucket_t global;
     int in_flight;
+    attempt_t *live; /* handed to the plugin host, outcome pending */
     pending_t *pending;
     int n_pending, cap_pending;
     int64_t *changed; /* customers to re-evaluate after the commit */
@@ -373,6 +376,25 @@ void cad_dispatch_kick(cad_dispatch_t *d)
         pump_in(d, 0);
 }
 
+static void take_back(cad_dispatch_t *d, chan_t *ch);
+
+void cad_dispatch_recheck(cad_dispatch_t *d, int64_t customer_key)
+{
+    if (!d || d->stopping || !d->host)
+        return;
+    bool hit[CAD_MAX_CHANNELS] = {false};
+    for (attempt_t *a = d->live; a; a = a->live_next)
+        if ((customer_key == 0 || a->customer_key == customer_key) && a->ch->index >= 0)
+            hit[a->ch->index] = true;
+    for (int c = 0; c < d->n_channels; c++)
+        if (hit[c]) {
+            cad_log_info("dispatch: touches not yet on the wire taken back to be checked again "
+                         "channel=%s customer_key=%lld",
+                         d->by_index[c]->name, (long long)customer_key);
+            take_back(d, d->by_index[c]);
+        }
+}
+
 /* ---- outcomes ----------------------------------------------------------------------- */
 
 static pending_t *pending_add(cad_dispatch_t *d, enum record_kind kind, const attempt_t *a)
@@ -403,7 +425,25 @@ static pending_t *pending_add(cad_dispatch_t *d, enum record_kind kind, const at
 
 static void attempt_free(attempt_t *a)
 {
+    if (a->live) {
+        if (a->live_prev)
+            a->live_prev->live_next = a->live_next;
+        else
+            a->d->live = a->live_next;
+        if (a->live_next)
+            a->live_next->live_prev = a->live_prev;
+    }
     free(a);
+}
+
+static void live_add(cad_dispatch_t *d, attempt_t *a)
+{
+    a->live = true;
+    a->live_prev = NULL;
+    a->live_next = d->live;
+    if (d->live)
+        d->live->live_prev = a;
+    d->live = a;
 }
 
 static void check_stopped(cad_dispatch_t *d);
@@ -749,6 +789,7 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
         attempt_free(a);
         return true;
     }
+    live_add(d, a);
     ch->claimed++;
     crash_step(d, "send accepted");
     return true;

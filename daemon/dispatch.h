@@ -91,6 +91,15 @@ int cad_dispatch_new(uv_loop_t *loop, cad_store_t *store, cad_plugin_host_t *hos
  * after an operator retry. */
 void cad_dispatch_kick(cad_dispatch_t *d);
 
+/* Something that can stop a touch changed for customer `customer_key` (0:
+ * for any customer, an address was suppressed): consent, a suppression, a
+ * pause, a contact's address or usable mark. A touch is checked at its
+ * claim, but a claimed one may wait in its channel's lane for a slot; so
+ * every channel holding a claimed touch of that customer hands back what
+ * is not on the wire yet, unsent and not counted, to be claimed and checked
+ * again at the next pump. What is on the wire finishes. */
+void cad_dispatch_recheck(cad_dispatch_t *d, int64_t customer_key);
+
 /* Reload: the new config (channel limits, rates, attempts) applies to new
  * claims; counters of channels keep their names. `cfg` is borrowed. */
 void cad_dispatch_set_config(cad_dispatch_t *d, const cad_config_t *cfg);

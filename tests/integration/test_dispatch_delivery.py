@@ -538,6 +538,44 @@ class Feedback(DispatchCase):
 
 
 class SendTimeChecks(DispatchCase):
+    def test_touches_waiting_in_the_lane_are_checked_again_after_a_change(self):
+        """A slow receiver and concurrency 1: one touch on the wire, the
+        others claimed ahead, waiting in the channel's lane. Meanwhile one
+        contact opts out, one customer is paused and one address is
+        suppressed: none of those three is sent; the rest are, once each."""
+        n = 6
+        self.rx.set(delay_ms=1500)
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(), hook_address="email",
+                                       concurrency=1, circuit_threshold=0)
+        rx.import_customers(h.CADENCED, cfg,
+                            rx.write_customers(self.tmp, n, email_consent=True))
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: len(self.rx.records()) >= 1, 20))
+        first = self.rx.records()[0]["customer"]
+        rest = sorted({"cust-%05d" % i for i in range(n)} - {first})
+        self.assertEqual(self.states(), {"in_flight": n}, "not all claimed ahead")
+        opted, paused, suppressed = rest[0], rest[1], rest[2]
+        for args in (("contact", "consent", opted + "-dm", "email", "out", "--source",
+                      "unsubscribe link"),
+                     ("pause", paused),
+                     ("suppress", "add", "pat%d@example.com" % int(suppressed[-5:]),
+                      "--reason", "complaint")):
+            r = d.ctl(*args)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.rx.set(delay_ms=0)
+
+        def states():
+            return {r[1].split("/")[0]: r[2] for r in rx.outbox_rows(self.db)}
+
+        want = {c: "delivered" for c in rest[3:] + [first]}
+        want.update({opted: "cancelled", paused: "queued", suppressed: "cancelled"})
+        self.assertTrue(rx.wait_until(lambda: states() == want, 20), "%r" % states())
+        time.sleep(0.5)
+        got = sorted(rec["customer"] for rec in self.rx.records())
+        self.assertEqual(got, sorted(rest[3:] + [first]), "a stopped touch was sent")
+        self.assertIn("taken back to be checked again", d.read_log())
+        self.assertEqual(d.stop(), 0)
+
     def test_a_waiting_touch_is_not_sent_after_an_opt_out_or_while_paused(self):
         """Touches wait for a retry; meanwhile one contact opts out of email
         and one customer is paused. The opted-out touch is withdrawn, never
