@@ -55,6 +55,7 @@
 #define HELD_PREFIX        "held:" /* last_error of a touch back at its domain turn */
 #define MAX_SLEEP_MS       60000 /* re-read the wall clock at least this often */
 #define STORE_RETRY_MS     1000  /* after a failed batch */
+#define CLOCK_STEP_MS      2000  /* a step back of the wall clock this large moves due times */
 #define MAX_CHANS          (CAD_MAX_CHANNELS * 4)
 #define DOMAIN_MAP_KEYS    4096
 #define CIRCUIT_MAX_FACTOR 16 /* longest open interval: circuit_interval times this */
@@ -149,6 +150,7 @@ struct cad_dispatch {
     int n_changed, cap_changed;
     attempt_t *claimed_head, *claimed_tail; /* claimed in the open batch */
     uint64_t rng;
+    int64_t clock_offset_ms; /* wall clock minus monotonic clock at the last pump */
     int last_claimer; /* channel index that claimed last, to take turns */
     int64_t delivered, retried, dead, commits, committed_rows, max_commit_rows, store_errors;
     bool store_failing;
@@ -1165,10 +1167,39 @@ static void pending_clear(cad_dispatch_t *d)
     d->n_pending = 0;
 }
 
+/* Due times are wall-clock seconds; timers run on the monotonic clock. A
+ * step back of the wall clock (an NTP step, a wrong time corrected) would
+ * make touches that were due wait until the clock catches up again, and a
+ * retry wait its delay plus the step: the outbox's due times are moved so
+ * that neither happens (cad_store_outbox_clock_stepped_back). A step
+ * forward needs nothing: time passed, what fell due goes, and expiry holds. */
+static void clock_check(cad_dispatch_t *d)
+{
+    int64_t offset = cad_wall_ms() - (int64_t)(uv_hrtime() / 1000000);
+    int64_t step_ms = d->clock_offset_ms - offset;
+    if (step_ms < CLOCK_STEP_MS) {
+        d->clock_offset_ms = offset;
+        return;
+    }
+    char err[CAD_ERRBUF];
+    int64_t seconds = (step_ms + 999) / 1000;
+    int n = cad_store_outbox_clock_stepped_back(d->store, cad_wall_now(), seconds, err);
+    if (n < 0) { /* tried again at the next pump */
+        cad_log_err("dispatch: the wall clock stepped back %lld s; cannot move due times yet: %s",
+                    (long long)seconds, err);
+        return;
+    }
+    d->clock_offset_ms = offset;
+    cad_log_warning("dispatch: the wall clock stepped back %lld s; touches due already stay due "
+                    "and retries keep their wait moved=%d",
+                    (long long)seconds, n);
+}
+
 static void pump(cad_dispatch_t *d)
 {
     if (d->closing)
         return;
+    clock_check(d);
     int64_t now_ms = (int64_t)uv_now(d->loop);
     cad_time_t now = cad_wall_now();
     int64_t wake_ms = MAX_SLEEP_MS;
@@ -1335,6 +1366,7 @@ int cad_dispatch_new(uv_loop_t *loop, cad_store_t *store, cad_plugin_host_t *hos
     d->store = store;
     d->host = host;
     d->scheduler = scheduler;
+    d->clock_offset_ms = cad_wall_ms() - (int64_t)(uv_hrtime() / 1000000);
     d->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x5DEECE66Dull;
     const char *crash = getenv("CADENCE_CRASH_AT_STEP");
     if (crash && *crash)

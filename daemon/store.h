@@ -325,6 +325,15 @@ int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_t
  * crash. Returns the count. */
 int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err);
 
+/* The wall clock stepped back by `seconds` (to `now`): touches that were
+ * due already (queued or retry-wait, due by the old clock) become due
+ * `now`, and a retry-wait touch due later keeps the wait it was given
+ * (its due time moves back by `seconds`); a queued touch due later keeps
+ * its due time (a moment of the calendar, quiet hours' end say, does not
+ * move with the clock). Returns the count of touches moved. */
+int cad_store_outbox_clock_stepped_back(cad_store_t *st, cad_time_t now, int64_t seconds,
+                                        char *err);
+
 /* Notes that an attempt of touch `key`, ended at `at`, may have reached the
  * customer (it failed without an answer after the request left). From then
  * on the engine counts the touch as sent at `at` (the latest such attempt)

@@ -270,6 +270,7 @@ enum stmt_id {
     S_OUTBOX_ONE,
     S_OUTBOX_RETRY_UNSENT,
     S_OUTBOX_COUNT_DEAD,
+    S_OUTBOX_CLOCK_BACK,
     S_COUNT_ALERT_KINDS,
     S_COUNT_PAUSED,
     S_CUSTOMER_SHOW,
@@ -511,6 +512,10 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_RETRY_UNSENT] =
         "UPDATE touches SET state = 'retry_wait', due_at = ?2, last_error = COALESCE(?3, ''),"
         " updated_at = ?4, attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
+    /* ?1 = now, ?2 = what the clock said before it stepped back. */
+    [S_OUTBOX_CLOCK_BACK] =
+        "UPDATE touches SET due_at = CASE WHEN due_at <= ?2 THEN ?1 ELSE due_at - (?2 - ?1) END"
+        " WHERE due_at > ?1 AND (state = 'retry_wait' OR (state = 'queued' AND due_at <= ?2))",
     [S_OUTBOX_ONE] =
         OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t" OUTBOX_JOINS " WHERE t.key = ?1",
     [S_OUTBOX_COUNT_DEAD] = "SELECT COUNT(*) FROM touches"
@@ -2544,6 +2549,23 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
     sqlite3_stmt *s = stmt(st, S_OUTBOX_REQUEUE);
     sqlite3_bind_int64(s, 1, now);
     r = exec_stmt(st, s, err, "requeueing in-flight touches");
+    if (r == 0)
+        r = sqlite3_changes(st->db);
+    return write_end(st, r, err);
+}
+
+int cad_store_outbox_clock_stepped_back(cad_store_t *st, cad_time_t now, int64_t seconds,
+                                        char *err)
+{
+    if (seconds <= 0)
+        return 0;
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_CLOCK_BACK);
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int64(s, 2, now + seconds);
+    r = exec_stmt(st, s, err, "moving due times after the clock stepped back");
     if (r == 0)
         r = sqlite3_changes(st->db);
     return write_end(st, r, err);

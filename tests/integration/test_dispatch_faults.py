@@ -183,6 +183,37 @@ class ClockJumps(FaultCase):
         sys.stderr.write("clock jumps: delivered %.2f s after +2d, %.2f s after -3d\n"
                          % (forward_s, backward_s))
 
+    def test_a_step_back_keeps_due_touches_due_and_retries_their_wait(self):
+        """Touches wait for a retry (due in about 2 s) or, behind an open
+        circuit, stay queued though due. The wall clock steps back an hour:
+        the retries still come about 2 s later, the queued ones go at the
+        circuit's next probe; nothing waits for the hour to pass again."""
+        n = 10
+        spec = self.tmp.join("faketime.spec")
+        h.write_text(spec, "+0\n")
+        env = self.faketime_env(spec)
+        self.rx.set(status=500)
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(), concurrency=2, retry_cap="2s",
+                                       circuit_threshold=2, circuit_interval="2s")
+        rx.import_customers(h.CADENCED, cfg, rx.write_customers(self.tmp, n))
+        d = self.start(config=cfg, env=env)
+        self.assertTrue(rx.wait_until(lambda: "circuit open" in d.read_log(), 20),
+                        d.read_log()[-2000:])
+        self.assertTrue(rx.wait_until(lambda: self.states().get("in_flight", 0) == 0, 10))
+        before = self.states()
+        self.assertGreater(before.get("retry_wait", 0), 0, before)
+        self.assertGreater(before.get("queued", 0), 0, before)
+        h.write_text(spec, "-1h\n")
+        self.rx.set(status=200)
+        t0 = time.monotonic()
+        self.assertTrue(rx.wait_until(lambda: self.states().get("delivered", 0) == n, 20),
+                        "%r\n%s" % (self.states(),
+                                                                d.read_log()[-3000:]))
+        took = time.monotonic() - t0
+        self.assertIn("dispatch: the wall clock stepped back 3600 s", d.read_log())
+        self.assertEqual(d.stop(), 0)
+        sys.stderr.write("after a step back of 1 h: all delivered in %.2f s\n" % took)
+
 
 if __name__ == "__main__":
     h.main()
