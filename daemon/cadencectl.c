@@ -736,7 +736,7 @@ static json_t *build_why(const subcommand_t *sc, int argc, char **argv)
 
 static json_t *build_outbox(const subcommand_t *sc, int argc, char **argv)
 {
-    static const char *const verbs[] = {"list", "retry", "cancel", NULL};
+    static const char *const verbs[] = {"list", "show", "retry", "cancel", NULL};
     static const opt_spec_t list_opts[] = {{"--state", "state", OPT_STRING},
                                            {"--customer", "customer", OPT_STRING},
                                            {"--limit", "limit", OPT_INT},
@@ -749,6 +749,8 @@ static json_t *build_outbox(const subcommand_t *sc, int argc, char **argv)
         return build_with(sc, argc - 2, argv + 2, "outbox.list", list_opts, NULL, 0);
     if (strcmp(verb, "cancel") == 0)
         return build_with(sc, argc - 2, argv + 2, "outbox.cancel", NULL, key_field, 1);
+    if (strcmp(verb, "show") == 0)
+        return build_with(sc, argc - 2, argv + 2, "outbox.show", NULL, key_field, 1);
     /* retry KEY, or retry --dead [--channel C] [--customer ID] [--since T] */
     static const opt_spec_t retry_opts[] = {{"--dead", "dead", OPT_FLAG},
                                             {"--channel", "channel", OPT_STRING},
@@ -928,6 +930,34 @@ static void print_why(json_t *r)
     }
 }
 
+/* outbox show: the touch, then each transition it went through. */
+static void print_touch_history(json_t *t, json_t *history)
+{
+    char decided[64], due[64];
+    format_time(json_object_get(t, "decided_at"), decided, sizeof decided);
+    format_time(json_object_get(t, "due_at"), due, sizeof due);
+    printf("touch %lld: %s, %lld attempt%s\n", num(t, "key"), str(t, "state"), num(t, "attempts"),
+           num(t, "attempts") == 1 ? "" : "s");
+    printf("  customer %s, contact %s, rule %s, channel %s\n", str(t, "customer"),
+           *str(t, "contact") ? str(t, "contact") : "-", str(t, "rule"), str(t, "channel"));
+    printf("  idempotency key %s\n  decided %s, due %s\n", str(t, "idempotency_key"), decided,
+           due);
+    if (json_object_get(t, "held"))
+        printf("  held: %s\n", str(t, "held"));
+    static const char *const cols[] = {"when",   "WHEN (UTC)", "state",  "STATE", "attempt",
+                                       "ATTEMPT", "detail",     "DETAIL", NULL};
+    size_t i;
+    json_t *h;
+    json_array_foreach(history, i, h)
+    {
+        char when[64];
+        format_time(json_object_get(h, "at"), when, sizeof when);
+        json_object_set_new(h, "when", json_string(when));
+    }
+    printf("\n");
+    print_columns(history, cols);
+}
+
 static void print_outbox(json_t *r)
 {
     static const char *const cols[] = {
@@ -940,6 +970,11 @@ static void print_outbox(json_t *r)
         if (num(r, "expired") > 0)
             printf("; %lld left dead, past their expiry", num(r, "expired"));
         putchar('\n');
+        return;
+    }
+    json_t *history = json_object_get(r, "history");
+    if (history) {
+        print_touch_history(json_object_get(r, "touch"), history);
         return;
     }
     if (!list) {
@@ -1707,8 +1742,9 @@ static const subcommand_t subcommands[] = {
      NULL},
     {"resume", "resume a paused customer (admin)", "", NULL, NULL, NULL, {"customer"}, NULL},
     {"outbox",
-     "list touches, send a dead one again or cancel one (retry/cancel: admin)",
-     "list [--state STATE] [--customer ID] [--limit N] | retry KEY | cancel KEY |\n"
+     "list touches, show one with its history, send a dead one again or cancel one "
+     "(retry/cancel: admin)",
+     "list [--state STATE] [--customer ID] [--limit N] | show KEY | retry KEY | cancel KEY |\n"
      "       retry --dead [--channel NAME] [--customer ID] [--since TIME]\n"
      "  STATE: queued, in_flight, retry_wait, delivered, dead, cancelled\n"
      "  retry --dead: every dead touch (of that channel/customer, dead since TIME) again",

@@ -1844,6 +1844,53 @@ static json_t *cmd_outbox_cancel(json_t *req, const cad_control_peer_t *peer, vo
     return outbox_change(arg, req, false, peer, error);
 }
 
+static void collect_transition(const cad_outbox_transition_t *t, void *arg)
+{
+    json_t *item = json_pack("{s:I, s:s, s:i, s:s}", "at", (json_int_t)t->at, "state", t->state,
+                             "attempt", t->attempt, "detail", t->detail);
+    if (item)
+        json_array_append_new(arg, item);
+}
+
+/* One touch as outbox.list shows it, with every transition it went through
+ * (time, state, attempt, provider id or error): what happened to it. */
+static json_t *cmd_outbox_show(json_t *req, const cad_control_peer_t *peer, void *arg,
+                               cad_control_error_t *error)
+{
+    (void)peer;
+    cad_commands_t *c = arg;
+    static const char *const fields[] = {"key", NULL};
+    int64_t key;
+    if (check_fields(req, fields, error) != 0 || arg_touch_key(req, &key, error) != 0)
+        return NULL;
+    char err[CAD_ERRBUF];
+    cad_store_t *st = cad_daemon_store(c->d);
+    json_t *list = json_array(), *history = json_array();
+    if (!list || !history) {
+        json_decref(list);
+        json_decref(history);
+        return oom(error);
+    }
+    outbox_ctx_t x = {.list = list, .ds = dispatch_view(c), .now = now_seconds()};
+    int rc = cad_store_outbox_get(st, key, collect_outbox, &x, err);
+    free((void *)x.ds);
+    if (rc == 0)
+        mark_paused(c, list, x.now);
+    if (rc == 0 && (rc = cad_store_outbox_history(st, key, collect_transition, history, err)) > 0)
+        rc = 0;
+    json_t *touch = json_array_get(list, 0);
+    if (rc == 0 && !touch)
+        rc = cad_fail(err, CAD_ENOMEM, "out of memory reading touch %lld", (long long)key);
+    if (rc < 0) {
+        json_decref(list);
+        json_decref(history);
+        return store_fail(error, rc, err);
+    }
+    json_t *r = json_pack("{s:O, s:o}", "touch", touch, "history", history);
+    json_decref(list);
+    return r ? r : oom(error);
+}
+
 /* ---- alerts ---------------------------------------------------------------- */
 
 static void collect_alert(const cad_alert_row_t *row, void *arg)
@@ -2324,6 +2371,7 @@ static const command_entry_t command_table[] = {
     {"outbox.list", false, cmd_outbox_list},
     {"outbox.retry", true, cmd_outbox_retry},
     {"outbox.cancel", true, cmd_outbox_cancel},
+    {"outbox.show", false, cmd_outbox_show},
     {"alerts", false, cmd_alerts},
     {"report", false, cmd_report},
     {"holdout", false, cmd_holdout},

@@ -293,6 +293,23 @@ typedef struct cad_outbox_touch {
 int cad_store_outbox_get(cad_store_t *st, int64_t key,
                          void (*fn)(const cad_outbox_touch_t *t, void *arg), void *arg, char *err);
 
+/* One transition of a touch: the state written, when, the attempt number
+ * then, and the provider id (delivered) or the error or reason (others). */
+typedef struct cad_outbox_transition {
+    cad_time_t at;
+    const char *state;
+    int attempt;
+    const char *detail; /* "" when none */
+} cad_outbox_transition_t;
+
+/* Calls fn with every transition of touch `key`, oldest first (the store
+ * records them itself, whoever writes the touch); strings are valid during
+ * the call only. Returns the count, -CAD_ENOTFOUND when there is no such
+ * touch, or another error. */
+int cad_store_outbox_history(cad_store_t *st, int64_t key,
+                             void (*fn)(const cad_outbox_transition_t *t, void *arg), void *arg,
+                             char *err);
+
 /* Moves up to `max` due touches (queued or retry-wait with due_at <= now) to
  * in-flight and calls fn for each. A paused customer's touches are not due
  * until the customer is resumed (R14). Returns the number claimed. */

@@ -195,7 +195,35 @@ static const char schema_v4[] =
 static const char schema_v5[] =
     "ALTER TABLE contact_channels ADD COLUMN address TEXT NOT NULL DEFAULT '';";
 
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+/* Version 6: every transition of a touch, with its time and attempt
+ * number, kept by triggers so that no writer of the outbox (dispatcher,
+ * operator, start-up recovery) can leave one out: the row's state as it
+ * was written, and the provider id (delivered) or the error (otherwise).
+ * Touches that exist already get one row: their state at the upgrade. */
+static const char schema_v6[] =
+    "CREATE TABLE touch_transitions ("
+    " key INTEGER PRIMARY KEY,"
+    " touch_key INTEGER NOT NULL REFERENCES touches(key) ON DELETE CASCADE,"
+    " at INTEGER NOT NULL,"
+    " state TEXT NOT NULL,"
+    " attempt INTEGER NOT NULL,"
+    " detail TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX touch_transitions_touch ON touch_transitions(touch_key, key);"
+    "INSERT INTO touch_transitions(touch_key, at, state, attempt, detail)"
+    " SELECT key, updated_at, state, attempt,"
+    " CASE state WHEN 'delivered' THEN provider_id ELSE last_error END FROM touches;"
+    "CREATE TRIGGER touches_transition_new AFTER INSERT ON touches BEGIN"
+    " INSERT INTO touch_transitions(touch_key, at, state, attempt, detail)"
+    " VALUES (NEW.key, NEW.updated_at, NEW.state, NEW.attempt, NEW.last_error); END;"
+    "CREATE TRIGGER touches_transition AFTER UPDATE OF state, attempt ON touches"
+    " WHEN NEW.state <> OLD.state OR NEW.attempt <> OLD.attempt BEGIN"
+    " INSERT INTO touch_transitions(touch_key, at, state, attempt, detail)"
+    " VALUES (NEW.key, NEW.updated_at, NEW.state, NEW.attempt,"
+    " CASE NEW.state WHEN 'delivered' THEN NEW.provider_id WHEN 'in_flight' THEN ''"
+    " ELSE NEW.last_error END); END;";
+
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3,
+                                         schema_v4, schema_v5, schema_v6};
 
 int cad_store_schema_version(void)
 {
@@ -271,6 +299,7 @@ enum stmt_id {
     S_OUTBOX_RETRY_UNSENT,
     S_OUTBOX_COUNT_DEAD,
     S_OUTBOX_CLOCK_BACK,
+    S_OUTBOX_HISTORY,
     S_COUNT_ALERT_KINDS,
     S_COUNT_PAUSED,
     S_CUSTOMER_SHOW,
@@ -516,6 +545,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_CLOCK_BACK] =
         "UPDATE touches SET due_at = CASE WHEN due_at <= ?2 THEN ?1 ELSE due_at - (?2 - ?1) END"
         " WHERE due_at > ?1 AND (state = 'retry_wait' OR (state = 'queued' AND due_at <= ?2))",
+    [S_OUTBOX_HISTORY] = "SELECT at, state, attempt, detail FROM touch_transitions"
+                         " WHERE touch_key = ?1 ORDER BY key",
     [S_OUTBOX_ONE] =
         OUTBOX_COLUMNS OUTBOX_SEND_CHECKS " FROM touches t" OUTBOX_JOINS " WHERE t.key = ?1",
     [S_OUTBOX_COUNT_DEAD] = "SELECT COUNT(*) FROM touches"
@@ -2445,6 +2476,36 @@ int cad_store_outbox_get(cad_store_t *st, int64_t key,
         outbox_row_fix(st, &row);
         fn(&row.touch, arg);
     }
+    return r;
+}
+
+int cad_store_outbox_history(cad_store_t *st, int64_t key,
+                             void (*fn)(const cad_outbox_transition_t *t, void *arg), void *arg,
+                             char *err)
+{
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_STATE);
+    sqlite3_bind_int64(s, 1, key);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE)
+        return cad_fail(err, CAD_ENOTFOUND, "outbox: no touch with key %lld", (long long)key);
+    if (rc != SQLITE_ROW)
+        return db_fail(st, err, rc, "reading a touch");
+    s = stmt(st, S_OUTBOX_HISTORY);
+    sqlite3_bind_int64(s, 1, key);
+    int n = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        cad_outbox_transition_t t = {
+            .at = sqlite3_column_int64(s, 0),
+            .state = col_text(s, 1),
+            .attempt = sqlite3_column_int(s, 2),
+            .detail = col_text(s, 3),
+        };
+        fn(&t, arg);
+        n++;
+    }
+    int r = rc == SQLITE_DONE ? n : db_fail(st, err, rc, "reading a touch's transitions");
+    sqlite3_reset(s);
     return r;
 }
 

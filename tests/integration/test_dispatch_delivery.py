@@ -195,6 +195,24 @@ class Delivery(DispatchCase):
         self.assertEqual(len(recs), 2)
         # Our own backoff is at most 2 s here; the receiver asked for 3.
         self.assertGreaterEqual(recs[1]["t"] - recs[0]["t"], 2.9)
+        # Every transition is kept, with its time and attempt number.
+        key = str(rx.outbox_rows(self.db)[0][0])
+        r = d.ctl("--json", "outbox", "show", key)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        shown = json.loads(r.stdout)
+        steps = [(x["state"], x["attempt"]) for x in shown["history"]]
+        self.assertEqual(steps, [("queued", 0), ("in_flight", 1), ("retry_wait", 1),
+                                 ("in_flight", 2), ("delivered", 2)], shown)
+        self.assertIn("503", shown["history"][2]["detail"])
+        self.assertEqual(shown["touch"]["state"], "delivered")
+        self.assertTrue(all(x["at"] > 0 for x in shown["history"]))
+        text = d.ctl("outbox", "show", key).stdout
+        self.assertIn("touch %s: delivered, 2 attempts" % key, text)
+        self.assertRegex(text, r"WHEN \(UTC\) +STATE +ATTEMPT +DETAIL")
+        self.assertRegex(text, r"retry_wait +1 +endpoint answered 503")
+        r = d.ctl("outbox", "show", "999999")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no touch with key 999999", r.stderr)
         d.stop()
 
 

@@ -229,6 +229,10 @@ static void test_store_migrates_v1_database_keeping_data(void **state)
     assert_int_equal(snap.history[0].rule, R_WELCOME);
     /* the new table works on the migrated file */
     assert_int_equal(query_int(f, "SELECT COUNT(*) FROM alerts"), 0);
+    /* v6: the delivered touch has one transition, its state at the upgrade */
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM touch_transitions"), 1);
+    assert_int_equal(
+        query_int(f, "SELECT COUNT(*) FROM touch_transitions WHERE state = 'delivered'"), 1);
     cad_snapshot_buf_free(&buf);
 }
 
@@ -923,6 +927,18 @@ static void test_store_maybe_delivered_touch_counts_as_sent(void **state)
     cad_snapshot_buf_free(&buf);
 }
 
+typedef struct history {
+    char text[512];
+} history_t;
+
+static void on_transition(const cad_outbox_transition_t *t, void *arg)
+{
+    history_t *h = arg;
+    size_t n = strlen(h->text);
+    snprintf(h->text + n, sizeof h->text - n, "%s/%d@%lld%s%s ", t->state, t->attempt,
+             (long long)(t->at - T0), *t->detail ? ":" : "", t->detail);
+}
+
 static void test_store_requeue_in_flight_after_crash(void **state)
 {
     fixture_t *f = *state;
@@ -952,6 +968,14 @@ static void test_store_requeue_in_flight_after_crash(void **state)
     assert_int_equal(query_int(f, "SELECT attempt FROM touches WHERE state = 'in_flight'"), 1);
     assert_int_equal(
         query_int(f, "SELECT maybe_delivered_at FROM touches WHERE state = 'in_flight'"), T0);
+    /* every transition was kept, the crash's release included */
+    assert_int_equal(cad_store_outbox_delivered(f->st, again.keys[0], "p-1", T0 + 101, f->err), 0);
+    history_t hist = {0};
+    assert_int_equal(cad_store_outbox_history(f->st, again.keys[0], on_transition, &hist, f->err), 5);
+    assert_string_equal(hist.text, "queued/0@0 in_flight/1@0 queued/0@100 in_flight/1@100 "
+                                   "delivered/1@101:p-1 ");
+    assert_int_equal(cad_store_outbox_history(f->st, 9999, on_transition, &hist, f->err),
+                     -CAD_ENOTFOUND);
     cad_snapshot_buf_free(&buf);
 }
 
