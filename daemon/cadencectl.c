@@ -354,8 +354,10 @@ static void print_status(json_t *r)
         {"channels_disabled", "disabled, endpoint gone; fix the url and reload (see `cadencectl "
                               "alerts`)"},
     };
+    size_t not_sending = 0;
     for (size_t k = 0; k < sizeof held / sizeof held[0]; k++) {
         size_t n = json_array_size(json_object_get(r, held[k].key));
+        not_sending += n;
         if (n > 0)
             row("channels", "%zu %s", n, held[k].what);
     }
@@ -371,7 +373,11 @@ static void print_status(json_t *r)
             num(counts, "touches.queued"), num(counts, "touches.in_flight"),
             num(counts, "touches.retry_wait"), num(counts, "touches.delivered"),
             num(counts, "touches.dead"), num(counts, "touches.cancelled"));
-        row("open alerts", "%lld", num(counts, "alerts_open"));
+        /* The same three kinds `cadencectl alerts` opens with. */
+        long long open = num(counts, "alerts_open"), dead = num(counts, "touches.dead");
+        row("open alerts", "%lld (%lld customer alerts, %lld dead touches, %zu channels not "
+            "sending; see `cadencectl alerts`)",
+            open + dead + (long long)not_sending, open, dead, not_sending);
     } else {
         row("counts", "unavailable: %s", str(r, "counts_error"));
     }

@@ -155,6 +155,7 @@ struct cad_dispatch {
     int64_t delivered, retried, dead, commits, committed_rows, max_commit_rows, store_errors;
     bool store_failing;
     bool stopping, stop_done, closing;
+    int64_t cut_at_stop, cut_sent_at_stop; /* cancelled by the shutdown; of them, requests that left */
     void (*done)(void *arg);
     void *done_arg;
     long crash_at, steps;
@@ -585,6 +586,10 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
             /* The host closed (shutdown or reload) before a verdict. */
             if (a->took_probe)
                 cad_circuit_abandon(&ch->circuit);
+            if (d->stopping) {
+                d->cut_at_stop++;
+                d->cut_sent_at_stop += maybe_received;
+            }
             record_release(d, a, o->reason);
             break;
         }
@@ -1449,6 +1454,13 @@ static void check_stopped(cad_dispatch_t *d)
     d->stop_done = true;
     d->closing = true;
     uv_timer_stop(&d->timer);
+    if (d->cut_at_stop > 0)
+        cad_log_warning("dispatch: %lld touches had no answer when the shutdown grace ended; "
+                        "queued again, not counted as attempts, they go out after the next start "
+                        "with the same idempotency key (%lld of them had left: the receiver may "
+                        "see those twice) cut=%lld maybe_received=%lld",
+                        (long long)d->cut_at_stop, (long long)d->cut_sent_at_stop,
+                        (long long)d->cut_at_stop, (long long)d->cut_sent_at_stop);
     cad_log_info("dispatch: stopped delivered=%lld retried=%lld dead=%lld commits=%lld",
                  (long long)d->delivered, (long long)d->retried, (long long)d->dead,
                  (long long)d->commits);

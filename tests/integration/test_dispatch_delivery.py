@@ -164,7 +164,11 @@ class Delivery(DispatchCase):
         # not sending and why the touches due already wait.
         self.assertTrue(rx.wait_until(lambda: "held: its channel's circuit is open" in d.ctl(
             "outbox", "list").stdout, 10), d.ctl("outbox", "list").stdout)
-        self.assertRegex(d.ctl("status").stdout, r"channels +1 with the circuit open")
+        status = d.ctl("status").stdout
+        self.assertRegex(status, r"channels +1 with the circuit open")
+        # status counts what alerts shows: the channel not sending is an open alert
+        self.assertRegex(status, r"open alerts +1 \(0 customer alerts, 0 dead touches, 1 "
+                                 r"channels not sending; see `cadencectl alerts`\)")
         self.assertRegex(d.ctl("alerts").stdout, r"1 channels not sending[\s\S]*channel hook "
                          r"\(webhook\): circuit open since \S+ \S+ after \d+ failures in a row; its "
                          r"touches wait; last error: endpoint answered 500")
@@ -345,6 +349,9 @@ class Stalls(DispatchCase):
         self.assertEqual(rc, 0, d.read_log()[-2000:])
         self.assertLess(took, 2.0, "exit took %.2f s after the second SIGTERM" % took)
         self.assertIn("second stop signal", d.read_log())
+        # The operator is told what was cut and may reach the receiver twice.
+        self.assertRegex(d.read_log(), r"warning: dispatch: 8 touches had no answer when the "
+                         r"shutdown grace ended; .* cut=8 maybe_received=4")
         self.daemons.remove(d)
         d.close()
         self.assertEqual(self.states().get("delivered", 0), 0)
