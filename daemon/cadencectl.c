@@ -949,7 +949,7 @@ static void print_touch_history(json_t *t, json_t *history)
     printf("  idempotency key %s\n  decided %s, due %s\n", str(t, "idempotency_key"), decided,
            due);
     if (json_object_get(t, "held"))
-        printf("  held: %s\n", str(t, "held"));
+        printf("  %s\n", str(t, "held"));
     static const char *const cols[] = {"when",   "WHEN (UTC)", "state",  "STATE", "attempt",
                                        "ATTEMPT", "detail",     "DETAIL", NULL};
     size_t i;
