@@ -1187,7 +1187,7 @@ static void clock_check(cad_dispatch_t *d)
         return;
     }
     char err[CAD_ERRBUF];
-    int64_t seconds = (step_ms + 999) / 1000;
+    int64_t seconds = (step_ms + 500) / 1000; /* the two readings are a moment apart */
     int n = cad_store_outbox_clock_stepped_back(d->store, cad_wall_now(), seconds, err);
     if (n < 0) { /* tried again at the next pump */
         cad_log_err("dispatch: the wall clock stepped back %lld s; cannot move due times yet: %s",

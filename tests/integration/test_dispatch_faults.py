@@ -210,7 +210,7 @@ class ClockJumps(FaultCase):
                         "%r\n%s" % (self.states(),
                                                                 d.read_log()[-3000:]))
         took = time.monotonic() - t0
-        self.assertIn("dispatch: the wall clock stepped back 3600 s", d.read_log())
+        self.assertRegex(d.read_log(), r"dispatch: the wall clock stepped back 360[01] s")
         self.assertEqual(d.stop(), 0)
         sys.stderr.write("after a step back of 1 h: all delivered in %.2f s\n" % took)
 
