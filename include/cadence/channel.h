@@ -147,7 +147,11 @@ enum cad_outcome_effect {
     CAD_EFFECT_NONE = 0,
     CAD_EFFECT_CONTACT_UNUSABLE, /* hard bounce, invalid number: mark the contact's channel */
     CAD_EFFECT_CONSENT_REVOKED,  /* the recipient opted out (SMS STOP, 21610) */
-    CAD_EFFECT_CHANNEL_DISABLED, /* the endpoint is gone for everyone (webhook 410) */
+    CAD_EFFECT_CHANNEL_DISABLED, /* the channel, not this touch, fails for everyone until its
+                                    configuration is fixed and reloaded: the endpoint is gone
+                                    (webhook 410), its credentials are refused (SMTP 535,
+                                    SMS API 401). The touch is dead; the channel stops, its
+                                    queue kept, until a reload */
 };
 
 /* The result of one attempt, filled by the plugin in a host-owned struct that

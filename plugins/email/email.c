@@ -16,7 +16,10 @@
  * collected "headers" are the SMTP dialogue): a 5xx to RCPT TO is a hard
  * bounce (permanent, the contact's email marked unusable), other 5xx are
  * permanent for this message only, and 4xx replies, connection and TLS
- * errors are retried by the host.
+ * errors are retried by the host. A refused login (535) is the channel's
+ * fault, not the touch's: it is reported with CAD_EFFECT_CHANNEL_DISABLED,
+ * so the host stops the channel, its queue kept, until a reload brings the
+ * fixed password.
  */
 #include "email_message.h"
 
@@ -392,11 +395,14 @@ static void email_interpret(void *instance, const cad_plugin_touch_t *touch,
         return;
     }
     if (resp->result == CURLE_LOGIN_DENIED) {
+        /* Every touch of the channel would fail the same way: stop the
+         * channel (its queue kept) rather than spend each touch's attempts. */
         em->api->log(em->env, CAD_PLUGIN_LOG_ERR,
-                     "SMTP authentication refused; check username and password_file reply=\"%s\"",
+                     "SMTP authentication refused; fix username or password_file and reload "
+                     "reply=\"%s\"",
                      reply);
-        outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE, "SMTP authentication refused: %s",
-                reply[0] ? reply : error);
+        outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CHANNEL_DISABLED,
+                "SMTP authentication refused: %s", reply[0] ? reply : error);
         return;
     }
     if (resp->result == CURLE_USE_SSL_FAILED) {

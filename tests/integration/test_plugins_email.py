@@ -332,11 +332,14 @@ class EmailPluginTest(unittest.TestCase):
         self.assertEqual(self.handler.messages, [])
         self.assertEqual(self.handler.logins, [])  # the password never went out in clear
 
-    def test_wrong_password_is_retried(self):
+    def test_wrong_password_disables_the_channel_not_the_contact(self):
         with open(os.path.join(self.credentials, "wrong-password"), "w") as f:
             f.write("nope\n")
         out = self.send(self.touch(), {"password_file": "wrong-password"})
-        self.assertEqual(out["outcome"], "retry", out)
+        # 535: the channel fails for every touch until the password is fixed
+        # and the channel reloaded; the contact's address is not blamed.
+        self.assertEqual(out["outcome"], "permanent", out)
+        self.assertEqual(out["effect"], "channel_disabled", out)
         self.assertIn("authentication refused", out["reason"])
         self.assertEqual(self.handler.messages, [])
 
