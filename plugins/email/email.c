@@ -227,8 +227,11 @@ static void email_release(void *instance, void *data)
     free(up);
 }
 
-/* Renders an unsubscribe template setting against the touch; NULL when the
- * setting is unset. *fail is set when rendering failed (reason in `out`). */
+/* Renders an unsubscribe template setting against the touch, each value
+ * percent-encoded as a URI component (a host of ABI 1.0/1.1 renders values
+ * raw); NULL when the setting is unset. *fail is set when rendering failed
+ * (reason in `out`). The host renders these settings into the touch itself,
+ * so this serves only when it did not. */
 static char *render_setting(email_instance_t *em, const cad_plugin_touch_t *touch, const char *name,
                             const char *tmpl, cad_plugin_outcome_t *out, bool *failed)
 {
@@ -236,7 +239,12 @@ static char *render_setting(email_instance_t *em, const cad_plugin_touch_t *touc
     char *rendered = NULL;
     if (!is_set(tmpl))
         return NULL;
-    if (em->api->render(em->env, touch, tmpl, false, &rendered, err, sizeof(err)) < 0) {
+    bool uri = em->api->abi_minor >= 2 &&
+               em->api->struct_size >= offsetof(cad_plugin_api_t, render_as) + sizeof(void *);
+    int rc = uri ? em->api->render_as(em->env, touch, tmpl, CAD_PLUGIN_ESCAPE_URI_COMPONENT,
+                                      &rendered, err, sizeof(err))
+                 : em->api->render(em->env, touch, tmpl, false, &rendered, err, sizeof(err));
+    if (rc < 0) {
         outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_NONE, "setting %s: %s", name, err);
         *failed = true;
         return NULL;

@@ -283,6 +283,32 @@ class EmailPluginTest(unittest.TestCase):
         self.assertIn('href="https://shop.example/u/c-77?c=p-5"', html)
         self.assertIn("write to leave+c-77@shop.example", html)
 
+    def test_unsubscribe_settings_percent_encode_the_values_they_insert(self):
+        # Such ids are valid customer and contact ids; the links must still
+        # be valid URIs, so each value is encoded as a URI component while
+        # the operator's template text stays as written.
+        touch = self.touch(customer_id="café büro", contact_id="sp ace", unsubscribe_url="",
+                           unsubscribe_mailto="", subject="", text="", html="",
+                           template={"subject": "News",
+                                     "text": "Unsubscribe: {{unsubscribe_url}}\n"})
+        out = self.send(touch, {
+            "unsubscribe_url": "https://shop.example/u/{{customer.id}}?c={{contact.id}}",
+            "unsubscribe_mailto": "unsub+{{contact.id}}.{{customer.id}}@shop.example",
+        })
+        self.assertEqual(out["outcome"], "delivered", out)
+        raw = self.handler.messages[0]["content"]
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(
+            str(msg["List-Unsubscribe"]),
+            "<mailto:unsub+sp%20ace.caf%C3%A9%20b%C3%BCro@shop.example>, "
+            "<https://shop.example/u/caf%C3%A9%20b%C3%BCro?c=sp%20ace>")
+        self.assertIn("Unsubscribe: https://shop.example/u/caf%C3%A9%20b%C3%BCro?c=sp%20ace",
+                      msg.get_body(("plain",)).get_content())
+        # the literal text is still checked: a space written in the template
+        out = self.send(touch, {"unsubscribe_url": "https://shop.example/u /{{customer.id}}"})
+        self.assertEqual(out["outcome"], "permanent", out)
+        self.assertIn("not allowed in a URI", out["reason"])
+
     # ---- refusals and failures ---------------------------------------------------------
 
     def test_550_to_rcpt_is_permanent_and_marks_address_unusable(self):
