@@ -9,8 +9,8 @@
  * subjects and names, folded lines, List-Unsubscribe from the same
  * unsubscribe settings, Message-ID from the key); other channels get
  * `<name>.json`, the same document the webhook plugin posts. <name> is the
- * touch's idempotency key with every byte outside [A-Za-z0-9._-] replaced
- * by '_'.
+ * touch's idempotency key escaped one-to-one (key_file_name), cut and
+ * suffixed with a digest when long, so two touches never share a file.
  *
  * Writes are atomic and idempotent: the file is written to a temporary name
  * in the same directory, fsync()ed, rename()d over the final name and the
@@ -77,19 +77,42 @@ static void sb_str(sbuf_t *b, const char *s)
     sb_add(b, s, strlen(s));
 }
 
-/* The file name of a key, without its extension: the key with every byte
- * outside [A-Za-z0-9._-] replaced by '_', at most NAME_KEY_MAX bytes. */
+/* The file name of a key, without its extension, into `out`: bytes of
+ * [A-Za-z0-9.-] as they are (but a leading '.'), every other byte, '_'
+ * included, as "_xx" (lower-case hex), so the mapping is one-to-one and two
+ * keys never share a file. An escaped key longer than NAME_KEY_MAX is cut at
+ * an escape's boundary and ends in '~' and the first 32 hex digits of the
+ * whole key's SHA-256: '~' never comes out of the escape, so such a name
+ * cannot equal a short key's, and two long keys share one only if their
+ * digests do. */
 static void key_file_name(const char *key, char out[NAME_KEY_MAX + 1])
 {
-    size_t n = 0;
-    for (const char *p = key; *p && n < NAME_KEY_MAX; p++) {
-        char c = *p;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_' || (c == '.' && n > 0);
-        out[n++] = ok ? c : '_';
+    static const char hex[] = "0123456789abcdef";
+    const size_t hashed_cut = NAME_KEY_MAX - 33; /* room for '~' and the digest */
+    size_t n = 0, cut = 0;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' ||
+                     (*p == '.' && p != (const unsigned char *)key);
+        if (n + (plain ? 1 : 3) > NAME_KEY_MAX) {
+            char digest[33];
+            cad_email_key_digest(key, digest);
+            out[cut] = '~';
+            memcpy(out + cut + 1, digest, sizeof digest);
+            return;
+        }
+        if (plain) {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '_';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+        if (n <= hashed_cut)
+            cut = n;
     }
     if (n == 0)
-        out[n++] = '_';
+        out[n++] = '_'; /* no key is empty; "_" alone is no escape */
     out[n] = '\0';
 }
 
