@@ -414,8 +414,16 @@ static void email_interpret(void *instance, const cad_plugin_touch_t *touch,
         return;
     }
     if (resp->result == CURLE_USE_SSL_FAILED) {
-        outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
-                "SMTP server did not offer STARTTLS, which this channel requires");
+        /* libcurl fails the same way whether STARTTLS was not advertised or
+         * the server answered it with an error ("454 4.7.0 TLS not
+         * available"); the reply code tells them apart. */
+        if (code >= 400)
+            outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
+                    "SMTP server refused STARTTLS, which this channel requires: %s",
+                    reply[0] ? reply : error);
+        else
+            outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
+                    "SMTP server did not offer STARTTLS, which this channel requires");
         return;
     }
     if (code >= 500 && code < 600) {

@@ -358,6 +358,43 @@ class EmailPluginTest(unittest.TestCase):
         self.assertEqual(self.handler.messages, [])
         self.assertEqual(self.handler.logins, [])  # the password never went out in clear
 
+    def test_starttls_offered_then_refused_says_so(self):
+        # A server that advertises STARTTLS and then answers 454: the reason
+        # quotes the refusal instead of claiming STARTTLS was not offered.
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+
+        def serve():
+            conn, _ = srv.accept()
+            with conn:
+                f = conn.makefile("rb")
+                conn.sendall(b"220 fake ESMTP\r\n")
+                for line in f:
+                    cmd = line.strip().upper()
+                    if cmd.startswith(b"EHLO"):
+                        conn.sendall(b"250-fake\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")
+                    elif cmd == b"STARTTLS":
+                        conn.sendall(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    elif cmd == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        conn.sendall(b"503 5.5.1 bad sequence\r\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            out = self.send(self.touch(), {"starttls": None,
+                                           "url": "smtp://127.0.0.1:%d/cadence.test" % port})
+        finally:
+            srv.close()
+        self.assertEqual(out["outcome"], "retry", out)
+        self.assertIn("refused STARTTLS", out["reason"])
+        self.assertIn("454 4.7.0 TLS not available", out["reason"])
+        self.assertNotIn("did not offer", out["reason"])
+
     def test_wrong_password_disables_the_channel_not_the_contact(self):
         with open(os.path.join(self.credentials, "wrong-password"), "w") as f:
             f.write("nope\n")
