@@ -1110,7 +1110,8 @@ static const char *touch_hold(const cad_outbox_touch_t *t, const cad_dispatch_st
         if (!ch->ready)
             return "held: its channel's plugin is not loaded (cadencectl plugins)";
         if (ch->disabled)
-            return "held: its channel is disabled, the endpoint is gone; fix it and reload";
+            return "held: its channel is disabled (endpoint gone or credentials refused); fix "
+                   "it and reload";
         if (ch->circuit != CAD_CIRCUIT_CLOSED)
             return "held: its channel's circuit is open, the provider is failing; probes "
                    "continue";

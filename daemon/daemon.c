@@ -283,7 +283,7 @@ static json_t *channels_not_loaded(const cad_daemon_t *d)
 }
 
 /* The channels the dispatcher does not send on: disabled because their
- * endpoint is gone (`disabled`: they wait for a reload), or with their
+ * endpoint is gone or credentials refused (`disabled`: they wait for a reload), or with their
  * circuit open; as [{channel, since, error}], "circuit" too for the latter. */
 static json_t *channels_held(const cad_daemon_t *d, bool disabled)
 {

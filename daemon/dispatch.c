@@ -623,7 +623,8 @@ static void on_done(const cad_plugin_outcome_t *o, bool maybe_received, void *ar
             ch->disabled = true;
             ch->disabled_since = now;
             char r[CAD_LOG_VALUE_MAX];
-            cad_log_warning("dispatch: channel disabled, its endpoint is gone; its touches stay "
+            cad_log_warning("dispatch: channel disabled, its endpoint is gone or refuses its "
+                            "credentials; its touches stay "
                             "queued until the configuration is reloaded channel=%s reason=%s",
                             ch->name, cad_log_value(o->reason, r));
             take_back(d, ch);

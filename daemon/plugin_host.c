@@ -352,6 +352,16 @@ static int api_render(cad_plugin_env_t *env, const cad_plugin_touch_t *touch, co
     return rc;
 }
 
+static int api_render_as(cad_plugin_env_t *env, const cad_plugin_touch_t *touch, const char *tmpl,
+                         enum cad_plugin_escape escape, char **out, char *err, size_t err_size)
+{
+    char e[CAD_ERRBUF] = "";
+    int rc = cad_template_render_as(tmpl, escape, touch, out, e);
+    if (rc < 0)
+        snprintf(err, err_size, "%s", e);
+    return rc;
+}
+
 static const char *api_header(const cad_plugin_response_t *resp, const char *name, char *buf,
                               size_t size)
 {
@@ -426,6 +436,7 @@ static const cad_plugin_api_t host_api = {
     .retry_after = api_retry_after,
     .now = api_now,
     .checking = api_checking,
+    .render_as = api_render_as,
 };
 
 /* ---- loading ------------------------------------------------------------------ */
@@ -1111,7 +1122,9 @@ static int copy_touch(job_t *j, const cad_plugin_touch_t *src)
 /* A channel whose plugin has the options unsubscribe_url/unsubscribe_mailto
  * (the email plugin) gives every touch that carries none its rendered
  * setting before the message is rendered, so templates can show the same
- * link as the List-Unsubscribe header ({{unsubscribe_url}}). */
+ * link as the List-Unsubscribe header ({{unsubscribe_url}}). They are URI
+ * templates: each value is percent-encoded as a URI component, so a
+ * customer id with a space or non-ASCII letters still gives a valid link. */
 static int render_unsubscribe(job_t *j)
 {
     static const char *const names[2] = {"unsubscribe_url", "unsubscribe_mailto"};
@@ -1122,7 +1135,8 @@ static int render_unsubscribe(job_t *j)
         if (!tmpl || !*tmpl || (*fields[k] && **fields[k]))
             continue;
         char err[CAD_ERRBUF] = "";
-        if (cad_template_render(tmpl, false, &j->touch, &j->rendered[3 + k], err) < 0) {
+        if (cad_template_render_as(tmpl, CAD_PLUGIN_ESCAPE_URI_COMPONENT, &j->touch,
+                                   &j->rendered[3 + k], err) < 0) {
             set_outcome(&j->outcome, CAD_OUTCOME_PERMANENT, "setting %s of channel %s: %s",
                         names[k], j->env->channel, err);
             return -1;

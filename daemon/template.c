@@ -7,7 +7,10 @@
  * are unknown until a customer is at hand); rendering looks the value up in
  * the touch. The output grows in a bounded buffer, so a hostile template or
  * attribute can cost at most CAD_TEMPLATE_OUTPUT_MAX bytes, and the scanner
- * only ever reads inside the template's length.
+ * only ever reads inside the template's length. Values, never the literal
+ * text, are escaped for where they land: HTML entities in an HTML part,
+ * RFC 3986 percent-encoding in a URL or address template (the unsubscribe
+ * settings), so a customer id "café büro" gives "caf%C3%A9%20b%C3%BCro".
  */
 #include "template.h"
 
@@ -61,9 +64,37 @@ static int buf_append(buf_t *b, const char *s, size_t n)
     return 0;
 }
 
-static int buf_append_escaped(buf_t *b, const char *s, size_t n, bool html)
+/* RFC 3986 section 2.3: the bytes a URI component may carry as they are. */
+static bool is_unreserved(unsigned char c)
 {
-    if (!html)
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+static int buf_append_percent(buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (is_unreserved(c))
+            continue;
+        char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+        int rc = buf_append(b, s + start, i - start);
+        if (rc == 0)
+            rc = buf_append(b, esc, sizeof esc);
+        if (rc < 0)
+            return rc;
+        start = i + 1;
+    }
+    return buf_append(b, s + start, n - start);
+}
+
+static int buf_append_escaped(buf_t *b, const char *s, size_t n, enum cad_plugin_escape escape)
+{
+    if (escape == CAD_PLUGIN_ESCAPE_URI_COMPONENT)
+        return buf_append_percent(b, s, n);
+    if (escape != CAD_PLUGIN_ESCAPE_HTML)
         return buf_append(b, s, n);
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
@@ -170,7 +201,7 @@ typedef struct render_ctx {
     const cad_plugin_touch_t *touch; /* NULL: check only */
     const char *refuse;              /* check only: variables with this prefix have no value */
     json_t *attributes;              /* parsed lazily */
-    bool html;
+    enum cad_plugin_escape escape;
     buf_t out;
 } render_ctx_t;
 
@@ -220,7 +251,7 @@ static int attribute_value(render_ctx_t *rc, const char *attr, const char *var, 
                         "{{%s}} can print",
                         attr, rc->touch->customer.id, var);
     }
-    int r = buf_append_escaped(&rc->out, s, n, rc->html);
+    int r = buf_append_escaped(&rc->out, s, n, rc->escape);
     return r < 0 ? append_error(r, err) : 0;
 }
 
@@ -287,7 +318,7 @@ static int scan(const char *tmpl, render_ctx_t *rc, char *err)
                 return r;
         } else {
             const char *v = fixed_value(rc->touch, name);
-            if ((r = buf_append_escaped(&rc->out, v, strlen(v), rc->html)) < 0)
+            if ((r = buf_append_escaped(&rc->out, v, strlen(v), rc->escape)) < 0)
                 return append_error(r, err);
         }
     }
@@ -312,8 +343,18 @@ int cad_template_check_without(const char *tmpl, const char *prefix, char *err)
 int cad_template_render(const char *tmpl, bool html, const cad_plugin_touch_t *touch, char **out,
                         char *err)
 {
+    return cad_template_render_as(tmpl, html ? CAD_PLUGIN_ESCAPE_HTML : CAD_PLUGIN_ESCAPE_NONE,
+                                  touch, out, err);
+}
+
+int cad_template_render_as(const char *tmpl, enum cad_plugin_escape escape,
+                           const cad_plugin_touch_t *touch, char **out, char *err)
+{
     *out = NULL;
-    render_ctx_t rc = {.touch = touch, .html = html};
+    if (escape != CAD_PLUGIN_ESCAPE_NONE && escape != CAD_PLUGIN_ESCAPE_HTML &&
+        escape != CAD_PLUGIN_ESCAPE_URI_COMPONENT)
+        return cad_fail(err, CAD_EINVAL, "unknown template escaping %d", (int)escape);
+    render_ctx_t rc = {.touch = touch, .escape = escape};
     int r = buf_append(&rc.out, "", 0);
     if (r == 0 && tmpl)
         r = scan(tmpl, &rc, err);

@@ -5,8 +5,10 @@
  * {{contact.first_name}}, {{content.url}}, {{unsubscribe_url}}... (the list
  * is cad_template_variables; docs/plugins.md shows them all). Blanks inside
  * the braces are allowed. {{customer.<attribute>}} reads a key of the
- * customer's attributes JSON object. Values are inserted raw in text parts
- * and HTML-escaped in HTML parts.
+ * customer's attributes JSON object. Values are inserted raw in text parts,
+ * HTML-escaped in HTML parts and percent-encoded (RFC 3986, as a component)
+ * in URL and address templates such as the unsubscribe settings; the
+ * template's own text is never changed.
  *
  * Errors come at two times: cad_template_check() at config load finds syntax
  * errors and unknown variables (everything but customer attributes is known
@@ -47,5 +49,11 @@ int cad_template_check_without(const char *tmpl, const char *prefix, char *err);
  * pass CAD_TEMPLATE_OUTPUT_MAX. A NULL template renders as "". */
 int cad_template_render(const char *tmpl, bool html, const cad_plugin_touch_t *touch, char **out,
                         char *err);
+
+/* The same with a choice of escaping: CAD_PLUGIN_ESCAPE_NONE, _HTML (as
+ * html above) or _URI_COMPONENT (every value byte outside RFC 3986's
+ * unreserved set written as %XX, upper-case hex). */
+int cad_template_render_as(const char *tmpl, enum cad_plugin_escape escape,
+                           const cad_plugin_touch_t *touch, char **out, char *err);
 
 #endif

@@ -46,7 +46,7 @@ extern "C" {
 #endif
 
 #define CAD_PLUGIN_ABI_MAJOR 1
-#define CAD_PLUGIN_ABI_MINOR 1
+#define CAD_PLUGIN_ABI_MINOR 2
 
 /* Name of the one symbol a plugin exports. */
 #define CAD_PLUGIN_SYMBOL "cadence_channel_plugin"
@@ -147,7 +147,11 @@ enum cad_outcome_effect {
     CAD_EFFECT_NONE = 0,
     CAD_EFFECT_CONTACT_UNUSABLE, /* hard bounce, invalid number: mark the contact's channel */
     CAD_EFFECT_CONSENT_REVOKED,  /* the recipient opted out (SMS STOP, 21610) */
-    CAD_EFFECT_CHANNEL_DISABLED, /* the endpoint is gone for everyone (webhook 410) */
+    CAD_EFFECT_CHANNEL_DISABLED, /* the channel, not this touch, fails for everyone until its
+                                    configuration is fixed and reloaded: the endpoint is gone
+                                    (webhook 410), its credentials are refused (SMTP 535,
+                                    SMS API 401). The touch is dead; the channel stops, its
+                                    queue kept, until a reload */
 };
 
 /* The result of one attempt, filled by the plugin in a host-owned struct that
@@ -199,6 +203,16 @@ typedef struct cad_plugin_response {
 } cad_plugin_response_t;
 
 /* ---- the host API ------------------------------------------------------------ */
+
+/* How render_as() escapes each value it inserts into a template (ABI 1.2).
+ * The template's own text is never changed. */
+enum cad_plugin_escape {
+    CAD_PLUGIN_ESCAPE_NONE = 0,      /* values as they are (subject, text) */
+    CAD_PLUGIN_ESCAPE_HTML,          /* & < > " ' as entities (an HTML part) */
+    CAD_PLUGIN_ESCAPE_URI_COMPONENT, /* RFC 3986 percent-encoding of every byte outside
+                                        A-Z a-z 0-9 - . _ ~ (a value put into a URL or
+                                        into the address of a mailto: URI) */
+};
 
 /* The host's handle for one loaded channel; opaque to the plugin. */
 typedef struct cad_plugin_env cad_plugin_env_t;
@@ -275,6 +289,14 @@ typedef struct cad_plugin_api {
      * settings and secret files as usual, but creates no file or directory
      * and connects nowhere; shutdown() follows at once. */
     bool (*checking)(cad_plugin_env_t *env);
+
+    /* Since ABI 1.2 (api->abi_minor >= 2): render() with a choice of
+     * escaping; CAD_PLUGIN_ESCAPE_URI_COMPONENT renders a URL or address
+     * template ("https://shop.example/u/{{customer.id}}") so any value
+     * (a customer id "café büro") yields a valid URI. Same ownership and
+     * errors as render(). */
+    int (*render_as)(cad_plugin_env_t *env, const cad_plugin_touch_t *touch, const char *tmpl,
+                     enum cad_plugin_escape escape, char **out, char *err, size_t err_size);
 } cad_plugin_api_t;
 
 /* ---- the descriptor ---------------------------------------------------------- */

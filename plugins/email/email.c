@@ -16,7 +16,10 @@
  * collected "headers" are the SMTP dialogue): a 5xx to RCPT TO is a hard
  * bounce (permanent, the contact's email marked unusable), other 5xx are
  * permanent for this message only, and 4xx replies, connection and TLS
- * errors are retried by the host.
+ * errors are retried by the host. A refused login (535) is the channel's
+ * fault, not the touch's: it is reported with CAD_EFFECT_CHANNEL_DISABLED,
+ * so the host stops the channel, its queue kept, until a reload brings the
+ * fixed password.
  */
 #include "email_message.h"
 
@@ -224,8 +227,11 @@ static void email_release(void *instance, void *data)
     free(up);
 }
 
-/* Renders an unsubscribe template setting against the touch; NULL when the
- * setting is unset. *fail is set when rendering failed (reason in `out`). */
+/* Renders an unsubscribe template setting against the touch, each value
+ * percent-encoded as a URI component (a host of ABI 1.0/1.1 renders values
+ * raw); NULL when the setting is unset. *fail is set when rendering failed
+ * (reason in `out`). The host renders these settings into the touch itself,
+ * so this serves only when it did not. */
 static char *render_setting(email_instance_t *em, const cad_plugin_touch_t *touch, const char *name,
                             const char *tmpl, cad_plugin_outcome_t *out, bool *failed)
 {
@@ -233,7 +239,12 @@ static char *render_setting(email_instance_t *em, const cad_plugin_touch_t *touc
     char *rendered = NULL;
     if (!is_set(tmpl))
         return NULL;
-    if (em->api->render(em->env, touch, tmpl, false, &rendered, err, sizeof(err)) < 0) {
+    bool uri = em->api->abi_minor >= 2 &&
+               em->api->struct_size >= offsetof(cad_plugin_api_t, render_as) + sizeof(void *);
+    int rc = uri ? em->api->render_as(em->env, touch, tmpl, CAD_PLUGIN_ESCAPE_URI_COMPONENT,
+                                      &rendered, err, sizeof(err))
+                 : em->api->render(em->env, touch, tmpl, false, &rendered, err, sizeof(err));
+    if (rc < 0) {
         outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_NONE, "setting %s: %s", name, err);
         *failed = true;
         return NULL;
@@ -392,16 +403,27 @@ static void email_interpret(void *instance, const cad_plugin_touch_t *touch,
         return;
     }
     if (resp->result == CURLE_LOGIN_DENIED) {
+        /* Every touch of the channel would fail the same way: stop the
+         * channel (its queue kept) rather than spend each touch's attempts. */
         em->api->log(em->env, CAD_PLUGIN_LOG_ERR,
-                     "SMTP authentication refused; check username and password_file reply=\"%s\"",
+                     "SMTP authentication refused; fix username or password_file and reload "
+                     "reply=\"%s\"",
                      reply);
-        outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE, "SMTP authentication refused: %s",
-                reply[0] ? reply : error);
+        outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CHANNEL_DISABLED,
+                "SMTP authentication refused: %s", reply[0] ? reply : error);
         return;
     }
     if (resp->result == CURLE_USE_SSL_FAILED) {
-        outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
-                "SMTP server did not offer STARTTLS, which this channel requires");
+        /* libcurl fails the same way whether STARTTLS was not advertised or
+         * the server answered it with an error ("454 4.7.0 TLS not
+         * available"); the reply code tells them apart. */
+        if (code >= 400)
+            outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
+                    "SMTP server refused STARTTLS, which this channel requires: %s",
+                    reply[0] ? reply : error);
+        else
+            outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
+                    "SMTP server did not offer STARTTLS, which this channel requires");
         return;
     }
     if (code >= 500 && code < 600) {

@@ -3,11 +3,14 @@
  *
  * It is the embedded default channel for previews and demos: nothing leaves
  * the machine, yet each touch is a complete artefact an operator can open.
- * Channels whose address kind is email get `<key>.eml`, a real RFC 5322
- * message (From, To, Subject, Date, Message-ID, List-Unsubscribe, and a
- * multipart/alternative text+html body); other channels get `<key>.json`,
- * the same document the webhook plugin posts. <key> is the touch's
- * idempotency key with every byte outside [A-Za-z0-9._-] replaced by '_'.
+ * Channels whose address kind is email get `<name>.eml`, a real RFC 5322
+ * message built by the email channel's own builder (../shared/
+ * email_message.c), so it has the very headers a sent message has (RFC 2047
+ * subjects and names, folded lines, List-Unsubscribe from the same
+ * unsubscribe settings, Message-ID from the key); other channels get
+ * `<name>.json`, the same document the webhook plugin posts. <name> is the
+ * touch's idempotency key escaped one-to-one (key_file_name), cut and
+ * suffixed with a digest when long, so two touches never share a file.
  *
  * Writes are atomic and idempotent: the file is written to a temporary name
  * in the same directory, fsync()ed, rename()d over the final name and the
@@ -15,6 +18,8 @@
  * twice (after a crash) overwrites itself. The work is blocking file I/O, so
  * the plugin declares send(), which the host runs on the libuv thread pool.
  */
+#include "email_message.h"
+
 #include <cadence/channel.h>
 
 #include <errno.h>
@@ -27,14 +32,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KEY_MAX         200
-#define LINE_MAX_OCTETS 998
+/* Bytes of the escaped key in a file name: with ".json" and the temporary's
+ * "." and ".XXXXXX" well within NAME_MAX (255). */
+#define NAME_KEY_MAX 200
 
 typedef struct file_plugin {
     const cad_plugin_api_t *api;
     cad_plugin_env_t *env;
     char *dir;
-    char *from;
+    char from_name[256];
+    char from_address[256];
     bool eml;
 } file_plugin_t;
 
@@ -70,196 +77,78 @@ static void sb_str(sbuf_t *b, const char *s)
     sb_add(b, s, strlen(s));
 }
 
-static void sb_base64(sbuf_t *b, const unsigned char *in, size_t n, bool wrap)
+/* The file name of a key, without its extension, into `out`: bytes of
+ * [A-Za-z0-9.-] as they are (but a leading '.'), every other byte, '_'
+ * included, as "_xx" (lower-case hex), so the mapping is one-to-one and two
+ * keys never share a file. An escaped key longer than NAME_KEY_MAX is cut at
+ * an escape's boundary and ends in '~' and the first 32 hex digits of the
+ * whole key's SHA-256: '~' never comes out of the escape, so such a name
+ * cannot equal a short key's, and two long keys share one only if their
+ * digests do. */
+static void key_file_name(const char *key, char out[NAME_KEY_MAX + 1])
 {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t col = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        char q[4] = {tbl[(v >> 18) & 63], tbl[(v >> 12) & 63], i + 1 < n ? tbl[(v >> 6) & 63] : '=',
-                     i + 2 < n ? tbl[v & 63] : '='};
-        sb_add(b, q, 4);
-        col += 4;
-        if (wrap && col >= 76) {
-            sb_str(b, "\r\n");
-            col = 0;
+    static const char hex[] = "0123456789abcdef";
+    const size_t hashed_cut = NAME_KEY_MAX - 33; /* room for '~' and the digest */
+    size_t n = 0, cut = 0;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || *p == '-' ||
+                     (*p == '.' && p != (const unsigned char *)key);
+        if (n + (plain ? 1 : 3) > NAME_KEY_MAX) {
+            char digest[33];
+            cad_email_key_digest(key, digest);
+            out[cut] = '~';
+            memcpy(out + cut + 1, digest, sizeof digest);
+            return;
         }
-    }
-    if (wrap && col)
-        sb_str(b, "\r\n");
-}
-
-/* A header value as is when it is printable ASCII, else one RFC 2047
- * encoded-word (which also neutralises CR/LF). */
-static void sb_header_text(sbuf_t *b, const char *s)
-{
-    bool plain = true;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p > 0x7e)
-            plain = false;
-    if (plain) {
-        sb_str(b, s);
-        return;
-    }
-    sb_str(b, "=?UTF-8?B?");
-    sb_base64(b, (const unsigned char *)s, strlen(s), false);
-    sb_str(b, "?=");
-}
-
-/* A display name: an encoded-word when not printable ASCII, a quoted string
- * when it holds RFC 5322 specials, else as is. */
-static void sb_display_name(sbuf_t *b, const char *s)
-{
-    bool plain = true, special = false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p > 0x7e)
-            plain = false;
-        else if (strchr("()<>[]:;@\\,.\"", *p))
-            special = true;
-    }
-    if (!plain || !special) {
-        sb_header_text(b, s);
-        return;
-    }
-    sb_str(b, "\"");
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            sb_str(b, "\\");
-        sb_add(b, p, 1);
-    }
-    sb_str(b, "\"");
-}
-
-static bool has_crlf(const char *s)
-{
-    return strpbrk(s, "\r\n") != NULL;
-}
-
-/* Body text with CRLF line ends; 8bit unless a line is too long for SMTP,
- * then base64. */
-static void sb_body_part(sbuf_t *b, const char *type, const char *text)
-{
-    bool long_line = false;
-    size_t run = 0;
-    for (const char *p = text; *p; p++) {
-        run = (*p == '\n') ? 0 : run + 1;
-        if (run > LINE_MAX_OCTETS)
-            long_line = true;
-    }
-    sb_str(b, "Content-Type: ");
-    sb_str(b, type);
-    sb_str(b, "; charset=utf-8\r\n");
-    if (long_line) {
-        sb_str(b, "Content-Transfer-Encoding: base64\r\n\r\n");
-        sb_base64(b, (const unsigned char *)text, strlen(text), true);
-        return;
-    }
-    sb_str(b, "Content-Transfer-Encoding: 8bit\r\n\r\n");
-    for (const char *p = text; *p; p++) {
-        if (*p == '\r')
-            continue;
-        if (*p == '\n')
-            sb_str(b, "\r\n");
-        else
-            sb_add(b, p, 1);
-    }
-    sb_str(b, "\r\n");
-}
-
-static void sanitize_key(const char *key, char *out, size_t size)
-{
-    size_t n = 0;
-    for (const char *p = key; *p && n + 1 < size && n < KEY_MAX; p++) {
-        char c = *p;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_' || (c == '.' && n > 0);
-        out[n++] = ok ? c : '_';
+        if (plain) {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '_';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+        if (n <= hashed_cut)
+            cut = n;
     }
     if (n == 0)
-        out[n++] = '_';
+        out[n++] = '_'; /* no key is empty; "_" alone is no escape */
     out[n] = '\0';
 }
 
-static int build_eml(file_plugin_t *fp, const cad_plugin_touch_t *t, const char *key, sbuf_t *b,
+/* The .eml of a touch, built by the email channel's own message builder
+ * (../shared/email_message.c): the same RFC 2047 subjects and names, folded
+ * headers, quoted-printable parts and Message-ID as a sent message. */
+static int build_eml(file_plugin_t *fp, const cad_plugin_touch_t *t, cad_email_buf_t *b,
                      cad_plugin_outcome_t *out)
 {
-    if (!*t->contact.email || has_crlf(t->contact.email) || strpbrk(t->contact.email, "<>\"")) {
+    if (!*t->contact.email) {
         out->kind = CAD_OUTCOME_PERMANENT;
-        snprintf(out->reason, sizeof out->reason, "contact %s has no usable email address",
-                 t->contact.id);
+        snprintf(out->reason, sizeof out->reason, "contact %s has no email address", t->contact.id);
         return -1;
     }
-    char date[64];
-    time_t now = (time_t)fp->api->now();
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    char boundary[96];
-    snprintf(boundary, sizeof boundary, "=_cadence_%s", key);
-
-    sb_str(b, "From: ");
-    sb_str(b, fp->from);
-    sb_str(b, "\r\nTo: ");
-    if (*t->contact.name) {
-        sb_display_name(b, t->contact.name);
-        sb_str(b, " ");
+    const char *subject = *t->subject ? t->subject : t->content.title;
+    cad_email_message_t msg = {
+        .from_address = fp->from_address,
+        .from_name = fp->from_name,
+        .to_address = t->contact.email,
+        .to_name = t->contact.name,
+        .subject = *subject ? subject : "(no subject)",
+        .text = *t->text || *t->html ? t->text : "\n",
+        .html = t->html,
+        .idempotency_key = t->idempotency_key,
+        .unsubscribe_url = t->unsubscribe_url,
+        .unsubscribe_mailto = t->unsubscribe_mailto,
+        .date = (time_t)fp->api->now(),
+        .rule = t->rule,
+        .purpose = t->purpose,
+    };
+    char err[CAD_EMAIL_ERRBUF];
+    if (cad_email_build(&msg, b, err) < 0) {
+        out->kind = CAD_OUTCOME_PERMANENT;
+        snprintf(out->reason, sizeof out->reason, "%s", err);
+        return -1;
     }
-    sb_str(b, "<");
-    sb_str(b, t->contact.email);
-    sb_str(b, ">\r\nSubject: ");
-    sb_header_text(b, t->subject);
-    sb_str(b, "\r\nDate: ");
-    sb_str(b, date);
-    sb_str(b, "\r\nMessage-ID: <");
-    sb_str(b, key);
-    sb_str(b, "@cadenced.invalid>\r\nMIME-Version: 1.0\r\n");
-    if ((*t->unsubscribe_url && !has_crlf(t->unsubscribe_url)) ||
-        (*t->unsubscribe_mailto && !has_crlf(t->unsubscribe_mailto))) {
-        sb_str(b, "List-Unsubscribe: ");
-        bool first = true;
-        if (*t->unsubscribe_url && !has_crlf(t->unsubscribe_url)) {
-            sb_str(b, "<");
-            sb_str(b, t->unsubscribe_url);
-            sb_str(b, ">");
-            first = false;
-        }
-        if (*t->unsubscribe_mailto && !has_crlf(t->unsubscribe_mailto)) {
-            sb_str(b, first ? "<" : ", <");
-            if (strncmp(t->unsubscribe_mailto, "mailto:", 7) != 0)
-                sb_str(b, "mailto:");
-            sb_str(b, t->unsubscribe_mailto);
-            sb_str(b, ">");
-        }
-        sb_str(b, "\r\n");
-        if (*t->unsubscribe_url)
-            sb_str(b, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
-    }
-    sb_str(b, "X-Cadence-Rule: ");
-    sb_header_text(b, t->rule);
-    sb_str(b, "\r\nX-Cadence-Purpose: ");
-    sb_header_text(b, t->purpose);
-    sb_str(b, "\r\n");
-    if (!*t->html) {
-        sb_body_part(b, "text/plain", t->text);
-        return 0;
-    }
-    sb_str(b, "Content-Type: multipart/alternative; boundary=\"");
-    sb_str(b, boundary);
-    sb_str(b, "\"\r\n\r\nThis is a multi-part message in MIME format.\r\n\r\n--");
-    sb_str(b, boundary);
-    sb_str(b, "\r\n");
-    sb_body_part(b, "text/plain", t->text);
-    sb_str(b, "--");
-    sb_str(b, boundary);
-    sb_str(b, "\r\n");
-    sb_body_part(b, "text/html", t->html);
-    sb_str(b, "--");
-    sb_str(b, boundary);
-    sb_str(b, "--\r\n");
     return 0;
 }
 
@@ -355,24 +244,28 @@ static int write_atomic(const char *dir, const char *name, const char *data, siz
 static void file_send(void *instance, const cad_plugin_touch_t *t, cad_plugin_outcome_t *out)
 {
     file_plugin_t *fp = instance;
-    char key[KEY_MAX + 1], name[KEY_MAX + 8];
-    sanitize_key(t->idempotency_key, key, sizeof key);
+    char key[NAME_KEY_MAX + 1], name[NAME_KEY_MAX + 8];
+    key_file_name(t->idempotency_key, key);
     snprintf(name, sizeof name, "%s.%s", key, fp->eml ? "eml" : "json");
-    sbuf_t b = {0};
-    int rc = fp->eml ? build_eml(fp, t, key, &b, out) : build_json(t, &b, out);
+    cad_email_buf_t eml = {0};
+    sbuf_t json = {0};
+    int rc = fp->eml ? build_eml(fp, t, &eml, out) : build_json(t, &json, out);
     if (rc < 0) {
-        free(b.data);
+        cad_email_buf_free(&eml);
+        free(json.data);
         return;
     }
-    if (b.failed) {
-        free(b.data);
+    if (json.failed) {
+        free(json.data);
         out->kind = CAD_OUTCOME_RETRY;
         snprintf(out->reason, sizeof out->reason, "out of memory building %s", name);
         return;
     }
     const char *step = "";
-    int e = write_atomic(fp->dir, name, b.data, b.len, &step);
-    free(b.data);
+    int e = fp->eml ? write_atomic(fp->dir, name, eml.data, eml.len, &step)
+                    : write_atomic(fp->dir, name, json.data, json.len, &step);
+    cad_email_buf_free(&eml);
+    free(json.data);
     if (e) {
         out->kind = CAD_OUTCOME_RETRY;
         snprintf(out->reason, sizeof out->reason, "cannot %s %s/%s: %s", step, fp->dir, name,
@@ -416,8 +309,11 @@ static int file_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **
         snprintf(err, err_size, "option directory is empty");
         return -1;
     }
-    if (!from || has_crlf(from)) {
-        snprintf(err, err_size, "option from must be one line");
+    char why[CAD_EMAIL_ERRBUF];
+    const char *unsubscribe_url = api->option(env, "unsubscribe_url");
+    if (unsubscribe_url && *unsubscribe_url && strncmp(unsubscribe_url, "https://", 8) != 0) {
+        snprintf(err, err_size, "option unsubscribe_url \"%s\" must start with https:// (RFC 8058)",
+                 unsubscribe_url);
         return -1;
     }
     file_plugin_t *fp = calloc(1, sizeof *fp);
@@ -428,12 +324,15 @@ static int file_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **
     fp->api = api;
     fp->env = env;
     fp->eml = api->address_kind(env) == CAD_PLUGIN_ADDRESS_EMAIL;
-    fp->from = strdup(from);
+    if (cad_email_parse_mailbox("from", from ? from : "", fp->from_name, fp->from_address,
+                                sizeof fp->from_name, why) < 0) {
+        snprintf(err, err_size, "option %s", why);
+        free(fp);
+        return -1;
+    }
     size_t len = strlen(api->state_dir(env)) + strlen(dir) + 2;
     fp->dir = malloc(len);
-    if (!fp->from || !fp->dir) {
-        free(fp->from);
-        free(fp->dir);
+    if (!fp->dir) {
         free(fp);
         snprintf(err, err_size, "out of memory");
         return -1;
@@ -445,7 +344,6 @@ static int file_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **
     bool checking = api->abi_minor >= 1 && api->checking(env);
     if (!checking && make_dirs(fp->dir) < 0) {
         snprintf(err, err_size, "cannot create directory %s: %s", fp->dir, strerror(errno));
-        free(fp->from);
         free(fp->dir);
         free(fp);
         return -1;
@@ -461,7 +359,6 @@ static void file_shutdown(void *instance)
 {
     file_plugin_t *fp = instance;
     free(fp->dir);
-    free(fp->from);
     free(fp);
 }
 
@@ -469,7 +366,11 @@ static const cad_plugin_option_t file_options[] = {
     {"directory", CAD_OPTION_STRING, "outbox", false,
      "where touch files go; relative to the state directory; created if missing"},
     {"from", CAD_OPTION_STRING, "cadenced <cadenced@localhost>", false,
-     "From header of .eml files"},
+     "From of .eml files: address or \"Name <address>\""},
+    {"unsubscribe_url", CAD_OPTION_STRING, NULL, false,
+     "https:// one-click unsubscribe URL template for List-Unsubscribe, as the email plugin's"},
+    {"unsubscribe_mailto", CAD_OPTION_STRING, NULL, false,
+     "unsubscribe address template for List-Unsubscribe, as the email plugin's"},
     {NULL, 0, NULL, false, NULL},
 };
 

@@ -13,9 +13,10 @@
  * as provider id; Twilio error 21610 (the recipient replied STOP) is
  * permanent and revokes the contact's SMS consent; numbers the provider
  * says cannot receive SMS mark the contact's phone unusable; 429 and 5xx
- * retry, honouring Retry-After; a 401 retries (the channel's credentials
- * are wrong, not this touch); other 4xx are permanent with the provider's
- * own message.
+ * retry, honouring Retry-After; a 401 says the channel's credentials are
+ * wrong, not this touch: it is reported with CAD_EFFECT_CHANNEL_DISABLED so
+ * the host stops the channel, its queue kept, until a reload; other 4xx are
+ * permanent with the provider's own message.
  */
 #include "sms_text.h"
 
@@ -361,10 +362,10 @@ static void sms_interpret(void *instance, const cad_plugin_touch_t *touch,
                 (long long)code, message);
     } else if (status == 401) {
         sms->api->log(sms->env, CAD_PLUGIN_LOG_ERR,
-                      "SMS API refused our credentials; check account_sid and auth_token_file "
-                      "code=%lld",
+                      "SMS API refused our credentials; fix account_sid or auth_token_file and "
+                      "reload code=%lld",
                       (long long)code);
-        outcome(out, CAD_OUTCOME_RETRY, CAD_EFFECT_NONE,
+        outcome(out, CAD_OUTCOME_PERMANENT, CAD_EFFECT_CHANNEL_DISABLED,
                 "SMS API refused the credentials (401%s%s)", message[0] ? ": " : "", message);
     } else if (status >= 400 && status < 500) {
         if (message[0])

@@ -1,6 +1,6 @@
 /*
  * fuzz_email_headers.c — the email channel's message builder
- * (plugins/email/email_message.c, compiled into this target as its unit
+ * (plugins/shared/email_message.c, compiled into this target as its unit
  * test does).
  *
  * Input: up to ten fields separated by NUL bytes — from name, to name, to

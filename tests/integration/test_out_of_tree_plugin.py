@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """A third-party plugin built against the *installed* ABI, then loaded.
 
-1. `cmake --install` the build into a temporary DESTDIR.
+1. `cmake --install --prefix` the build into a temporary directory, a prefix
+   other than the configured one.
 2. Check the install holds the public header, cadence-plugin.pc and the
-   shipped plugins.
+   shipped plugins, and that the installed .pc, used as is (no
+   --define-variable), names that prefix's directories.
 3. Build tests/example_plugin (the "chat" plugin) with CMake + pkg-config
    against that install only (the compile command must name the installed
    include directory and nothing of the source tree).
@@ -66,10 +68,12 @@ def main():
     driver = os.path.join(build, "tests", "plugin_driver")
 
     with tempfile.TemporaryDirectory() as tmp:
-        dest = os.path.join(tmp, "dest")
-        env = dict(os.environ, DESTDIR=dest)
-        run(["cmake", "--install", build], env=env)
-        prefix = dest + cache_value(build, "CMAKE_INSTALL_PREFIX")
+        prefix = os.path.join(tmp, "inst")
+        if cache_value(build, "CMAKE_INSTALL_PREFIX") == prefix:
+            fail("the test prefix must differ from the configured one")
+        env = dict(os.environ)
+        env.pop("DESTDIR", None)
+        run(["cmake", "--install", build, "--prefix", prefix], env=env)
 
         header = os.path.join(prefix, "include", "cadence", "channel.h")
         if not os.path.isfile(header):
@@ -85,21 +89,31 @@ def main():
             if need not in names:
                 fail("the install lacks plugin %s (found %r)" % (need, sorted(names)))
 
-        # Build the example against the install, as a third party would.
+        # The installed .pc as is: its directories follow the install prefix.
         pc_env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pcs[0]))
         pc_env.pop("DESTDIR", None)
+        pc_env.pop("PKG_CONFIG_SYSROOT_DIR", None)
+        for var, want in (("includedir", os.path.join(prefix, "include")),
+                          ("plugindir", os.path.dirname(shipped[0]))):
+            got = run(["pkg-config", "--variable=" + var, "cadence-plugin"],
+                      env=pc_env).stdout.strip()
+            if os.path.realpath(got) != os.path.realpath(want):
+                fail("pkg-config gives %s=%s, not the installed %s" % (var, got, want))
+
+        # Build the example against the install, as a third party would.
         ex = os.path.join(tmp, "example-build")
         run(["cmake", "-S", os.path.join(source, "tests", "example_plugin"), "-B", ex,
-             "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
-             "-DPKG_CONFIG_ARGN=--define-variable=prefix=" + prefix], env=pc_env)
+             "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON"], env=pc_env)
         run(["cmake", "--build", ex], env=pc_env)
         plugin = os.path.join(ex, "chat.so")
         if not os.path.isfile(plugin):
             fail("the example build did not produce chat.so")
         with open(os.path.join(ex, "compile_commands.json")) as f:
             command = json.load(f)[0]["command"]
-        inc = os.path.join(prefix, "include")
-        if "-I" + inc not in command and "-isystem " + inc not in command:
+        inc = os.path.realpath(os.path.join(prefix, "include"))
+        dirs = [os.path.realpath(d) for d in
+                re.findall(r"(?:-I|-isystem )(\S+)", command)]
+        if inc not in dirs:
             fail("the example was not compiled against the installed header: %s" % command)
         if os.path.join(source, "include") in command or os.path.join(source, "daemon") in command:
             fail("the example saw the source tree: %s" % command)

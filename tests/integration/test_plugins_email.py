@@ -283,6 +283,32 @@ class EmailPluginTest(unittest.TestCase):
         self.assertIn('href="https://shop.example/u/c-77?c=p-5"', html)
         self.assertIn("write to leave+c-77@shop.example", html)
 
+    def test_unsubscribe_settings_percent_encode_the_values_they_insert(self):
+        # Such ids are valid customer and contact ids; the links must still
+        # be valid URIs, so each value is encoded as a URI component while
+        # the operator's template text stays as written.
+        touch = self.touch(customer_id="café büro", contact_id="sp ace", unsubscribe_url="",
+                           unsubscribe_mailto="", subject="", text="", html="",
+                           template={"subject": "News",
+                                     "text": "Unsubscribe: {{unsubscribe_url}}\n"})
+        out = self.send(touch, {
+            "unsubscribe_url": "https://shop.example/u/{{customer.id}}?c={{contact.id}}",
+            "unsubscribe_mailto": "unsub+{{contact.id}}.{{customer.id}}@shop.example",
+        })
+        self.assertEqual(out["outcome"], "delivered", out)
+        raw = self.handler.messages[0]["content"]
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(
+            str(msg["List-Unsubscribe"]),
+            "<mailto:unsub+sp%20ace.caf%C3%A9%20b%C3%BCro@shop.example>, "
+            "<https://shop.example/u/caf%C3%A9%20b%C3%BCro?c=sp%20ace>")
+        self.assertIn("Unsubscribe: https://shop.example/u/caf%C3%A9%20b%C3%BCro?c=sp%20ace",
+                      msg.get_body(("plain",)).get_content())
+        # the literal text is still checked: a space written in the template
+        out = self.send(touch, {"unsubscribe_url": "https://shop.example/u /{{customer.id}}"})
+        self.assertEqual(out["outcome"], "permanent", out)
+        self.assertIn("not allowed in a URI", out["reason"])
+
     # ---- refusals and failures ---------------------------------------------------------
 
     def test_550_to_rcpt_is_permanent_and_marks_address_unusable(self):
@@ -332,11 +358,51 @@ class EmailPluginTest(unittest.TestCase):
         self.assertEqual(self.handler.messages, [])
         self.assertEqual(self.handler.logins, [])  # the password never went out in clear
 
-    def test_wrong_password_is_retried(self):
+    def test_starttls_offered_then_refused_says_so(self):
+        # A server that advertises STARTTLS and then answers 454: the reason
+        # quotes the refusal instead of claiming STARTTLS was not offered.
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+
+        def serve():
+            conn, _ = srv.accept()
+            with conn:
+                f = conn.makefile("rb")
+                conn.sendall(b"220 fake ESMTP\r\n")
+                for line in f:
+                    cmd = line.strip().upper()
+                    if cmd.startswith(b"EHLO"):
+                        conn.sendall(b"250-fake\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")
+                    elif cmd == b"STARTTLS":
+                        conn.sendall(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    elif cmd == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    else:
+                        conn.sendall(b"503 5.5.1 bad sequence\r\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            out = self.send(self.touch(), {"starttls": None,
+                                           "url": "smtp://127.0.0.1:%d/cadence.test" % port})
+        finally:
+            srv.close()
+        self.assertEqual(out["outcome"], "retry", out)
+        self.assertIn("refused STARTTLS", out["reason"])
+        self.assertIn("454 4.7.0 TLS not available", out["reason"])
+        self.assertNotIn("did not offer", out["reason"])
+
+    def test_wrong_password_disables_the_channel_not_the_contact(self):
         with open(os.path.join(self.credentials, "wrong-password"), "w") as f:
             f.write("nope\n")
         out = self.send(self.touch(), {"password_file": "wrong-password"})
-        self.assertEqual(out["outcome"], "retry", out)
+        # 535: the channel fails for every touch until the password is fixed
+        # and the channel reloaded; the contact's address is not blamed.
+        self.assertEqual(out["outcome"], "permanent", out)
+        self.assertEqual(out["effect"], "channel_disabled", out)
         self.assertIn("authentication refused", out["reason"])
         self.assertEqual(self.handler.messages, [])
 

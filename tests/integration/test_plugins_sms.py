@@ -235,9 +235,10 @@ class SmsPluginTest(unittest.TestCase):
                       out["reason"])
         self.assertIn("21617", out["reason"])
 
-    def test_401_is_retried_as_a_channel_problem(self):
+    def test_401_disables_the_channel_not_the_contact(self):
         out = self.send(self.touch(phone="+447700900401"))
-        self.assertEqual(out["outcome"], "retry", out)
+        self.assertEqual(out["outcome"], "permanent", out)
+        self.assertEqual(out["effect"], "channel_disabled", out)
         self.assertIn("credentials", out["reason"])
 
     def test_wrong_account_path_is_permanent(self):

@@ -1,7 +1,7 @@
 /*
  * test_email_headers.c — the email channel's message builder, byte by byte.
  *
- * Compiles plugins/email/email_message.c directly (it is part of the email
+ * Compiles plugins/shared/email_message.c directly (it is part of the email
  * plugin, not of the core library) and checks header injection refusal,
  * RFC 2047 encoded-words and folding, quoted-printable bodies, the Date and
  * Message-ID formats and the assembled multipart message.
@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "../../plugins/email/email_message.c"
+#include "../../plugins/shared/email_message.c"
 
 /* ---- helpers ---------------------------------------------------------------- */
 

@@ -336,17 +336,20 @@ static void test_plugin_host_file_plugin_writes_eml_atomically_and_idempotently(
     assert_int_equal(cad_plugin_host_send(fx->host, c, &t, &welcome, on_outcome, &o[0], err), 0);
     wait_for(fx, o, 1);
     assert_int_equal(o[0].o.kind, CAD_OUTCOME_DELIVERED);
-    assert_string_equal(o[0].o.provider_id, "acme_welcome_1.eml");
+    assert_string_equal(o[0].o.provider_id, "acme_2fwelcome_2f1.eml");
     char dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/mail/out", fx->state);
-    snprintf(path, sizeof path, "%s/acme_welcome_1.eml", dir);
+    snprintf(path, sizeof path, "%s/acme_2fwelcome_2f1.eml", dir);
     char *eml = read_file(path);
     assert_non_null(eml);
     assert_non_null(strstr(eml, "From: Team <team@example.com>\r\n"));
     assert_non_null(strstr(eml, "To: Ada Lovelace <ada@example.com>\r\n"));
     assert_non_null(strstr(eml, "Subject: Welcome, Ada\r\n"));
     assert_non_null(strstr(eml, "\r\nDate: "));
-    assert_non_null(strstr(eml, "Message-ID: <acme_welcome_1@"));
+    /* the email channel's Message-ID: a digest of the key at the From domain */
+    assert_non_null(strstr(eml, "Message-ID: <"));
+    assert_non_null(strstr(eml, "@example.com>\r\n"));
+    assert_non_null(strstr(eml, "X-Cadence-Rule: welcome\r\n"));
     assert_non_null(strstr(eml, "List-Unsubscribe: <https://example.com/u/1>\r\n"));
     assert_non_null(strstr(eml, "multipart/alternative"));
     assert_non_null(strstr(eml, "Dear Ada,\r\nyour gold plan: https://example.com/guide\r\n"));
@@ -365,6 +368,48 @@ static void test_plugin_host_file_plugin_writes_eml_atomically_and_idempotently(
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0640);
+    close_host(fx);
+}
+
+/* Keys that differ only in bytes outside [A-Za-z0-9.-] ('/' or ':' against
+ * '_') or past the part of a long key that fits in a file name must still
+ * get files of their own, each name within NAME_MAX. */
+static void test_plugin_host_file_plugin_gives_every_key_its_own_file(void **state)
+{
+    fixture_t *fx = *state;
+    int c = add_channel(fx, "crm", "file", CAD_ADDRESS_NONE, 1, NULL);
+    start_host(fx);
+    static char long_a[801], long_b[801];
+    memset(long_a, 'k', 800);
+    memset(long_b, 'k', 800);
+    long_b[799] = 'j';
+    const char *keys[] = {"acme%2Fx/r/e:ev:1",
+                          "acme%2Fx/r/e:ev_1",
+                          "acme_2Fx_r_e_ev_1",
+                          ".hidden",
+                          "_2ehidden",
+                          long_a,
+                          long_b};
+    const char *names[] = {"acme_252Fx_2fr_2fe_3aev_3a1.json", "acme_252Fx_2fr_2fe_3aev_5f1.json",
+                           "acme_5f2Fx_5fr_5fe_5fev_5f1.json", "_2ehidden.json",
+                           "_5f2ehidden.json"};
+    enum { N = 7 };
+    char err[CAD_ERRBUF];
+    for (int i = 0; i < N; i++) {
+        outcome_t o = {0};
+        cad_plugin_touch_t t = touch(i + 1, keys[i]);
+        assert_int_equal(cad_plugin_host_send(fx->host, c, &t, &welcome, on_outcome, &o, err), 0);
+        wait_for(fx, &o, 1);
+        assert_int_equal(o.o.kind, CAD_OUTCOME_DELIVERED);
+        if (i < 5)
+            assert_string_equal(o.o.provider_id, names[i]);
+        assert_true(strlen(o.o.provider_id) <= 210);
+        if (i >= 5) /* cut, then '~' and a digest of the whole key */
+            assert_non_null(strchr(o.o.provider_id, '~'));
+    }
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/outbox", fx->state);
+    assert_int_equal(count_files(dir), N);
     close_host(fx);
 }
 
@@ -593,6 +638,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_plugin_host_file_plugin_writes_eml_atomically_and_idempotently, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plugin_host_file_plugin_gives_every_key_its_own_file,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_plugin_host_file_plugin_writes_json_for_other_channels,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

@@ -106,6 +106,53 @@ static void test_template_text_is_raw_html_is_escaped(void **state)
                   "<a href=\"https://x.test/?a=1&amp;b=2\">Getting &quot;started&quot;</a>");
 }
 
+static void assert_render_uri(const cad_plugin_touch_t *t, const char *tmpl, const char *expected)
+{
+    char *out = NULL;
+    char err[CAD_ERRBUF] = "";
+    assert_int_equal(cad_template_render_as(tmpl, CAD_PLUGIN_ESCAPE_URI_COMPONENT, t, &out, err),
+                     0);
+    assert_string_equal(err, "");
+    assert_string_equal(out, expected);
+    free(out);
+}
+
+/* A value inserted into a URL or a mailto address is one URI component:
+ * every byte outside RFC 3986's unreserved set is %XX; the template's own
+ * text ("https://", "/", "?", "+", "@") is kept as written. */
+static void test_template_uri_values_are_percent_encoded_literal_text_is_not(void **state)
+{
+    cad_plugin_touch_t t = sample_touch();
+    t.customer.id = "café büro";
+    t.contact.id = "sp ace";
+    assert_render_uri(&t, "https://shop.example/u/{{customer.id}}",
+                      "https://shop.example/u/caf%C3%A9%20b%C3%BCro");
+    assert_render_uri(&t, "unsub+{{contact.id}}@shop.example", "unsub+sp%20ace@shop.example");
+    assert_render_uri(&t, "mailto:unsub+{{customer.id}}@shop.example?subject=x",
+                      "mailto:unsub+caf%C3%A9%20b%C3%BCro@shop.example?subject=x");
+    /* reserved characters of a value cannot change the URL's structure */
+    t.customer.id = "a/b?c=d&e#f+g%h@i";
+    assert_render_uri(&t, "https://x.test/{{customer.id}}?k={{customer.plan}}",
+                      "https://x.test/a%2Fb%3Fc%3Dd%26e%23f%2Bg%25h%40i?k=gold");
+    t.contact.name = "Ada Lovelace";
+    assert_render_uri(&t, "https://x.test/{{ contact.name }}-{{customer.ratio}}~",
+                      "https://x.test/Ada%20Lovelace-0.5~");
+    /* the other modes are unchanged */
+    char *out = NULL;
+    char err[CAD_ERRBUF] = "";
+    assert_int_equal(
+        cad_template_render_as("{{contact.id}}&", CAD_PLUGIN_ESCAPE_HTML, &t, &out, err), 0);
+    assert_string_equal(out, "sp ace&");
+    free(out);
+    assert_int_equal(
+        cad_template_render_as("{{customer.name}}", CAD_PLUGIN_ESCAPE_NONE, &t, &out, err), 0);
+    assert_string_equal(out, "Acme & Sons <Ltd>");
+    free(out);
+    assert_int_equal(cad_template_render_as("x", (enum cad_plugin_escape)9, &t, &out, err),
+                     -CAD_EINVAL);
+    assert_null(out);
+}
+
 static void test_template_attributes_of_every_scalar_type(void **state)
 {
     assert_render("{{customer.plan}} {{customer.seats}} {{customer.ratio}} {{customer.vip}}", false,
@@ -283,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_template_fixed_variables),
         cmocka_unit_test(test_template_blanks_inside_braces),
         cmocka_unit_test(test_template_text_is_raw_html_is_escaped),
+        cmocka_unit_test(test_template_uri_values_are_percent_encoded_literal_text_is_not),
         cmocka_unit_test(test_template_attributes_of_every_scalar_type),
         cmocka_unit_test(test_template_literal_text_and_single_braces_pass_through),
         cmocka_unit_test(test_template_check_accepts_known_and_attribute_variables),

@@ -1,5 +1,6 @@
 /*
- * email_message.c — the bytes of one email, built without I/O.
+ * email_message.c — the bytes of one email, built without I/O; shared by the
+ * email channel (what it sends) and the file channel (its .eml files).
  *
  * A message is assembled header by header into a growable buffer. Header
  * values come from customers' data (names, subjects rendered from
@@ -364,6 +365,47 @@ int cad_email_append_mailbox(cad_email_buf_t *buf, size_t column, const char *na
     return 0;
 }
 
+int cad_email_parse_mailbox(const char *field, const char *text, char *name, char *address,
+                            size_t size, char *err)
+{
+    name[0] = address[0] = '\0';
+    if (cad_email_check_header(field, text, err) < 0)
+        return -1;
+    size_t len = strlen(text);
+    const char *open = strrchr(text, '<');
+    if (!open) {
+        if (len >= size)
+            return message_fail(err, "%s is longer than %zu bytes", field, size - 1);
+        memcpy(address, text, len + 1);
+        return cad_email_check_address(field, address, err);
+    }
+    const char *close = strchr(open, '>');
+    if (!close || close[1] != '\0')
+        return message_fail(err, "%s \"%s\" is not \"Name <address>\"", field, text);
+    size_t alen = (size_t)(close - open - 1);
+    const char *n = text, *ne = open;
+    while (n < ne && (*n == ' ' || *n == '\t'))
+        n++;
+    while (ne > n && (ne[-1] == ' ' || ne[-1] == '\t'))
+        ne--;
+    if (ne - n >= 2 && *n == '"' && ne[-1] == '"') {
+        n++;
+        ne--;
+    }
+    if (alen >= size || (size_t)(ne - n) >= size)
+        return message_fail(err, "%s is longer than %zu bytes", field, size - 1);
+    memcpy(address, open + 1, alen);
+    address[alen] = '\0';
+    size_t k = 0;
+    for (const char *p = n; p < ne; p++) {
+        if (*p == '\\' && p + 1 < ne)
+            p++; /* a quoted-pair */
+        name[k++] = *p;
+    }
+    name[k] = '\0';
+    return cad_email_check_address(field, address, err);
+}
+
 void cad_email_format_date(time_t t, char *out, size_t size)
 {
     static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
@@ -526,7 +568,9 @@ static int check_message(const cad_email_message_t *msg, char *err)
     if (cad_email_check_header("from name", msg->from_name, err) < 0 ||
         cad_email_check_header("to name", msg->to_name, err) < 0 ||
         cad_email_check_header("subject", msg->subject, err) < 0 ||
-        cad_email_check_header("idempotency key", msg->idempotency_key, err) < 0)
+        cad_email_check_header("idempotency key", msg->idempotency_key, err) < 0 ||
+        cad_email_check_header("rule", msg->rule, err) < 0 ||
+        cad_email_check_header("purpose", msg->purpose, err) < 0)
         return -1;
     if (is_empty(msg->subject))
         return message_fail(err, "subject is empty");
@@ -591,6 +635,12 @@ int cad_email_build(const cad_email_message_t *msg, cad_email_buf_t *out, char *
     rc |= append_header(out, "X-Cadence-Idempotency-Key", msg->idempotency_key);
     if (!is_empty(msg->unsubscribe_mailto) || !is_empty(msg->unsubscribe_url))
         rc |= append_list_unsubscribe(out, msg->unsubscribe_mailto, msg->unsubscribe_url);
+    if (rc == 0 && !is_empty(msg->rule) &&
+        cad_email_append_unstructured(out, "X-Cadence-Rule", msg->rule, err) < 0)
+        goto failed;
+    if (rc == 0 && !is_empty(msg->purpose) &&
+        cad_email_append_unstructured(out, "X-Cadence-Purpose", msg->purpose, err) < 0)
+        goto failed;
     rc |= append_header(out, "MIME-Version", "1.0");
     if (multipart) {
         snprintf(line, sizeof(line), "multipart/alternative;\r\n boundary=\"%s\"", boundary);

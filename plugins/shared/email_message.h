@@ -1,9 +1,12 @@
 /*
- * email_message.h — building an RFC 5322 message for the email channel.
+ * email_message.h — building an RFC 5322 message for the email and file
+ * channels.
  *
- * Pure functions, no I/O and no clock: the plugin (email.c) gathers the
+ * Pure functions, no I/O and no clock: a plugin (email.c, file.c) gathers the
  * touch's fields and the channel settings into a cad_email_message_t and
- * cad_email_build() turns it into the exact bytes uploaded over SMTP. Every
+ * cad_email_build() turns it into the exact bytes uploaded over SMTP or
+ * written to an .eml file. Both plugins compile this file, so both write the
+ * same headers. Every
  * header value is checked for CR/LF before anything is written (libcurl does
  * not check them), non-ASCII subjects and display names become RFC 2047
  * encoded-words folded under 76 columns, and the bodies are quoted-printable
@@ -42,6 +45,8 @@ typedef struct cad_email_message {
     const char *unsubscribe_mailto; /* optional mailto: address or URI */
     const char *unsubscribe_url;    /* optional https:// URL (one-click, RFC 8058) */
     time_t date;                    /* the Date header, UTC seconds */
+    const char *rule;               /* optional: X-Cadence-Rule (the file channel's previews) */
+    const char *purpose;            /* optional: X-Cadence-Purpose */
 } cad_email_message_t;
 
 /* Appends `n` bytes; returns 0 or -1 when out of memory. */
@@ -72,6 +77,14 @@ int cad_email_check_address(const char *field, const char *address, char *err);
  * (message in `err`). */
 int cad_email_append_unstructured(cad_email_buf_t *buf, const char *name, const char *value,
                                   char *err);
+
+/* Splits a mailbox setting, "addr@domain" or "Display Name <addr@domain>"
+ * (the name may be a quoted string), into `name` and `address` (buffers of
+ * `size` bytes each); the name is "" when absent. Returns 0, or -1 with a
+ * message naming `field` in `err` when the text is not of that form or the
+ * address fails cad_email_check_address(). */
+int cad_email_parse_mailbox(const char *field, const char *text, char *name, char *address,
+                            size_t size, char *err);
 
 /* Appends a mailbox "display <addr>" for From/To: the display name is kept
  * as an atom phrase, quoted, or encoded as RFC 2047 words as needed; no
