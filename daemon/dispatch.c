@@ -489,16 +489,20 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
         record_dead(d, a, "%s", why);
         return;
     }
-    int64_t delay = cad_backoff_delay_ms(&ch->backoff, a->number, &d->rng);
-    delay = cad_backoff_with_retry_after(delay, o->retry_after);
+    int64_t backoff = cad_backoff_delay_ms(&ch->backoff, a->number, &d->rng);
+    int64_t delay = cad_backoff_with_retry_after(backoff, o->retry_after);
     if (delay < 0) {
         record_dead(d, a, "retry schedule exhausted: %s", o->reason);
         return;
     }
-    /* Due times are whole seconds and the dispatcher wakes as one begins:
-     * round up from the current millisecond so that the wait is never
-     * shorter than asked (Retry-After). */
-    cad_time_t retry_at = delay > 0 ? (cad_wall_ms() + delay + 999) / 1000 : now;
+    /* Due times are whole seconds and the dispatcher wakes as one begins.
+     * A wait the provider asked for (Retry-After) is rounded up from the
+     * current millisecond, never shorter than asked; our own backoff to the
+     * nearest second, so that a 5 s step of the schedule is 4.5-5.5 s, not
+     * 5-6 s. */
+    bool asked = o->retry_after > 0 && o->retry_after * 1000 >= backoff;
+    cad_time_t retry_at =
+        delay > 0 ? (cad_wall_ms() + delay + (asked ? 999 : 500)) / 1000 : now;
     if (retry_at < now)
         retry_at = now; /* the clock stepped back since `now` was read */
     int64_t max_age = ch->cc.max_age > 0 ? ch->cc.max_age : 2 * CAD_DAY;
