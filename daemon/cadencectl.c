@@ -375,7 +375,8 @@ static void print_status(json_t *r)
             num(counts, "touches.dead"), num(counts, "touches.cancelled"));
         /* The same three kinds `cadencectl alerts` opens with. */
         long long open = num(counts, "alerts_open"), dead = num(counts, "touches.dead");
-        row("open alerts", "%lld (%lld customer alerts, %lld dead touches, %zu channels not "
+        row("open alerts",
+            "%lld (%lld customer alerts, %lld dead touches, %zu channels not "
             "sending; see `cadencectl alerts`)",
             open + dead + (long long)not_sending, open, dead, not_sending);
     } else {
@@ -946,11 +947,10 @@ static void print_touch_history(json_t *t, json_t *history)
            num(t, "attempts") == 1 ? "" : "s");
     printf("  customer %s, contact %s, rule %s, channel %s\n", str(t, "customer"),
            *str(t, "contact") ? str(t, "contact") : "-", str(t, "rule"), str(t, "channel"));
-    printf("  idempotency key %s\n  decided %s, due %s\n", str(t, "idempotency_key"), decided,
-           due);
+    printf("  idempotency key %s\n  decided %s, due %s\n", str(t, "idempotency_key"), decided, due);
     if (json_object_get(t, "held"))
         printf("  %s\n", str(t, "held"));
-    static const char *const cols[] = {"when",   "WHEN (UTC)", "state",  "STATE", "attempt",
+    static const char *const cols[] = {"when",    "WHEN (UTC)", "state",  "STATE", "attempt",
                                        "ATTEMPT", "detail",     "DETAIL", NULL};
     size_t i;
     json_t *h;

@@ -49,13 +49,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CLAIM_BATCH        512   /* most touches claimed per channel per pump */
-#define CLAIM_AHEAD        8     /* touches claimed per channel: this times its concurrency */
-#define COMMIT_ROWS        512   /* pending outcomes that trigger an immediate pump */
+#define CLAIM_BATCH        512     /* most touches claimed per channel per pump */
+#define CLAIM_AHEAD        8       /* touches claimed per channel: this times its concurrency */
+#define COMMIT_ROWS        512     /* pending outcomes that trigger an immediate pump */
 #define HELD_PREFIX        "held:" /* last_error of a touch back at its domain turn */
-#define MAX_SLEEP_MS       60000 /* re-read the wall clock at least this often */
-#define STORE_RETRY_MS     1000  /* after a failed batch */
-#define CLOCK_STEP_MS      2000  /* a step back of the wall clock this large moves due times */
+#define MAX_SLEEP_MS       60000   /* re-read the wall clock at least this often */
+#define STORE_RETRY_MS     1000    /* after a failed batch */
+#define CLOCK_STEP_MS      2000    /* a step back of the wall clock this large moves due times */
 #define MAX_CHANS          (CAD_MAX_CHANNELS * 4)
 #define DOMAIN_MAP_KEYS    4096
 #define CIRCUIT_MAX_FACTOR 16 /* longest open interval: circuit_interval times this */
@@ -79,9 +79,9 @@ typedef struct attempt {
     const char *withdrawn; /* static; why it must not be sent after all, or NULL */
     bool took_probe;       /* this attempt is the half-open probe */
     bool booked;           /* back at its turn under the domain limit: its token is taken */
+    bool maybe_received;   /* it failed without an answer after the request left */
     bool live;             /* handed to the plugin host, in the dispatcher's `live` list */
     struct attempt *live_prev, *live_next;
-    bool maybe_received;   /* it failed without an answer after the request left */
     char buf[];
 } attempt_t;
 
@@ -151,11 +151,12 @@ struct cad_dispatch {
     attempt_t *claimed_head, *claimed_tail; /* claimed in the open batch */
     uint64_t rng;
     int64_t clock_offset_ms; /* wall clock minus monotonic clock at the last pump */
-    int last_claimer; /* channel index that claimed last, to take turns */
+    int last_claimer;        /* channel index that claimed last, to take turns */
     int64_t delivered, retried, dead, commits, committed_rows, max_commit_rows, store_errors;
     bool store_failing;
     bool stopping, stop_done, closing;
-    int64_t cut_at_stop, cut_sent_at_stop; /* cancelled by the shutdown; of them, requests that left */
+    int64_t cut_at_stop;      /* transfers cancelled by the shutdown */
+    int64_t cut_sent_at_stop; /* of them, those whose request had left */
     void (*done)(void *arg);
     void *done_arg;
     long crash_at, steps;
@@ -501,8 +502,7 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
      * nearest second, so that a 5 s step of the schedule is 4.5-5.5 s, not
      * 5-6 s. */
     bool asked = o->retry_after > 0 && o->retry_after * 1000 >= backoff;
-    cad_time_t retry_at =
-        delay > 0 ? (cad_wall_ms() + delay + (asked ? 999 : 500)) / 1000 : now;
+    cad_time_t retry_at = delay > 0 ? (cad_wall_ms() + delay + (asked ? 999 : 500)) / 1000 : now;
     if (retry_at < now)
         retry_at = now; /* the clock stepped back since `now` was read */
     int64_t max_age = ch->cc.max_age > 0 ? ch->cc.max_age : 2 * CAD_DAY;

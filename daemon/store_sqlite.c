@@ -2615,8 +2615,7 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
     return write_end(st, r, err);
 }
 
-int cad_store_outbox_clock_stepped_back(cad_store_t *st, cad_time_t now, int64_t seconds,
-                                        char *err)
+int cad_store_outbox_clock_stepped_back(cad_store_t *st, cad_time_t now, int64_t seconds, char *err)
 {
     if (seconds <= 0)
         return 0;

@@ -971,7 +971,8 @@ static void test_store_requeue_in_flight_after_crash(void **state)
     /* every transition was kept, the crash's release included */
     assert_int_equal(cad_store_outbox_delivered(f->st, again.keys[0], "p-1", T0 + 101, f->err), 0);
     history_t hist = {0};
-    assert_int_equal(cad_store_outbox_history(f->st, again.keys[0], on_transition, &hist, f->err), 5);
+    assert_int_equal(cad_store_outbox_history(f->st, again.keys[0], on_transition, &hist, f->err),
+                     5);
     assert_string_equal(hist.text, "queued/0@0 in_flight/1@0 queued/0@100 in_flight/1@100 "
                                    "delivered/1@101:p-1 ");
     assert_int_equal(cad_store_outbox_history(f->st, 9999, on_transition, &hist, f->err),
