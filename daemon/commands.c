@@ -69,6 +69,7 @@ struct cad_commands {
     cad_daemon_t *d;
     uv_timer_t rescan;
     bool rescan_init, rescan_armed;
+    bool rescan_recheck; /* an import of customers or contacts: recheck claimed touches */
     cad_time_t rescan_from;
     uint64_t rescan_first_ms; /* loop time of the first chunk the armed timer covers */
     sim_job_t *jobs;
@@ -338,6 +339,11 @@ static void on_rescan(uv_timer_t *t)
         cad_log_err("import: cannot find the customers to evaluate: %s", err);
     else
         cad_log_debug("import: customers handed to the scheduler count=%d", n);
+    /* Once for many chunks, so a long import does not keep taking back
+     * every channel's claimed touches. */
+    if (c->rescan_recheck && !c->stopping)
+        cad_dispatch_recheck(cad_daemon_dispatch(c->d), 0);
+    c->rescan_recheck = false;
 }
 
 /* Customers whose next evaluation was set to `since` or later by a change
@@ -494,7 +500,10 @@ static json_t *customer_change(cad_commands_t *c, json_t *req, bool add, cad_con
         return NULL;
     if ((rc = cad_store_customer_key(st, id, &key, err)) != 0)
         return store_fail(error, rc, err);
-    stoppers_changed(c, key);
+    if (add) /* a new customer has no touch to stop */
+        changed(c, key);
+    else
+        stoppers_changed(c, key);
     return json_pack("{s:s, s:b}", "customer", id, add ? "added" : "updated", 1);
 }
 
@@ -639,7 +648,10 @@ static json_t *contact_change(cad_commands_t *c, json_t *req, bool add, cad_cont
     json_decref(row);
     if (rc < 0)
         return NULL;
-    stoppers_changed(c, key);
+    if (add) /* a new contact is on no touch yet */
+        changed(c, key);
+    else
+        stoppers_changed(c, key);
     if (old_customer && old_customer != key)
         stoppers_changed(c, old_customer);
     return json_pack("{s:s, s:b}", "contact", id, add ? "added" : "updated", 1);
@@ -691,7 +703,10 @@ static json_t *cmd_contact_consent(json_t *req, const cad_control_peer_t *peer, 
         .kind = kind, .opted_in = opted_in, .at = at, .source = source ? source : "operator"};
     if ((rc = cad_store_consent_set(st, contact, &in, err)) != 0)
         return store_fail(error, rc, err);
-    stoppers_changed(c, key);
+    if (opted_in)
+        changed(c, key);
+    else
+        stoppers_changed(c, key);
     return json_pack("{s:s, s:s, s:b, s:s}", "contact", contact, "kind", kind, "opted_in", opted_in,
                      "customer", owner);
 }
@@ -1001,8 +1016,8 @@ static json_t *cmd_import(json_t *req, const cad_control_peer_t *peer, void *arg
         free(buf);
         if (rep.accepted > 0)
             rescan_soon(c, now);
-        if (rep.accepted > 0 && kind != CAD_IMPORT_EVENTS && !c->stopping)
-            cad_dispatch_recheck(cad_daemon_dispatch(c->d), 0); /* consent, pauses, addresses */
+        if (rep.accepted > 0 && kind != CAD_IMPORT_EVENTS)
+            c->rescan_recheck = true; /* consent, pauses, addresses may have changed */
         if (rc != 0) {
             json_decref(errors);
             if (rc == -CAD_EINVAL)
