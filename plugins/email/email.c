@@ -402,9 +402,11 @@ static void email_interpret(void *instance, const cad_plugin_touch_t *touch,
                      up ? up->message_id : touch->idempotency_key);
         return;
     }
-    if (resp->result == CURLE_LOGIN_DENIED) {
+    if (resp->result == CURLE_LOGIN_DENIED && code >= 500) {
         /* Every touch of the channel would fail the same way: stop the
-         * channel (its queue kept) rather than spend each touch's attempts. */
+         * channel (its queue kept) rather than spend each touch's attempts.
+         * A 4xx to AUTH ("454 4.7.0 Temporary authentication failure",
+         * RFC 4954) is the server's passing trouble: retried below. */
         em->api->log(em->env, CAD_PLUGIN_LOG_ERR,
                      "SMTP authentication refused; fix username or password_file and reload "
                      "reply=\"%s\"",

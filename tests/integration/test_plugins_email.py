@@ -358,13 +358,14 @@ class EmailPluginTest(unittest.TestCase):
         self.assertEqual(self.handler.messages, [])
         self.assertEqual(self.handler.logins, [])  # the password never went out in clear
 
-    def test_starttls_offered_then_refused_says_so(self):
-        # A server that advertises STARTTLS and then answers 454: the reason
-        # quotes the refusal instead of claiming STARTTLS was not offered.
+    def fake_server(self, answer):
+        """A one-connection SMTP server on loopback that greets, advertises
+        STARTTLS and AUTH PLAIN, and answers every other command with
+        answer(command) (bytes, or None for "503 bad sequence"); returns
+        the URL and the socket to close."""
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
-        port = srv.getsockname()[1]
 
         def serve():
             conn, _ = srv.accept()
@@ -375,25 +376,43 @@ class EmailPluginTest(unittest.TestCase):
                     cmd = line.strip().upper()
                     if cmd.startswith(b"EHLO"):
                         conn.sendall(b"250-fake\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")
-                    elif cmd == b"STARTTLS":
-                        conn.sendall(b"454 4.7.0 TLS not available due to temporary reason\r\n")
                     elif cmd == b"QUIT":
                         conn.sendall(b"221 bye\r\n")
                         return
                     else:
-                        conn.sendall(b"503 5.5.1 bad sequence\r\n")
+                        conn.sendall(answer(cmd) or b"503 5.5.1 bad sequence\r\n")
 
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
+        threading.Thread(target=serve, daemon=True).start()
+        return "smtp://127.0.0.1:%d/cadence.test" % srv.getsockname()[1], srv
+
+    def test_starttls_offered_then_refused_says_so(self):
+        # A server that advertises STARTTLS and then answers 454: the reason
+        # quotes the refusal instead of claiming STARTTLS was not offered.
+        url, srv = self.fake_server(
+            lambda cmd: b"454 4.7.0 TLS not available due to temporary reason\r\n"
+            if cmd == b"STARTTLS" else None)
         try:
-            out = self.send(self.touch(), {"starttls": None,
-                                           "url": "smtp://127.0.0.1:%d/cadence.test" % port})
+            out = self.send(self.touch(), {"starttls": None, "url": url})
         finally:
             srv.close()
         self.assertEqual(out["outcome"], "retry", out)
         self.assertIn("refused STARTTLS", out["reason"])
         self.assertIn("454 4.7.0 TLS not available", out["reason"])
         self.assertNotIn("did not offer", out["reason"])
+
+    def test_a_temporary_auth_failure_is_retried_not_the_channel_disabled(self):
+        # RFC 4954: 454 to AUTH is temporary (the provider's auth backend is
+        # down); only a 5xx says the credentials are wrong.
+        url, srv = self.fake_server(
+            lambda cmd: b"454 4.7.0 Temporary authentication failure\r\n"
+            if cmd.startswith(b"AUTH") else None)
+        try:
+            out = self.send(self.touch(), {"url": url})
+        finally:
+            srv.close()
+        self.assertEqual(out["outcome"], "retry", out)
+        self.assertEqual(out.get("effect", "none"), "none", out)
+        self.assertIn("454 4.7.0 Temporary authentication failure", out["reason"])
 
     def test_wrong_password_disables_the_channel_not_the_contact(self):
         with open(os.path.join(self.credentials, "wrong-password"), "w") as f:
