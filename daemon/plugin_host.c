@@ -514,6 +514,24 @@ static int check_value(const cad_plugin_option_t *o, const char *value, char *wh
 
 /* Resolves the channel's settings against the option table; every problem
  * is logged with the config file:line, the first is kept. */
+/* True when template `t` has an "@" in its own text, outside every
+ * {{...}}: an unsubscribe mailto's domain must be literal, since what a
+ * variable inserts is percent-encoded (render_unsubscribe). */
+static bool literal_at(const char *t)
+{
+    for (const char *p = t; *p; p++) {
+        if (p[0] == '{' && p[1] == '{') {
+            const char *end = strstr(p + 2, "}}");
+            if (!end)
+                return false;
+            p = end + 1;
+        } else if (*p == '@') {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int resolve_settings(struct cad_plugin_env *env, const cad_channel_config_t *cc,
                             const cad_channel_t *ch)
 {
@@ -583,6 +601,15 @@ static int resolve_settings(struct cad_plugin_env *env, const cad_channel_config
             cad_template_check(value, why) < 0) {
             env_fail(env, "%s:%d: channel \"%s\": option %s: %s", file, set->line, env->channel,
                      set->name, why);
+            bad++;
+            continue;
+        }
+        if (strcmp(set->name, "unsubscribe_mailto") == 0 && *value && !literal_at(value)) {
+            env_fail(env,
+                     "%s:%d: channel \"%s\": option unsubscribe_mailto \"%s\": the address's "
+                     "\"@\" and domain must be written in the setting, as values put into it "
+                     "are percent-encoded (e.g. \"unsubscribe+{{contact.id}}@shop.example\")",
+                     file, set->line, env->channel, value);
             bad++;
             continue;
         }

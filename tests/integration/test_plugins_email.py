@@ -435,6 +435,14 @@ class EmailPluginTest(unittest.TestCase):
                         expect_load=False)
         self.assertIn("option unsubscribe_url: ", out["error"])
         self.assertIn("contact.idd", out["error"])
+        # Values are percent-encoded: the mailto's "@" and domain must be literal.
+        for mailto in ("{{contact.email}}", "mailto:{{contact.email}}"):
+            out = self.send(self.touch(unsubscribe_mailto=""), {"unsubscribe_mailto": mailto},
+                            expect_load=False)
+            self.assertIn('"@" and domain must be written in the setting', out["error"])
+        out = self.send(self.touch(unsubscribe_mailto=""),
+                        {"unsubscribe_mailto": "unsub+{{contact.id}}@shop.example"})
+        self.assertEqual(out["outcome"], "delivered", out)
 
     def test_server_that_never_answers_is_retried_within_the_timeout(self):
         silent = socket.socket()
