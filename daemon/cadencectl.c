@@ -351,8 +351,8 @@ static void print_status(json_t *r)
         {"channels_not_loaded", "not loaded (see `cadencectl plugins`)"},
         {"circuits_open", "with the circuit open, the provider failing; touches wait (see "
                           "`cadencectl alerts`)"},
-        {"channels_disabled", "disabled, endpoint gone; fix the url and reload (see `cadencectl "
-                              "alerts`)"},
+        {"channels_disabled", "disabled, endpoint gone or credentials refused; fix the "
+                              "configuration and reload (see `cadencectl alerts`)"},
     };
     size_t not_sending = 0;
     for (size_t k = 0; k < sizeof held / sizeof held[0]; k++) {
@@ -1063,8 +1063,8 @@ static void print_alerts(json_t *r)
         char since[64];
         format_time(json_object_get(ch, "since"), since, sizeof since);
         if (strcmp(str(ch, "kind"), "channel_disabled") == 0)
-            printf("channel %s (%s): disabled since %s, its touches wait; fix the url and "
-                   "reload: %s\n",
+            printf("channel %s (%s): disabled since %s, its touches wait; fix its url or "
+                   "credentials and reload: %s\n",
                    str(ch, "channel"), str(ch, "plugin"), since, e);
         else if (strcmp(str(ch, "kind"), "circuit_open") == 0)
             printf("channel %s (%s): circuit %s since %s after %lld failures in a row; its "
@@ -1206,11 +1206,10 @@ static void print_plugins(json_t *r)
     {
         const char *circuit = str(p, "circuit");
         json_object_set_new(p, "sending",
-                            json_string(json_is_true(json_object_get(p, "disabled"))
-                                            ? "disabled (gone)"
-                                        : strcmp(circuit, "closed") == 0 ? "yes"
-                                        : strcmp(circuit, "-") == 0      ? "-"
-                                                                         : circuit));
+                            json_string(json_is_true(json_object_get(p, "disabled")) ? "disabled"
+                                        : strcmp(circuit, "closed") == 0             ? "yes"
+                                        : strcmp(circuit, "-") == 0                  ? "-"
+                                                                                     : circuit));
     }
     print_columns(json_object_get(r, "plugins"), cols);
 }

@@ -523,10 +523,10 @@ class Feedback(DispatchCase):
         dead = [r for r in rx.outbox_rows(self.db) if r[2] == "dead"]
         self.assertIn("410", dead[0][5])
         alerts = d.ctl("alerts").stdout
-        self.assertRegex(alerts, r"channel hook \(webhook\): disabled since .*fix the url and "
-                                 r"reload: endpoint answered 410 Gone")
+        self.assertRegex(alerts, r"channel hook \(webhook\): disabled since .*fix its url or "
+                                 r"credentials and reload: endpoint answered 410 Gone")
         status = d.ctl("status").stdout
-        self.assertIn("1 disabled, endpoint gone", status)
+        self.assertIn("1 disabled, endpoint gone or credentials refused", status)
         js = json.loads(d.ctl("--json", "alerts").stdout)
         self.assertEqual([c["kind"] for c in js["channels"]], ["channel_disabled"])
         self.assertIn('cadence_channel_disabled{channel="hook"} 1', d.ctl("metrics").stdout)
