@@ -324,8 +324,9 @@ static int file_init(const cad_plugin_api_t *api, cad_plugin_env_t *env, void **
     fp->api = api;
     fp->env = env;
     fp->eml = api->address_kind(env) == CAD_PLUGIN_ADDRESS_EMAIL;
-    if (cad_email_parse_mailbox("from", from ? from : "", fp->from_name, fp->from_address,
-                                sizeof fp->from_name, why) < 0) {
+    /* Only an .eml has a From: a .json channel ignores the setting. */
+    if (fp->eml && cad_email_parse_mailbox("from", from ? from : "", fp->from_name,
+                                           fp->from_address, sizeof fp->from_name, why) < 0) {
         snprintf(err, err_size, "option %s", why);
         free(fp);
         return -1;

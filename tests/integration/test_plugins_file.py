@@ -117,6 +117,20 @@ class FileChannelEml(unittest.TestCase):
                       raw)
         self.assertEqual(str(msg["List-Unsubscribe-Post"]), "List-Unsubscribe=One-Click")
 
+    def test_a_json_channel_ignores_from(self):
+        """Only an .eml has a From: a JSON channel (no address) loads with a
+        from that is no mailbox, as it did before .eml files were built by
+        the email channel's builder."""
+        args = [DRIVER, "--plugin-dir", PLUGIN_DIR, "--state-dir", self.tmp.name,
+                "--plugin", "file", "--address", "none", "--set", "directory=json",
+                "--set", "from=Preview Bot"]
+        proc = subprocess.run(args, input=json.dumps(self.touch()) + "\n", capture_output=True,
+                              text=True, timeout=30)
+        self.assertEqual(proc.returncode, 0, proc.stderr + proc.stdout)
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.assertEqual(out["outcome"], "delivered", out)
+        self.assertTrue(out["provider_id"].endswith(".json"), out)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
