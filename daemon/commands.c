@@ -1760,12 +1760,22 @@ typedef struct blocker {
     const char *why; /* static, NULL when nothing stops the touch */
     char contact[CAD_ID_MAX + 1];
     char channel[CAD_NAME_MAX];
+    bool held;        /* waiting its turn under a mail domain's limit */
+    cad_time_t turn;  /* then: when it goes */
+    char reason[256]; /* then: its held text */
 } blocker_t;
 
 /* What would withdraw touch t at its claim, into the blocker_t `arg`. */
 static void find_blocker(const cad_outbox_touch_t *t, void *arg)
 {
     blocker_t *b = arg;
+    if (t->state == CAD_OUTBOX_RETRY_WAIT && t->last_error &&
+        strncmp(t->last_error, CAD_DISPATCH_HELD_PREFIX, strlen(CAD_DISPATCH_HELD_PREFIX)) == 0) {
+        b->held = true;
+        b->turn = t->due_at;
+        snprintf(b->reason, sizeof b->reason, "%s", t->last_error);
+        return;
+    }
     int c = cad_playbook_channel(b->pb, t->channel);
     if (c < 0 || (t->state != CAD_OUTBOX_DEAD && t->state != CAD_OUTBOX_RETRY_WAIT &&
                   t->state != CAD_OUTBOX_CANCELLED))
@@ -1787,7 +1797,18 @@ static json_t *outbox_change(cad_commands_t *c, json_t *req, bool retry,
     /* A touch its contact may not receive would only be withdrawn again:
      * say what stops it instead of queueing it. */
     blocker_t b = {.pb = &cad_daemon_config(c->d)->playbook};
-    if (retry && cad_store_outbox_get(st, key, find_blocker, &b, err) == 0 && b.why)
+    if (retry && cad_store_outbox_get(st, key, find_blocker, &b, err) == 0 && b.held) {
+        char when[32] = "";
+        struct tm tm;
+        time_t tt = (time_t)b.turn;
+        if (gmtime_r(&tt, &tm))
+            strftime(when, sizeof when, "at %Y-%m-%d %H:%M:%SZ", &tm);
+        return cad_control_fail(error, CAD_CONTROL_BAD_REQUEST,
+                                "touch %lld waits its turn, %s (%s); sending it now would break "
+                                "the limit (outbox cancel stops it)",
+                                (long long)key, when, b.reason);
+    }
+    if (b.why)
         return cad_control_fail(
             error, CAD_CONTROL_BAD_REQUEST,
             "touch %lld would not be sent: %s (contact %s, channel %s); clear "

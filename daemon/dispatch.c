@@ -49,13 +49,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CLAIM_BATCH        512     /* most touches claimed per channel per pump */
-#define CLAIM_AHEAD        8       /* touches claimed per channel: this times its concurrency */
-#define COMMIT_ROWS        512     /* pending outcomes that trigger an immediate pump */
-#define HELD_PREFIX        "held:" /* last_error of a touch back at its domain turn */
-#define MAX_SLEEP_MS       60000   /* re-read the wall clock at least this often */
-#define STORE_RETRY_MS     1000    /* after a failed batch */
-#define CLOCK_STEP_MS      2000    /* a step back of the wall clock this large moves due times */
+#define CLAIM_BATCH        512   /* most touches claimed per channel per pump */
+#define CLAIM_AHEAD        8     /* touches claimed per channel: this times its concurrency */
+#define COMMIT_ROWS        512   /* pending outcomes that trigger an immediate pump */
+#define BOOKED_GRACE_S     60    /* a booked turn claimed later than this takes a token anew */
+#define MAX_SLEEP_MS       60000 /* re-read the wall clock at least this often */
+#define STORE_RETRY_MS     1000  /* after a failed batch */
+#define CLOCK_STEP_MS      2000  /* a step back of the wall clock this large moves due times */
 #define MAX_CHANS          (CAD_MAX_CHANNELS * 4)
 #define DOMAIN_MAP_KEYS    4096
 #define CIRCUIT_MAX_FACTOR 16 /* longest open interval: circuit_interval times this */
@@ -474,6 +474,20 @@ static void record_dead(cad_dispatch_t *d, attempt_t *a, const char *fmt, const 
                     cad_log_value(p ? p->text : reason, r));
 }
 
+/* A claimed touch dies before it is sent (its expiry, max_age, its turn
+ * under the domain limit too late): no attempt is counted, and a probe of
+ * the half-open circuit it carried is given back, or the circuit would
+ * wait for that probe's answer for ever. */
+static void record_dead_unsent(cad_dispatch_t *d, attempt_t *a, const char *fmt, const char *reason)
+{
+    if (a->took_probe)
+        cad_circuit_abandon(&a->ch->circuit);
+    a->number--;
+    record_dead(d, a, fmt, reason);
+    if (d->n_pending > 0 && d->pending[d->n_pending - 1].key == a->key)
+        d->pending[d->n_pending - 1].unsent = true;
+}
+
 /* A transient failure: retry later or give up. */
 static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outcome_t *o,
                          cad_time_t now)
@@ -497,11 +511,11 @@ static void handle_retry(cad_dispatch_t *d, attempt_t *a, const cad_plugin_outco
         return;
     }
     /* Due times are whole seconds and the dispatcher wakes as one begins.
-     * A wait the provider asked for (Retry-After) is rounded up from the
-     * current millisecond, never shorter than asked; our own backoff to the
+     * With a Retry-After the wait is rounded up from the current
+     * millisecond, never shorter than asked; our own backoff alone to the
      * nearest second, so that a 5 s step of the schedule is 4.5-5.5 s, not
      * 5-6 s. */
-    bool asked = o->retry_after > 0 && o->retry_after * 1000 >= backoff;
+    bool asked = o->retry_after > 0; /* never sooner than asked, whichever is longer */
     cad_time_t retry_at = delay > 0 ? (cad_wall_ms() + delay + (asked ? 999 : 500)) / 1000 : now;
     if (retry_at < now)
         retry_at = now; /* the clock stepped back since `now` was read */
@@ -680,20 +694,22 @@ static void hold_for_domain(cad_dispatch_t *d, attempt_t *a, cad_bucket_t *b, co
         cad_bucket_give_back(b);
         if (turn >= a->expires_at)
             ch->expired++;
-        record_dead(d, a, "%s",
-                    turn >= a->expires_at
-                        ? "expired: its turn under the mail domain's limit comes after the "
-                          "touch's expiry"
-                        : "max_age reached before its turn under the mail domain's limit");
+        record_dead_unsent(d, a, "%s",
+                           turn >= a->expires_at
+                               ? "expired: its turn under the mail domain's limit comes after the "
+                                 "touch's expiry"
+                               : "max_age reached before its turn under the mail domain's limit");
         return;
     }
+    if (a->took_probe) /* the probe must get an answer: the next touch claimed is */
+        cad_circuit_abandon(&ch->circuit);
     pending_t *p = pending_add(d, REC_RETRY, a);
     if (p) {
         p->retry_at = turn;
         p->unsent = true;
         snprintf(p->text, sizeof p->text,
-                 HELD_PREFIX " mail domain %s is at its limit of %u a minute "
-                             "(domain_per_minute); sent at its turn",
+                 CAD_DISPATCH_HELD_PREFIX " mail domain %s is at its limit of %u a minute "
+                                          "(domain_per_minute); sent at its turn",
                  domain, ch->cc.domain_per_minute);
     }
     ch->held++;
@@ -727,13 +743,13 @@ static bool send_attempt(cad_dispatch_t *d, attempt_t *a, int64_t now_ms, int64_
      * now < expires_at. */
     if (now >= a->expires_at) {
         ch->expired++;
-        record_dead(d, a, "expired: %s", "past the touch's expiry before it could be sent");
+        record_dead_unsent(d, a, "expired: %s", "past the touch's expiry before it could be sent");
         attempt_free(a);
         return true;
     }
     int64_t max_age = ch->cc.max_age > 0 ? ch->cc.max_age : 2 * CAD_DAY;
     if (now - a->decided_at > max_age) {
-        record_dead(d, a, "%s", "max_age reached before the touch could be sent");
+        record_dead_unsent(d, a, "%s", "max_age reached before the touch could be sent");
         attempt_free(a);
         return true;
     }
@@ -847,6 +863,7 @@ const char *cad_dispatch_withdraw_reason(enum cad_address_kind address, const ca
 typedef struct claim_ctx {
     cad_dispatch_t *d;
     chan_t *ch;
+    cad_time_t now;
     int64_t now_ms;
     bool probe;
     int n;
@@ -886,7 +903,13 @@ static void on_claimed(const cad_outbox_touch_t *t, void *arg)
     a->decided_at = t->decided_at;
     a->expires_at = t->expires_at;
     a->withdrawn = cad_dispatch_withdraw_reason(c->ch->address, t);
-    a->booked = t->last_error && strncmp(t->last_error, HELD_PREFIX, strlen(HELD_PREFIX)) == 0;
+    /* Back at its turn, it sends on the token it booked. Claimed long after
+     * its turn (its customer was paused, its channel's circuit open), the
+     * bucket has refilled meanwhile: it takes a token like any other. */
+    a->booked =
+        t->last_error &&
+        strncmp(t->last_error, CAD_DISPATCH_HELD_PREFIX, strlen(CAD_DISPATCH_HELD_PREFIX)) == 0 &&
+        c->now - t->due_at <= BOOKED_GRACE_S;
     a->next = NULL;
     if (d->claimed_tail)
         d->claimed_tail->next = a;
@@ -1115,7 +1138,10 @@ static int apply_pending(cad_dispatch_t *d, pending_t *p, cad_time_t now)
                  ? cad_store_outbox_retry_unsent(d->store, p->key, p->retry_at, p->text, now, err)
                  : cad_store_outbox_retry(d->store, p->key, p->retry_at, p->text, now, err);
         break;
-    case REC_DEAD: rc = cad_store_outbox_dead(d->store, p->key, p->text, now, err); break;
+    case REC_DEAD:
+        rc = p->unsent ? cad_store_outbox_dead_unsent(d->store, p->key, p->text, now, err)
+                       : cad_store_outbox_dead(d->store, p->key, p->text, now, err);
+        break;
     case REC_RELEASE: rc = cad_store_outbox_release(d->store, p->key, now, err); break;
     case REC_WITHDRAW: rc = cad_store_outbox_withdraw(d->store, p->key, p->text, now, err); break;
     }
@@ -1177,32 +1203,45 @@ static void pending_clear(cad_dispatch_t *d)
     d->n_pending = 0;
 }
 
-/* Due times are wall-clock seconds; timers run on the monotonic clock. A
- * step back of the wall clock (an NTP step, a wrong time corrected) would
- * make touches that were due wait until the clock catches up again, and a
- * retry wait its delay plus the step: the outbox's due times are moved so
- * that neither happens (cad_store_outbox_clock_stepped_back). A step
- * forward needs nothing: time passed, what fell due goes, and expiry holds. */
+/* Due times are wall-clock seconds; timers and token buckets run on the
+ * monotonic clock. A step back of the wall clock (an NTP step, a wrong time
+ * corrected) would make touches that were due wait until the clock catches
+ * up again, and a retry wait its delay plus the step: the outbox's due
+ * times are moved so that neither happens
+ * (cad_store_outbox_clock_stepped_back). A step forward (or a suspend,
+ * which the monotonic clock does not count) is time passed: what fell due
+ * goes, and expiry holds; only touches waiting their turn under a domain
+ * limit move with it, since their bucket did not see that time pass. */
 static void clock_check(cad_dispatch_t *d)
 {
     int64_t offset = cad_wall_ms() - (int64_t)(uv_hrtime() / 1000000);
     int64_t step_ms = d->clock_offset_ms - offset;
-    if (step_ms < CLOCK_STEP_MS) {
+    if (step_ms < CLOCK_STEP_MS && step_ms > -CLOCK_STEP_MS) {
         d->clock_offset_ms = offset;
         return;
     }
     char err[CAD_ERRBUF];
-    int64_t seconds = (step_ms + 500) / 1000; /* the two readings are a moment apart */
-    int n = cad_store_outbox_clock_stepped_back(d->store, cad_wall_now(), seconds, err);
+    bool back = step_ms > 0;
+    /* the two readings are a moment apart: the nearest second */
+    int64_t seconds = ((back ? step_ms : -step_ms) + 500) / 1000;
+    cad_time_t now = cad_wall_now();
+    int n = back ? cad_store_outbox_clock_stepped_back(d->store, now, seconds, err)
+                 : cad_store_outbox_clock_stepped_forward(d->store, now, seconds,
+                                                          CAD_DISPATCH_HELD_PREFIX, err);
     if (n < 0) { /* tried again at the next pump */
-        cad_log_err("dispatch: the wall clock stepped back %lld s; cannot move due times yet: %s",
-                    (long long)seconds, err);
+        cad_log_err("dispatch: the wall clock stepped %s %lld s; cannot move due times yet: %s",
+                    back ? "back" : "forward", (long long)seconds, err);
         return;
     }
     d->clock_offset_ms = offset;
-    cad_log_warning("dispatch: the wall clock stepped back %lld s; touches due already stay due "
-                    "and retries keep their wait moved=%d",
-                    (long long)seconds, n);
+    if (back)
+        cad_log_warning("dispatch: the wall clock stepped back %lld s; touches due already stay "
+                        "due and retries keep their wait moved=%d",
+                        (long long)seconds, n);
+    else
+        cad_log_warning("dispatch: the wall clock stepped forward %lld s (or the system was "
+                        "suspended); touches held for a domain limit keep their spacing moved=%d",
+                        (long long)seconds, n);
 }
 
 static void pump(cad_dispatch_t *d)
@@ -1269,7 +1308,7 @@ static void pump(cad_dispatch_t *d)
                 cad_circuit_abandon(&ch->circuit);
             continue;
         }
-        claim_ctx_t ctx = {.d = d, .ch = ch, .now_ms = now_ms, .probe = probe[c]};
+        claim_ctx_t ctx = {.d = d, .ch = ch, .now = now, .now_ms = now_ms, .probe = probe[c]};
         int n =
             cad_store_outbox_claim_channel(d->store, ch->name, now, room[c], on_claimed, &ctx, err);
         if (n < 0) {

@@ -91,6 +91,10 @@ int cad_dispatch_new(uv_loop_t *loop, cad_store_t *store, cad_plugin_host_t *hos
  * after an operator retry. */
 void cad_dispatch_kick(cad_dispatch_t *d);
 
+/* How the last_error of a touch held for its mail domain's rate limit
+ * starts: it is back in the outbox, retry-wait, due at its booked turn. */
+#define CAD_DISPATCH_HELD_PREFIX "held:"
+
 /* Something that can stop a touch changed for customer `customer_key` (0:
  * for any customer, an address was suppressed): consent, a suppression, a
  * pause, a contact's address or usable mark. A touch is checked at its

@@ -335,6 +335,10 @@ int cad_store_outbox_retry_unsent(cad_store_t *st, int64_t key, cad_time_t retry
                                   const char *error, cad_time_t now, char *err);
 int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
                           char *err);
+/* Like cad_store_outbox_dead for a claimed touch that dies before it is
+ * sent (past its expiry, say): the claim is not counted as an attempt. */
+int cad_store_outbox_dead_unsent(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
+                                 char *err);
 /* At start: every in-flight row left by a crash goes back to queued (it is
  * re-sent with the same idempotency key, its claim not counted as an
  * attempt: a crash is no verdict of the provider's) and is marked maybe
@@ -350,6 +354,15 @@ int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *er
  * move with the clock). Returns the count of touches moved. */
 int cad_store_outbox_clock_stepped_back(cad_store_t *st, cad_time_t now, int64_t seconds,
                                         char *err);
+
+/* The wall clock stepped forward by `seconds` (to `now`): retry-wait
+ * touches whose last_error starts with `marker` and that were not due yet
+ * by the old clock move forward with it. The dispatcher marks so the
+ * touches waiting their turn under a rate limit whose bucket runs on the
+ * monotonic clock, so a step (or a suspend) does not release them all at
+ * once. Returns the count moved. */
+int cad_store_outbox_clock_stepped_forward(cad_store_t *st, cad_time_t now, int64_t seconds,
+                                           const char *marker, char *err);
 
 /* Notes that an attempt of touch `key`, ended at `at`, may have reached the
  * customer (it failed without an answer after the request left). From then

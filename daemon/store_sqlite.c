@@ -299,6 +299,8 @@ enum stmt_id {
     S_OUTBOX_RETRY_UNSENT,
     S_OUTBOX_COUNT_DEAD,
     S_OUTBOX_CLOCK_BACK,
+    S_OUTBOX_CLOCK_FORWARD,
+    S_OUTBOX_DEAD_UNSENT,
     S_OUTBOX_HISTORY,
     S_COUNT_ALERT_KINDS,
     S_COUNT_PAUSED,
@@ -478,6 +480,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_DEAD] = "UPDATE touches SET state = 'dead', last_error = COALESCE(?2, ''),"
                       " updated_at = ?3 WHERE key = ?1 AND state IN ('in_flight', 'queued',"
                       " 'retry_wait')",
+    [S_OUTBOX_DEAD_UNSENT] =
+        "UPDATE touches SET state = 'dead', last_error = COALESCE(?2, ''), updated_at = ?3,"
+        " attempt = MAX(attempt - 1, 0) WHERE key = ?1 AND state = 'in_flight'",
     [S_OUTBOX_STATE] = "SELECT state, expires_at FROM touches WHERE key = ?1",
     [S_OUTBOX_REQUEUE] = "UPDATE touches SET state = 'queued', due_at = ?1, updated_at = ?1,"
                          " attempt = MAX(attempt - 1, 0),"
@@ -545,6 +550,10 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_OUTBOX_CLOCK_BACK] =
         "UPDATE touches SET due_at = CASE WHEN due_at <= ?2 THEN ?1 ELSE due_at - (?2 - ?1) END"
         " WHERE due_at > ?1 AND (state = 'retry_wait' OR (state = 'queued' AND due_at <= ?2))",
+    /* ?1 = now, ?2 = the step, ?3 = the marker of held rows. */
+    [S_OUTBOX_CLOCK_FORWARD] =
+        "UPDATE touches SET due_at = due_at + ?2 WHERE state = 'retry_wait' AND due_at > ?1 - ?2"
+        " AND substr(last_error, 1, length(?3)) = ?3",
     [S_OUTBOX_HISTORY] = "SELECT at, state, attempt, detail FROM touch_transitions"
                          " WHERE touch_key = ?1 ORDER BY key",
     [S_OUTBOX_ONE] =
@@ -2602,6 +2611,12 @@ int cad_store_outbox_dead(cad_store_t *st, int64_t key, const char *error, cad_t
     return outbox_update(st, S_OUTBOX_DEAD, key, error, 0, now, "dead-letter", err);
 }
 
+int cad_store_outbox_dead_unsent(cad_store_t *st, int64_t key, const char *error, cad_time_t now,
+                                 char *err)
+{
+    return outbox_update(st, S_OUTBOX_DEAD_UNSENT, key, error, 0, now, "dead-letter", err);
+}
+
 int cad_store_outbox_requeue_in_flight(cad_store_t *st, cad_time_t now, char *err)
 {
     int r = write_begin(st, err);
@@ -2626,6 +2641,24 @@ int cad_store_outbox_clock_stepped_back(cad_store_t *st, cad_time_t now, int64_t
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int64(s, 2, now + seconds);
     r = exec_stmt(st, s, err, "moving due times after the clock stepped back");
+    if (r == 0)
+        r = sqlite3_changes(st->db);
+    return write_end(st, r, err);
+}
+
+int cad_store_outbox_clock_stepped_forward(cad_store_t *st, cad_time_t now, int64_t seconds,
+                                           const char *marker, char *err)
+{
+    if (seconds <= 0 || !marker || !*marker)
+        return 0;
+    int r = write_begin(st, err);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *s = stmt(st, S_OUTBOX_CLOCK_FORWARD);
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int64(s, 2, seconds);
+    bind_text(s, 3, marker);
+    r = exec_stmt(st, s, err, "moving held touches' turns after the clock stepped forward");
     if (r == 0)
         r = sqlite3_changes(st->db);
     return write_end(st, r, err);

@@ -328,6 +328,52 @@ class Limits(DispatchCase):
                         "held touches went out together: %r" % times)
         self.assertEqual(d.stop(), 0)
 
+    def test_held_touches_cannot_be_pushed_past_the_limit_and_late_turns_die_unsent(self):
+        """domain_per_minute = 6 and touches that expire 40 s from now: 6 go
+        at once, the next turns (10 s apart) that still fall before the
+        expiry wait, the rest die at once, "expired: its turn ...", with no
+        attempt counted. An operator's retry of a waiting one is refused:
+        it would break the limit."""
+        n = 20
+        cfg = self.setup_daemon(n, hook_extra="domain_per_minute = 6;", expires="100s")
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: self.states().get("in_flight", 0) == 0 and
+                                      self.states().get("delivered", 0) == 6, 20),
+                        "%r" % self.states())
+        rows = rx.outbox_rows(self.db)
+        dead = [r for r in rows if r[2] == "dead"]
+        held = [r for r in rows if r[2] == "retry_wait"]
+        self.assertGreater(len(dead), 0, rows)
+        self.assertGreater(len(held), 0, rows)
+        for r in dead:
+            self.assertEqual(r[3], 0, "a touch never sent counted an attempt: %r" % (r,))
+            self.assertIn("expired: its turn under the mail domain's limit", r[5])
+        r = d.ctl("outbox", "retry", str(held[0][0]))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"touch %d waits its turn, at \S+ \S+Z \(held: mail domain "
+                                   r"example.com is at its limit" % held[0][0])
+        self.assertEqual(len(self.rx.records()), 6)
+        self.assertEqual(d.stop(), 0)
+
+    def test_a_probe_held_by_the_domain_limit_does_not_stick_the_circuit(self):
+        """The circuit opens; its half-open probe is a touch whose mail
+        domain has no token: it is held for its turn, and the next touch
+        claimed is the probe, so the circuit still closes once the
+        receiver answers again (it stayed half-open for good)."""
+        n = 12
+        self.rx.set(status=500)
+        cfg = self.setup_daemon(n, hook_extra="domain_per_minute = 6;", concurrency=4,
+                                circuit_threshold=3, circuit_interval="1s")
+        d = self.start(config=cfg)
+        self.assertTrue(rx.wait_until(lambda: "circuit open" in d.read_log(), 20),
+                        d.read_log()[-2000:])
+        self.rx.set(status=200)
+        self.assertTrue(rx.wait_until(lambda: "circuit closed" in d.read_log(), 30),
+                        "%r\n%s" % (self.states(), d.read_log()[-3000:]))
+        self.assertEqual(self.states().get("in_flight", 0), 0)
+        self.assertEqual(d.stop(), 0)
+
+
 
 class Stalls(DispatchCase):
     def test_a_second_sigterm_stops_at_once_and_loses_nothing(self):

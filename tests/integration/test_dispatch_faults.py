@@ -214,6 +214,31 @@ class ClockJumps(FaultCase):
         self.assertEqual(d.stop(), 0)
         sys.stderr.write("after a step back of 1 h: all delivered in %.2f s\n" % took)
 
+    def test_a_step_forward_keeps_held_touches_spaced(self):
+        """domain_per_minute = 6: six go, the others wait their turns 10 s
+        apart. The wall clock steps forward 5 minutes (as after a suspend):
+        the domain's bucket did not see that time pass, so the turns move
+        with the clock instead of all falling due at once."""
+        n = 10
+        spec = self.tmp.join("faketime.spec")
+        h.write_text(spec, "+0\n")
+        env = self.faketime_env(spec)
+        cfg = rx.write_dispatch_config(self.tmp, self.rx.url(),
+                                       hook_extra="domain_per_minute = 6;")
+        rx.import_customers(h.CADENCED, cfg, rx.write_customers(self.tmp, n))
+        d = self.start(config=cfg, env=env)
+        self.assertTrue(rx.wait_until(lambda: self.states() == {"delivered": 6, "retry_wait": 4},
+                                      20), "%r" % self.states())
+        h.write_text(spec, "+300\n")
+        # noticed at the next pump: the first turn, 10 s on the monotonic clock
+        self.assertTrue(rx.wait_until(lambda: "the wall clock stepped forward" in d.read_log(),
+                                      20), d.read_log()[-2000:])
+        time.sleep(3)
+        self.assertLessEqual(self.states().get("delivered", 0), 7,
+                             "held touches went out together after the step: %r" % self.states())
+        self.assertRegex(d.read_log(), r"stepped forward 30[01] s .* moved=[34]")
+        self.assertEqual(d.stop(), 0)
+
 
 if __name__ == "__main__":
     h.main()
